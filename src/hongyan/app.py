@@ -1,0 +1,115 @@
+"""FastAPI application factory: API /v1, console, docs, health; embedded workers in the default mode."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse
+from hongyan.api.responses import JsonResponse
+from fastapi.staticfiles import StaticFiles
+
+from hongyan import __version__
+from hongyan.accounts.routes import router as keys_router
+from hongyan.api import errors
+from hongyan.api.body import SCHEMAS
+from hongyan.api.limits import RequestLimits
+from hongyan.config import Settings, get_settings
+from hongyan.db.engine import Database
+from hongyan.dispatch.queue import create_queue
+from hongyan.dispatch.runtime import Runtime
+from hongyan.messaging.routes import router as messages_router
+from hongyan.ops.health import router as health_router
+from hongyan.webhooks.routes import router as webhooks_router
+
+STATIC = Path(__file__).parent / "console" / "static"
+
+API_DESCRIPTION = """
+Send SMS through Hongyan (鸿雁). Authenticate with `Authorization: Bearer <key id>.<secret>`.
+
+Every error is JSON: `{"error": {"code": "invalid_phone_number", "message": "…", "field": "recipients[3].to"}}`
+with a 4xx status; the codes are listed in `docs/errors.md`. Send `Idempotency-Key` on POSTs to make
+retries safe. Status changes are pushed to your webhooks, signed with HMAC-SHA256.
+"""
+
+
+def create_app(settings: Settings | None = None, *, run_workers: bool | None = None, db: Database | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    workers = settings.embedded_workers if run_workers is None else run_workers
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = db or Database(settings.effective_database_url, pool_size=settings.db_pool_size)
+        app.state.db = database
+        app.state.runtime = None
+        if workers:
+            runtime = Runtime(database, settings, create_queue(settings.queue_url))
+            await runtime.start()
+            app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            if app.state.runtime is not None:
+                await app.state.runtime.stop()
+            if db is None:
+                await database.dispose()
+
+    app = FastAPI(
+        title="Hongyan SMS API",
+        version=__version__,
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        default_response_class=JsonResponse,
+    )
+    app.state.settings = settings
+    errors.install(app)
+    app.include_router(messages_router)
+    app.include_router(webhooks_router)
+    app.include_router(keys_router)
+    app.include_router(health_router)
+    try:
+        from hongyan.console.routes import install as install_console
+    except ImportError:  # console not built into this install
+        install_console = None
+    if install_console is not None:
+        install_console(app, settings)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(SCHEMAS)
+            schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+            schema["security"] = [{"bearer": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        if not (STATIC / "vendor" / "swagger-ui" / "swagger-ui-bundle.js").exists():
+            return HTMLResponse(
+                "<p>API explorer assets are not built (run scripts/build-assets). "
+                "The OpenAPI document is at <a href='/openapi.json'>/openapi.json</a>.</p>"
+            )
+        return HTMLResponse(_SWAGGER_PAGE)
+
+    app.add_middleware(RequestLimits, max_header_bytes=settings.max_header_bytes, max_body_bytes=settings.max_body_bytes)
+    return app
+
+
+_SWAGGER_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>Hongyan API</title>
+<link rel="stylesheet" href="/static/vendor/swagger-ui/swagger-ui.css">
+<link rel="icon" href="/static/vendor/swagger-ui/favicon-32x32.png"></head>
+<body><div id="swagger-ui"></div>
+<script src="/static/vendor/swagger-ui/swagger-ui-bundle.js"></script>
+<script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true});</script>
+</body></html>"""

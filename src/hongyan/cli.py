@@ -1,0 +1,298 @@
+"""`hongyan` command line: serve, worker, migrate, admin, send."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from typing import Annotated
+
+import typer
+
+from hongyan.config import Settings, get_settings
+
+app = typer.Typer(help="鸿雁 Hongyan: a self-hostable online SMS platform.", no_args_is_help=True,
+                  add_completion=False)
+admin = typer.Typer(help="Accounts, users and API keys.", no_args_is_help=True)
+app.add_typer(admin, name="admin")
+
+
+def _logging(settings: Settings) -> None:
+    level = {"NOTICE": "INFO"}.get(settings.log_level.upper(), settings.log_level.upper())
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _migrate(settings: Settings) -> None:
+    from hongyan.db.migrate import upgrade
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.effective_database_url)
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema (Alembic)."""
+    settings = get_settings()
+    _migrate(settings)
+    typer.echo(f"database is up to date: {_redact(settings.effective_database_url)}")
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':')[0]}:***@{host}" if ":" in creds else url
+    return url
+
+
+async def _bootstrap(settings: Settings) -> object:
+    from hongyan.accounts.service import bootstrap_if_empty
+    from hongyan.channels.registry import ensure_sandbox_channel
+    from hongyan.db.engine import Database
+
+    db = Database(settings.effective_database_url)
+    try:
+        created = await bootstrap_if_empty(db)
+        await ensure_sandbox_channel(db)
+        return created
+    finally:
+        await db.dispose()
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address (HONGYAN_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (HONGYAN_PORT).")] = None,
+    workers: Annotated[bool, typer.Option("--workers/--no-workers", help="Run dispatch workers in this process.")] = True,
+) -> None:
+    """Start the API and console (and, by default, the workers and sandbox carrier) in one process."""
+    import uvicorn
+
+    from hongyan.app import create_app
+
+    settings = get_settings()
+    if host:
+        settings.host = host
+    if port:
+        settings.port = port
+    _logging(settings)
+    _migrate(settings)
+    created = asyncio.run(_bootstrap(settings))
+    url = settings.effective_public_url
+    typer.echo("")
+    typer.echo(f"  鸿雁 Hongyan {__import__('hongyan').__version__} is starting")
+    typer.echo(f"  Console:   {url}/console")
+    typer.echo(f"  API docs:  {url}/docs")
+    typer.echo(f"  Database:  {_redact(settings.effective_database_url)}")
+    if created is not None:
+        typer.echo("")
+        typer.echo("  First start: an administrator and an API key were created. They are shown only now:")
+        typer.echo(f"    login:    {created.email}")  # type: ignore[attr-defined]
+        typer.echo(f"    password: {created.password}")  # type: ignore[attr-defined]
+        typer.echo(f"    API key:  {created.api_key}")  # type: ignore[attr-defined]
+        typer.echo("  Try:")
+        typer.echo(
+            f"    curl -s {url}/v1/messages -H 'Authorization: Bearer {created.api_key}' "  # type: ignore[attr-defined]
+            "-H 'Content-Type: application/json' -d '{\"to\":\"+8613800000001\",\"text\":\"你好,鸿雁\"}'"
+        )
+    else:
+        typer.echo("  Log in with your existing account (reset: hongyan admin reset-password EMAIL).")
+    typer.echo("", err=False)
+    sys.stdout.flush()
+    application = create_app(settings, run_workers=workers)
+    uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning", proxy_headers=True)
+
+
+@app.command()
+def worker() -> None:
+    """Run the dispatch workers (outbox relay, carriers, receipts, webhooks, sweeps) without HTTP."""
+    from hongyan.db.engine import Database
+    from hongyan.dispatch.queue import create_queue
+    from hongyan.dispatch.runtime import Runtime
+
+    settings = get_settings()
+    _logging(settings)
+    _migrate(settings)
+
+    async def main() -> None:
+        db = Database(settings.effective_database_url, pool_size=settings.db_pool_size)
+        runtime = Runtime(db, settings, create_queue(settings.queue_url))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await runtime.start()
+        typer.echo("worker running; SIGTERM to stop")
+        await stop.wait()
+        await runtime.stop()
+        await db.dispose()
+
+    asyncio.run(main())
+
+
+@app.command()
+def send(
+    to: Annotated[str, typer.Option(help="Recipient(s), separated by comma/semicolon/newline.")],
+    text: Annotated[str, typer.Option(help="Message text.")],
+    account: Annotated[str | None, typer.Option(help="Account id (default: the first account).")] = None,
+    message_type: Annotated[str, typer.Option("--type", help="verification | notification | marketing")] = "notification",
+) -> None:
+    """Send from the command line (stored like an API send; a running server or worker delivers it)."""
+    from sqlalchemy import select
+
+    from hongyan.accounts.models import Account
+    from hongyan.core.errors import HongyanError
+    from hongyan.db.engine import Database
+    from hongyan.messaging.numbers import split_recipients
+    from hongyan.messaging.submit import Recipient, SubmitRequest, submit_batch
+
+    settings = get_settings()
+    _migrate(settings)
+
+    async def main() -> int:
+        db = Database(settings.effective_database_url)
+        try:
+            async with db.read() as session:
+                query = select(Account).order_by(Account.created_at).limit(1)
+                if account:
+                    query = select(Account).where(Account.id == account)
+                acc = await session.scalar(query)
+            if acc is None:
+                typer.echo("no account: start `hongyan serve` once, or give --account", err=True)
+                return 2
+            request = SubmitRequest(text=text, recipients=[Recipient(to=n) for n in split_recipients(to)],
+                                    message_type=message_type, default_region=acc.default_region)
+            try:
+                result = await submit_batch(db, settings, request, account_id=acc.id, source="cli")
+            except HongyanError as exc:
+                typer.echo(f"error {exc.code}: {exc.message} ({exc.field})", err=True)
+                return 1
+            typer.echo(f"batch {result.batch_id}: {len(result.accepted)} accepted, {len(result.rejected)} rejected")
+            for m in result.accepted:
+                typer.echo(f"  {m.id}  {m.to}  {m.encoding} x{m.segments}")
+            for r in result.rejected:
+                typer.echo(f"  rejected #{r.index} {r.to}: {r.code} {r.message}")
+            return 0
+        finally:
+            await db.dispose()
+
+    raise typer.Exit(asyncio.run(main()))
+
+
+@admin.command("create-user")
+def create_user(
+    email: str,
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True)],
+    account: Annotated[str | None, typer.Option(help="Existing account id; default: a new account.")] = None,
+    role: str = "owner",
+) -> None:
+    """Create a console user."""
+    from hongyan.accounts import service
+    from hongyan.db.engine import Database
+
+    settings = get_settings()
+    _migrate(settings)
+
+    async def main() -> None:
+        db = Database(settings.effective_database_url)
+        try:
+            async with db.write() as session:
+                account_id = account or (await service.create_account(session, name=email)).id
+                user = await service.create_user(session, email=email, password=password, account_id=account_id,
+                                                 role=role)
+            typer.echo(f"user {user.id} ({email}) in account {account_id}")
+        finally:
+            await db.dispose()
+
+    _run_admin(main())
+
+
+@admin.command("reset-password")
+def reset_password(email: str) -> None:
+    """Set a new random password for a user and print it."""
+    import secrets
+
+    from sqlalchemy import update
+
+    from hongyan.accounts.models import User
+    from hongyan.accounts.service import hash_password
+    from hongyan.db.engine import Database
+
+    settings = get_settings()
+
+    async def main() -> None:
+        db = Database(settings.effective_database_url)
+        password = secrets.token_urlsafe(12)
+        try:
+            async with db.write() as session:
+                result = await session.execute(
+                    update(User).where(User.email == email.lower()).values(password_hash=hash_password(password))
+                )
+            if result.rowcount == 0:  # type: ignore[attr-defined]
+                typer.echo(f"no user {email}", err=True)
+                raise typer.Exit(1)
+            typer.echo(f"new password for {email}: {password}")
+        finally:
+            await db.dispose()
+
+    _run_admin(main())
+
+
+@admin.command("create-key")
+def create_key(
+    account: Annotated[str, typer.Option(help="Account id (acc_…).")],
+    name: Annotated[str, typer.Option(help="A name to recognise the key by.")] = "cli",
+    scopes: Annotated[str, typer.Option(help="Comma-separated: send,read,billing,admin")] = "send,read",
+) -> None:
+    """Create an API key; the key is printed once."""
+    from hongyan.accounts import service
+    from hongyan.db.engine import Database
+
+    settings = get_settings()
+
+    async def main() -> None:
+        db = Database(settings.effective_database_url)
+        try:
+            async with db.write() as session:
+                created = await service.create_api_key(session, account_id=account, name=name,
+                                                       scopes=tuple(s.strip() for s in scopes.split(",") if s.strip()))
+            typer.echo(created.token)
+        finally:
+            await db.dispose()
+
+    _run_admin(main())
+
+
+@admin.command("revoke-key")
+def revoke_key(key_id: str, account: Annotated[str, typer.Option(help="Account id (acc_…).")]) -> None:
+    """Revoke an API key."""
+    from hongyan.accounts import service
+    from hongyan.db.engine import Database
+
+    settings = get_settings()
+
+    async def main() -> None:
+        db = Database(settings.effective_database_url)
+        try:
+            async with db.write() as session:
+                await service.revoke_api_key(session, account_id=account, key_id=key_id)
+            typer.echo(f"revoked {key_id}")
+        finally:
+            await db.dispose()
+
+    _run_admin(main())
+
+
+def _run_admin(coro: object) -> None:
+    from hongyan.core.errors import HongyanError
+
+    try:
+        asyncio.run(coro)  # type: ignore[arg-type]
+    except HongyanError as exc:
+        typer.echo(f"error {exc.code}: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,103 @@
+"""Settings: every HONGYAN_* environment variable, in one place, with safe defaults.
+
+`docs/configuration.md` lists the same variables for operators; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HONGYAN_", extra="ignore")
+
+    # -- storage ------------------------------------------------------------------------------
+    data_dir: Path = Field(Path("data"), description="Directory for the SQLite file and local state.")
+    database_url: str = Field(
+        "",
+        description="SQLAlchemy async URL. Empty: SQLite file <data_dir>/hongyan.db. "
+        "Production: postgresql+asyncpg://user@host:5432/db",
+    )
+    db_pool_size: int = Field(10, description="Connection pool size (PostgreSQL).")
+
+    # -- queue --------------------------------------------------------------------------------
+    queue_url: str = Field("memory://", description="memory:// (in-process) or amqp://guest:guest@host:5672/")
+
+    # -- http ---------------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address the API and console listen on.")
+    port: int = Field(8600, description="Port the API and console listen on.")
+    public_url: str = Field("", description="URL users open (for links); default http://host:port")
+    secret_key: str = Field(
+        "",
+        description="Signs console sessions and CSRF tokens. Empty: generated once into <data_dir>/secret_key.",
+    )
+    max_body_bytes: int = Field(8 * 1024 * 1024, description="Largest accepted request body.")
+    max_header_bytes: int = Field(16 * 1024, description="Largest accepted total size of request headers.")
+
+    # -- messaging ----------------------------------------------------------------------------
+    default_region: str = Field("CN", description="Region (ISO 3166 alpha-2) for numbers without +country code.")
+    max_batch_recipients: int = Field(10_000, description="Most recipients in one POST /v1/batches.")
+    max_text_chars: int = Field(1_000, description="Longest message text (characters) after personalization.")
+    default_validity_hours: int = Field(48, description="Validity period: a message not final by then expires.")
+    currency: str = Field("CNY", description="Currency of the default price list.")
+    default_price_micros: int = Field(
+        40_000, description="Price per segment in micro-units (1/1,000,000) until rate cards exist: ¥0.04."
+    )
+
+    # -- workers ------------------------------------------------------------------------------
+    embedded_workers: bool = Field(True, description="`serve` also runs dispatcher, intake, webhooks, scheduler.")
+    dispatch_chunk: int = Field(500, description="Message ids per queue item (outbox chunk).")
+    outbox_poll_ms: int = Field(200, description="How often the relay polls the outbox when idle.")
+
+    # -- sandbox carrier ----------------------------------------------------------------------
+    sandbox_delay_ms: int = Field(200, description="Sandbox: delay before a delivery receipt.")
+    sandbox_outcomes: str = Field(
+        "delivered:95,undelivered:3,rejected:2",
+        description="Sandbox: outcome mix for ordinary numbers (deterministic per message id).",
+    )
+    sandbox_tps: int = Field(0, description="Sandbox: submits per second, 0 = unlimited.")
+
+    # -- webhooks -----------------------------------------------------------------------------
+    webhook_timeout_s: float = Field(10.0, description="Timeout of one webhook POST.")
+    webhook_retry_hours: int = Field(24, description="How long failed webhooks are retried.")
+    webhook_retry_base_s: float = Field(10.0, description="First retry delay; doubles each attempt, capped at 1 h.")
+    webhook_concurrency: int = Field(16, description="Parallel webhook POSTs per worker.")
+    webhook_allow_private: bool = Field(
+        True, description="Allow webhook URLs on loopback/private networks (turn off on shared platforms)."
+    )
+
+    # -- logging ------------------------------------------------------------------------------
+    log_level: str = Field("INFO", description="RFC 5424 severity name: DEBUG, INFO, NOTICE, WARNING, ERROR.")
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'hongyan.db').resolve()}"
+
+    @property
+    def effective_public_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+    def effective_secret_key(self) -> str:
+        """The configured key, or one generated once and kept in the data directory."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret_key"
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        path.write_text(key)
+        path.chmod(0o600)
+        return key
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

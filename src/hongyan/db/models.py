@@ -1,0 +1,10 @@
+"""Import every domain's models so metadata (Alembic, tests) sees all tables."""
+
+from hongyan.accounts import models as accounts  # noqa: F401
+from hongyan.channels import models as channels  # noqa: F401
+from hongyan.db.base import Base
+from hongyan.dispatch import models as dispatch  # noqa: F401
+from hongyan.messaging import models as messaging  # noqa: F401
+from hongyan.webhooks import models as webhooks  # noqa: F401
+
+metadata = Base.metadata

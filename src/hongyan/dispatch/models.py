@@ -1,0 +1,27 @@
+"""Transactional outbox: work written in the same transaction as the messages it refers to."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Index, Integer, SmallInteger, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from hongyan.db.base import Base, JsonType, UtcDateTime
+
+
+class OutboxItem(Base):
+    """A chunk of message ids (≤ dispatch_chunk) to publish on a queue lane, once committed."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    topic: Mapped[str] = mapped_column(String(32))  # dispatch
+    lane: Mapped[int] = mapped_column(SmallInteger)
+    payload: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    available_at: Mapped[datetime] = mapped_column(UtcDateTime)  # scheduled sends wait here
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+Index("ix_outbox_available", OutboxItem.available_at, OutboxItem.id)

@@ -1,0 +1,289 @@
+"""/v1/messages and /v1/batches: thin routes over messaging.submit and messaging.queries."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import Response
+from hongyan.api.responses import JsonResponse
+from pydantic import AwareDatetime
+
+from hongyan.accounts.service import AccountContext
+from hongyan.api.body import openapi_body, parse_body
+from hongyan.api.deps import DbDep, ReadAccount, SendAccount, SettingsDep
+from hongyan.config import Settings
+from hongyan.core.clock import isoformat
+from hongyan.core.errors import Unprocessable
+from hongyan.core.money import format_micros
+from hongyan.db.engine import Database
+from hongyan.messaging import idempotency, queries
+from hongyan.messaging.encoding import segment
+from hongyan.messaging.numbers import NumberProblem, normalize
+from hongyan.messaging.schemas import BatchCreate, MessageCreate, QuoteRequest
+from hongyan.messaging.submit import Recipient, SubmitRequest, SubmitResult, submit_batch
+from hongyan.billing.pricing import price_per_segment
+
+router = APIRouter(prefix="/v1", tags=["messages"])
+
+_SINGLE_EXAMPLE = {"to": "+8613800138000", "text": "【鸿雁】您的订单A1001已发货。", "message_type": "notification"}
+_BATCH_EXAMPLE = {
+    "text": "尊敬的{客户姓名},您的订单{订单号}已发货。",
+    "recipients": [
+        {"to": "+8613800138000", "vars": {"客户姓名": "张三", "订单号": "A1001"}},
+        {"to": "13900139000", "vars": {"客户姓名": "李四", "订单号": "A1002"}},
+    ],
+    "message_type": "notification",
+}
+
+
+def _vars(values: dict[str, Any] | None) -> dict[str, str] | None:
+    return None if values is None else {k: str(v) for k, v in values.items()}
+
+
+def _validity(minutes: int | None) -> timedelta | None:
+    return None if minutes is None else timedelta(minutes=minutes)
+
+
+def _message_json(result: SubmitResult) -> dict[str, Any]:
+    m = result.accepted[0]
+    return {
+        "id": m.id,
+        "batch_id": result.batch_id,
+        "to": m.to,
+        "status": result.status,
+        "message_type": result.message_type,
+        "encoding": m.encoding,
+        "segments": m.segments,
+        "price": format_micros(m.price_micros, result.currency),
+        "price_micros": m.price_micros,
+        "currency": result.currency,
+        "scheduled_at": isoformat(result.scheduled_at),
+        "created_at": isoformat(result.created_at),
+    }
+
+
+def _batch_json(result: SubmitResult) -> dict[str, Any]:
+    return {
+        "id": result.batch_id,
+        "status": result.status,
+        "message_type": result.message_type,
+        "accepted": len(result.accepted),
+        "rejected_count": len(result.rejected),
+        "segments": result.segments_total,
+        "price_per_segment": format_micros(result.price_per_segment_micros, result.currency),
+        "price_total": format_micros(result.price_micros_total, result.currency),
+        "price_total_micros": result.price_micros_total,
+        "currency": result.currency,
+        "scheduled_at": isoformat(result.scheduled_at),
+        "created_at": isoformat(result.created_at),
+        "messages": [
+            {
+                "index": m.index,
+                "id": m.id,
+                "to": m.to,
+                "encoding": m.encoding,
+                "segments": m.segments,
+                "price": format_micros(m.price_micros, result.currency),
+                **({"text": m.text} if m.text is not None else {}),
+            }
+            for m in result.accepted
+        ],
+        "rejected": [
+            {"index": r.index, "to": r.to, "code": r.code, "message": r.message, "field": r.field}
+            for r in result.rejected
+        ],
+    }
+
+
+async def _submit(
+    request: Request,
+    db: Database,
+    settings: Settings,
+    ctx: AccountContext,
+    submit: SubmitRequest,
+    idempotency_key: str | None,
+    render: Any,
+) -> Response:
+    status_code = 202
+    key = fingerprint = None
+    if idempotency_key is not None:
+        key = idempotency.check_key(idempotency_key)
+        fingerprint = idempotency.request_fingerprint(request.method, request.url.path, await request.body())
+        record = await idempotency.find(db, account_id=ctx.account_id, key=key, fingerprint=fingerprint)
+        if record is not None:
+            return Response(record.response_body, status_code=record.status_code, media_type="application/json",
+                            headers={"Idempotent-Replayed": "true"})
+    body: bytes = b""
+
+    async def remember(session: Any, result: SubmitResult) -> None:
+        nonlocal body
+        body = orjson.dumps(render(result))
+        if key is not None and fingerprint is not None:
+            await idempotency.store(session, account_id=ctx.account_id, key=key, fingerprint=fingerprint,
+                                    status_code=status_code, body=body)
+
+    try:
+        await submit_batch(db, settings, submit, account_id=ctx.account_id, source="api", after_insert=remember)
+    except Exception as exc:
+        if key is not None and fingerprint is not None and idempotency.is_conflict(exc):
+            # a concurrent request with the same key committed first: answer with its response
+            record = await idempotency.find(db, account_id=ctx.account_id, key=key, fingerprint=fingerprint)
+            if record is not None:
+                return Response(record.response_body, status_code=record.status_code, media_type="application/json",
+                                headers={"Idempotent-Replayed": "true"})
+        raise
+    runtime = getattr(request.app.state, "runtime", None)
+    if runtime is not None:
+        runtime.notify_outbox()
+    return Response(body, status_code=status_code, media_type="application/json")
+
+
+@router.post(
+    "/messages",
+    status_code=202,
+    summary="Send one message",
+    openapi_extra=openapi_body(MessageCreate, _SINGLE_EXAMPLE),
+    responses={202: {"description": "Accepted: the id, encoding, segments and price."}},
+)
+async def send_message(
+    request: Request,
+    db: DbDep,
+    settings: SettingsDep,
+    ctx: SendAccount,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Response:
+    data = await parse_body(request, MessageCreate)
+    submit = SubmitRequest(
+        text=data.text,
+        recipients=[Recipient(to=data.to, vars=_vars(data.vars), client_ref=data.client_ref)],
+        message_type=data.message_type,
+        sender=data.sender,
+        scheduled_at=data.scheduled_at,
+        validity=_validity(data.validity_minutes),
+        client_ref=data.client_ref,
+        default_region=ctx.default_region,
+        field_prefix="to",
+    )
+    return await _submit(request, db, settings, ctx, submit, idempotency_key, _message_json)
+
+
+@router.post(
+    "/batches",
+    status_code=202,
+    summary="Send to up to 10,000 recipients",
+    openapi_extra=openapi_body(BatchCreate, _BATCH_EXAMPLE),
+    responses={202: {"description": "Accepted: ids per recipient, rejected recipients with index and reason."}},
+)
+async def send_batch(
+    request: Request,
+    db: DbDep,
+    settings: SettingsDep,
+    ctx: SendAccount,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Response:
+    data = await parse_body(request, BatchCreate)
+    recipients = [
+        Recipient(to=r) if isinstance(r, str) else Recipient(to=r.to, vars=_vars(r.vars), client_ref=r.client_ref)
+        for r in data.recipients
+    ]
+    submit = SubmitRequest(
+        text=data.text,
+        recipients=recipients,
+        message_type=data.message_type,
+        sender=data.sender,
+        scheduled_at=data.scheduled_at,
+        validity=_validity(data.validity_minutes),
+        client_ref=data.client_ref,
+        default_region=ctx.default_region,
+    )
+    return await _submit(request, db, settings, ctx, submit, idempotency_key, _batch_json)
+
+
+@router.post("/messages/quote", summary="Characters, encoding, segments and price, without sending",
+             openapi_extra=openapi_body(QuoteRequest, {"text": "【鸿雁】您好 😀", "to": "+8613800138000"}))
+async def quote(request: Request, settings: SettingsDep, ctx: SendAccount) -> JsonResponse:
+    data = await parse_body(request, QuoteRequest)
+    seg = segment(data.text)
+    country = None
+    if data.to:
+        try:
+            country = normalize(data.to, ctx.default_region).region
+        except NumberProblem as problem:
+            raise Unprocessable(problem.code, problem.message, field="to") from problem
+    price = price_per_segment(settings, account_id=ctx.account_id, country=country, message_type=data.message_type)
+    return JsonResponse({
+        "encoding": seg.encoding,
+        "characters": seg.characters,
+        "units": seg.units,
+        "segments": seg.segment_count,
+        "unit_limit": seg.unit_limit,
+        "units_remaining": seg.units_remaining,
+        "segment_texts": list(seg.segments),
+        "price_per_segment": format_micros(price.per_segment_micros, price.currency),
+        "price": format_micros(price.per_segment_micros * seg.segment_count, price.currency),
+        "currency": price.currency,
+    })
+
+
+@router.get("/messages/{message_id}", summary="One message with its status history")
+async def get_message(message_id: str, db: DbDep, ctx: ReadAccount) -> JsonResponse:
+    async with db.read() as session:
+        message, events = await queries.get_message(session, account_id=ctx.account_id, message_id=message_id)
+    return JsonResponse(queries.message_public(message, events))
+
+
+@router.get("/messages", summary="Search messages (newest first, cursor pagination)")
+async def list_messages(
+    db: DbDep,
+    ctx: ReadAccount,
+    status: Annotated[str | None, Query(description="One status or a comma-separated list.")] = None,
+    to: Annotated[str | None, Query(description="Recipient number (normalized like on send).")] = None,
+    batch: Annotated[str | None, Query(description="Batch id `bat_…`.")] = None,
+    from_: Annotated[AwareDatetime | None, Query(alias="from", description="Created at or after (ISO 8601).")] = None,
+    until: Annotated[AwareDatetime | None, Query(description="Created before (ISO 8601).")] = None,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
+    limit: Annotated[int, Query()] = 50,
+) -> JsonResponse:
+    to_number = None
+    if to:
+        try:
+            to_number = normalize(to, ctx.default_region).e164
+        except NumberProblem as problem:
+            raise Unprocessable(problem.code, problem.message, field="to") from problem
+    statuses = [s.strip() for s in status.split(",") if s.strip()] if status else None
+    async with db.read() as session:
+        rows, next_cursor = await queries.list_messages(
+            session, account_id=ctx.account_id, statuses=statuses, to=to_number, batch_id=batch,
+            since=from_, until=until, cursor=cursor, limit=limit,
+        )
+    return JsonResponse({"data": [queries.message_public(m) for m in rows], "next_cursor": next_cursor,
+                           "has_more": next_cursor is not None})
+
+
+@router.post("/messages/{message_id}/cancel", summary="Cancel a message that is not yet sent")
+async def cancel_message(message_id: str, db: DbDep, ctx: SendAccount) -> JsonResponse:
+    async with db.write() as session:
+        await queries.cancel_message(session, account_id=ctx.account_id, message_id=message_id)
+    async with db.read() as session:
+        message, events = await queries.get_message(session, account_id=ctx.account_id, message_id=message_id)
+    return JsonResponse(queries.message_public(message, events))
+
+
+@router.get("/batches/{batch_id}", summary="A batch with counts per status")
+async def get_batch(batch_id: str, db: DbDep, ctx: ReadAccount) -> JsonResponse:
+    async with db.read() as session:
+        return JsonResponse(await queries.batch_summary(session, account_id=ctx.account_id, batch_id=batch_id))
+
+
+@router.post("/batches/{batch_id}/cancel", summary="Cancel every message of a batch not yet sent")
+async def cancel_batch(batch_id: str, db: DbDep, ctx: SendAccount) -> JsonResponse:
+    async with db.write() as session:
+        canceled = await queries.cancel_batch(session, account_id=ctx.account_id, batch_id=batch_id)
+    async with db.read() as session:
+        summary = await queries.batch_summary(session, account_id=ctx.account_id, batch_id=batch_id)
+    return JsonResponse({"canceled": canceled, "batch": summary})
+
+

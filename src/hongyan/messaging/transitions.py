@@ -1,0 +1,194 @@
+"""Apply state changes in bulk, guarded by the state machine, with history and webhook events.
+
+Every status change of every message goes through `apply_transitions`; it is the only code that writes
+message.status after insert. A transition whose current status does not allow it changes no row (it is
+counted in `TransitionOutcome.skipped`): late, duplicated or out-of-order events are harmless.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, bindparam, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hongyan.core.clock import utcnow
+from hongyan.messaging.models import Message, MessageEvent
+from hongyan.messaging.states import FINAL, Status, allowed_from
+from hongyan.webhooks import service as webhooks
+
+# columns handed to webhook events and callers after a change
+_RETURNED = (
+    Message.id,
+    Message.account_id,
+    Message.batch_id,
+    Message.to_number,
+    Message.status,
+    Message.client_ref,
+    Message.segment_count,
+    Message.price_micros,
+    Message.currency,
+    Message.error_code,
+    Message.carrier_error_code,
+    Message.channel_id,
+    Message.created_at,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    message_id: str
+    to: Status
+    error_code: str | None = None
+    carrier_error_code: str | None = None
+    carrier_message_id: str | None = None
+    channel_id: str | None = None
+
+
+@dataclass(slots=True)
+class TransitionOutcome:
+    applied: list[dict[str, Any]] = field(default_factory=list)  # rows after the change
+    skipped: list[Transition] = field(default_factory=list)  # not allowed from the current status
+
+    @property
+    def applied_ids(self) -> list[str]:
+        return [row["id"] for row in self.applied]
+
+
+def _values_for(to: Status, now: datetime, t: Transition) -> dict[str, Any]:
+    values: dict[str, Any] = {"status": to.value, "updated_at": now}
+    if to is Status.SENDING:
+        values["attempts"] = Message.attempts + 1
+    if to is Status.SENT:
+        values["sent_at"] = now
+    if to in FINAL:
+        values["done_at"] = now
+    if t.error_code is not None:
+        values["error_code"] = t.error_code
+    if t.carrier_error_code is not None:
+        values["carrier_error_code"] = t.carrier_error_code
+    if t.channel_id is not None:
+        values["channel_id"] = t.channel_id
+    return values
+
+
+async def apply_transitions(
+    session: AsyncSession,
+    transitions: Sequence[Transition],
+    *,
+    at: datetime | None = None,
+    account_id: str | None = None,
+) -> TransitionOutcome:
+    """Apply many transitions in the caller's transaction. `account_id` scopes them (API cancel)."""
+    now = at or utcnow()
+    outcome = TransitionOutcome()
+    if not transitions:
+        return outcome
+    uniform: dict[tuple[Any, ...], list[Transition]] = defaultdict(list)
+    individual: list[Transition] = []
+    for t in transitions:
+        if t.carrier_message_id is not None:
+            individual.append(t)
+        else:
+            uniform[(t.to, t.error_code, t.carrier_error_code, t.channel_id)].append(t)
+
+    for group in uniform.values():
+        first = group[0]
+        ids = [t.message_id for t in group]
+        cond = [Message.id.in_(ids), Message.status.in_([s.value for s in allowed_from(first.to)])]
+        if account_id is not None:
+            cond.append(Message.account_id == account_id)
+        stmt = update(Message).where(and_(*cond)).values(_values_for(first.to, now, first)).returning(*_RETURNED)
+        rows = [dict(r._mapping) for r in (await session.execute(stmt)).all()]
+        outcome.applied.extend(rows)
+        if len(rows) != len(group):
+            done = {r["id"] for r in rows}
+            outcome.skipped.extend(t for t in group if t.message_id not in done)
+
+    if individual:
+        await _apply_individual(session, individual, now, outcome, account_id)
+
+    if outcome.applied:
+        await session.execute(
+            insert(MessageEvent),
+            [
+                {
+                    "message_id": row["id"],
+                    "status": row["status"],
+                    "occurred_at": now,
+                    "error_code": row["error_code"],
+                    "carrier_error_code": row["carrier_error_code"],
+                }
+                for row in outcome.applied
+            ],
+        )
+        await webhooks.enqueue_message_status_events(session, outcome.applied, occurred_at=now)
+    return outcome
+
+
+async def _apply_individual(
+    session: AsyncSession,
+    transitions: list[Transition],
+    now: datetime,
+    outcome: TransitionOutcome,
+    account_id: str | None,
+) -> None:
+    """Per-row values (carrier message ids): lock the rows, check in Python, update with executemany."""
+    by_id = {t.message_id: t for t in transitions}
+    query = select(Message.id, Message.status).where(Message.id.in_(list(by_id))).order_by(Message.id)
+    if account_id is not None:
+        query = query.where(Message.account_id == account_id)
+    if session.bind.dialect.name == "postgresql":
+        query = query.with_for_update()
+    current = {r.id: r.status for r in (await session.execute(query)).all()}
+    accepted: list[Transition] = []
+    for t in transitions:
+        status = current.get(t.message_id)
+        if status is not None and Status(status) in allowed_from(t.to):
+            accepted.append(t)
+        else:
+            outcome.skipped.append(t)
+    if not accepted:
+        return
+    by_target: dict[Status, list[Transition]] = defaultdict(list)
+    for t in accepted:
+        by_target[t.to].append(t)
+    table = Message.__table__
+    conn = await session.connection()
+    for to, group in by_target.items():
+        extra: dict[str, Any] = {}
+        if to is Status.SENT:
+            extra["sent_at"] = now
+        if to in FINAL:
+            extra["done_at"] = now
+        stmt = (
+            update(table)
+            .where(table.c.id == bindparam("b_id"), table.c.status == bindparam("b_from"))
+            .values(
+                status=to.value,
+                updated_at=now,
+                carrier_message_id=bindparam("b_cid"),
+                error_code=bindparam("b_err"),
+                carrier_error_code=bindparam("b_cerr"),
+                channel_id=bindparam("b_chn"),
+                **extra,
+            )
+        )
+        params = [
+            {
+                "b_id": t.message_id,
+                "b_from": current[t.message_id],
+                "b_cid": t.carrier_message_id,
+                "b_err": t.error_code,
+                "b_cerr": t.carrier_error_code,
+                "b_chn": t.channel_id,
+            }
+            for t in group
+        ]
+        await conn.execute(stmt, params)
+    rows = await session.execute(select(*_RETURNED).where(Message.id.in_([t.message_id for t in accepted])))
+    outcome.applied.extend(dict(r._mapping) for r in rows.all())

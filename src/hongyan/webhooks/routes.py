@@ -1,0 +1,74 @@
+"""/v1/webhooks: endpoints that receive signed status events."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from hongyan.api.responses import JsonResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from sqlalchemy import select
+
+from hongyan.api.body import openapi_body, parse_body
+from hongyan.api.deps import AdminAccount, DbDep
+from hongyan.core.clock import isoformat
+from hongyan.webhooks import service
+from hongyan.webhooks.models import WebhookEndpoint, WebhookEvent
+
+router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+
+
+class WebhookCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: Annotated[StrictStr, Field(max_length=2000)]
+    event_types: list[StrictStr] | None = Field(None, description="e.g. message.delivered; omit for all events.")
+    description: Annotated[str, Field(max_length=200)] = ""
+
+
+def _endpoint_json(e: WebhookEndpoint, secret: str | None = None) -> dict[str, object]:
+    out: dict[str, object] = {"id": e.id, "url": e.url, "event_types": e.event_types, "description": e.description,
+                              "enabled": e.enabled, "created_at": isoformat(e.created_at)}
+    if secret is not None:
+        out["secret"] = secret
+    return out
+
+
+@router.post("", status_code=201, summary="Add a webhook endpoint (the signing secret is shown once)",
+             openapi_extra=openapi_body(WebhookCreate, {"url": "https://example.com/hongyan/events"}))
+async def create_webhook(request: Request, db: DbDep, ctx: AdminAccount) -> JsonResponse:
+    data = await parse_body(request, WebhookCreate)
+    async with db.write() as session:
+        endpoint, secret = await service.create_endpoint(
+            session, account_id=ctx.account_id, url=data.url, event_types=data.event_types, description=data.description
+        )
+    return JsonResponse(_endpoint_json(endpoint, secret), status_code=201)
+
+
+@router.get("", summary="List webhook endpoints")
+async def list_webhooks(db: DbDep, ctx: AdminAccount) -> JsonResponse:
+    async with db.read() as session:
+        endpoints = await service.list_endpoints(session, account_id=ctx.account_id)
+    return JsonResponse({"data": [_endpoint_json(e) for e in endpoints]})
+
+
+@router.delete("/{endpoint_id}", summary="Disable a webhook endpoint")
+async def delete_webhook(endpoint_id: str, db: DbDep, ctx: AdminAccount) -> JsonResponse:
+    async with db.write() as session:
+        await service.delete_endpoint(session, account_id=ctx.account_id, endpoint_id=endpoint_id)
+    return JsonResponse({"id": endpoint_id, "enabled": False})
+
+
+@router.get("/{endpoint_id}/events", summary="Recent events of an endpoint with delivery state")
+async def list_events(endpoint_id: str, db: DbDep, ctx: AdminAccount,
+                      limit: Annotated[int, Query(ge=1, le=500)] = 50) -> JsonResponse:
+    async with db.read() as session:
+        rows = (await session.scalars(
+            select(WebhookEvent).where(WebhookEvent.endpoint_id == endpoint_id, WebhookEvent.account_id == ctx.account_id)
+            .order_by(WebhookEvent.id.desc()).limit(limit)
+        )).all()
+    return JsonResponse({"data": [
+        {"id": e.id, "type": e.event_type, "message_id": e.message_id, "status": e.status, "attempts": e.attempts,
+         "last_status_code": e.last_status_code, "last_error": e.last_error, "created_at": isoformat(e.created_at),
+         "delivered_at": isoformat(e.delivered_at), "next_attempt_at": isoformat(e.next_attempt_at)}
+        for e in rows
+    ]})

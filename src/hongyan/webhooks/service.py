@@ -1,0 +1,141 @@
+"""Webhook endpoints and the webhook outbox: events are rows written in the state change's transaction."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hongyan.core import ids
+from hongyan.core.clock import isoformat, utcnow
+from hongyan.core.errors import InvalidRequest, NotFound
+from hongyan.core.money import format_micros
+from hongyan.webhooks.models import WebhookEndpoint, WebhookEvent
+
+MESSAGE_EVENT_TYPES = tuple(
+    f"message.{s}"
+    for s in (
+        "scheduled", "queued", "sending", "sent", "delivered", "undelivered", "expired", "rejected", "failed", "canceled",
+    )
+)
+
+
+def validate_url(url: str, *, field: str = "url") -> str:
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidRequest("invalid_webhook_url", "The webhook URL must be an absolute http(s) URL.", field=field)
+    return url.strip()
+
+
+async def create_endpoint(
+    session: AsyncSession, *, account_id: str, url: str, event_types: list[str] | None = None, description: str = ""
+) -> tuple[WebhookEndpoint, str]:
+    """Create an endpoint; returns it with its signing secret (shown once)."""
+    for i, et in enumerate(event_types or []):
+        if et not in MESSAGE_EVENT_TYPES:
+            raise InvalidRequest("invalid_event_type", f"Unknown event type '{et}'.", field=f"event_types[{i}]")
+    secret = "whsec_" + secrets.token_urlsafe(32)
+    endpoint = WebhookEndpoint(
+        id=ids.new_id("whk"),
+        account_id=account_id,
+        url=validate_url(url),
+        secret=secret,
+        event_types=list(event_types or []),
+        description=description,
+        enabled=True,
+        created_at=utcnow(),
+    )
+    session.add(endpoint)
+    await session.flush()
+    return endpoint, secret
+
+
+async def list_endpoints(session: AsyncSession, *, account_id: str) -> list[WebhookEndpoint]:
+    rows = await session.scalars(
+        select(WebhookEndpoint).where(WebhookEndpoint.account_id == account_id).order_by(WebhookEndpoint.created_at)
+    )
+    return list(rows)
+
+
+async def delete_endpoint(session: AsyncSession, *, account_id: str, endpoint_id: str) -> None:
+    result = await session.execute(
+        update(WebhookEndpoint)
+        .where(WebhookEndpoint.id == endpoint_id, WebhookEndpoint.account_id == account_id)
+        .values(enabled=False)
+    )
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        raise NotFound("webhook_endpoint_not_found", "No such webhook endpoint.", field="id")
+
+
+def message_event_payload(event_id: str, row: dict[str, Any], occurred_at: datetime) -> bytes:
+    return orjson.dumps(
+        {
+            "id": event_id,
+            "type": f"message.{row['status']}",
+            "created_at": isoformat(occurred_at),
+            "data": {
+                "message_id": row["id"],
+                "batch_id": row["batch_id"],
+                "to": row["to_number"],
+                "status": row["status"],
+                "error_code": row["error_code"],
+                "carrier_error_code": row["carrier_error_code"],
+                "segments": row["segment_count"],
+                "price": format_micros(row["price_micros"], row["currency"]),
+                "currency": row["currency"],
+                "client_ref": row["client_ref"],
+            },
+        }
+    )
+
+
+async def enqueue_message_status_events(
+    session: AsyncSession, rows: Iterable[dict[str, Any]], *, occurred_at: datetime
+) -> int:
+    """Write one webhook event per (changed message, subscribed endpoint) in the caller's transaction."""
+    rows = list(rows)
+    accounts = {r["account_id"] for r in rows}
+    if not accounts:
+        return 0
+    endpoints = (
+        await session.execute(
+            select(WebhookEndpoint.id, WebhookEndpoint.account_id, WebhookEndpoint.event_types).where(
+                WebhookEndpoint.account_id.in_(accounts), WebhookEndpoint.enabled.is_(True)
+            )
+        )
+    ).all()
+    if not endpoints:
+        return 0
+    by_account: dict[str, list[Any]] = {}
+    for ep in endpoints:
+        by_account.setdefault(ep.account_id, []).append(ep)
+    events = []
+    for row in rows:
+        event_type = f"message.{row['status']}"
+        for ep in by_account.get(row["account_id"], ()):
+            if ep.event_types and event_type not in ep.event_types:
+                continue
+            event_id = ids.new_id("evt")
+            events.append(
+                {
+                    "id": event_id,
+                    "account_id": row["account_id"],
+                    "endpoint_id": ep.id,
+                    "event_type": event_type,
+                    "message_id": row["id"],
+                    "payload": message_event_payload(event_id, row, occurred_at).decode(),
+                    "status": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": occurred_at,
+                    "created_at": occurred_at,
+                }
+            )
+    if events:
+        await session.execute(insert(WebhookEvent), events)
+    return len(events)

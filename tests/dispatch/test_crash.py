@@ -1,0 +1,156 @@
+"""kill -9 of the whole embedded server mid-run: after a restart every accepted message reaches a final
+state, exactly once in the history, and nothing accepted is lost."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+BANNER_KEY = re.compile(r"API key:\s+(\S+)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, data_dir: Path, db_url: str) -> None:
+        self.port = _free_port()
+        self.env = dict(
+            os.environ,
+            HONGYAN_DATA_DIR=str(data_dir),
+            HONGYAN_DATABASE_URL=db_url,
+            HONGYAN_PORT=str(self.port),
+            HONGYAN_SANDBOX_DELAY_MS="1500",  # many messages are `sent` and owed a receipt at the kill
+            HONGYAN_SANDBOX_OUTCOMES="delivered:90,undelivered:10",
+        )
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = data_dir / "server.log"
+        self.output = ""
+
+    def start(self) -> str:
+        start_at = self.log.stat().st_size if self.log.exists() else 0
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "hongyan.cli", "serve"], env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + 60
+        key = ""
+        while time.monotonic() < deadline:
+            self.output = self.log.read_bytes()[start_at:].decode(errors="replace")
+            m = BANNER_KEY.search(self.output)
+            if m:
+                key = m.group(1)
+            try:
+                if httpx.get(self.base + "/health", timeout=0.5).status_code == 200:
+                    return key
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None:
+                raise AssertionError("server exited:\n" + self.output)
+            time.sleep(0.05)  # polling interval while waiting for the port
+        raise AssertionError("server did not start:\n" + self.output)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def _wait(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}: {last!r}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_kill9_then_restart_finishes_every_message(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> None:
+    if backend == "postgresql":
+        db_url = request.getfixturevalue("pg_url")
+        # the session database is shared with other tests: start from empty tables
+        import asyncio
+
+        from hongyan.db.engine import Database
+        from support import truncate_all
+
+        async def clean() -> None:
+            d = Database(db_url)
+            await truncate_all(d)
+            await d.dispose()
+
+        asyncio.run(clean())
+    else:
+        db_url = f"sqlite+aiosqlite:///{tmp_path / 'crash.db'}"
+    server = Server(tmp_path, db_url)
+    try:
+        key = server.start()
+        assert key, server.output
+        headers = {"Authorization": f"Bearer {key}"}
+        accepted: list[str] = []
+        with httpx.Client(base_url=server.base, headers=headers, timeout=30) as c:
+            for batch in range(5):
+                recipients = [f"+86139{batch:02d}{i + 100:06d}" for i in range(400)]
+                r = c.post("/v1/batches", json={"text": f"crash test {batch}", "recipients": recipients})
+                assert r.status_code == 202, r.text
+                accepted += [m["id"] for m in r.json()["messages"]]
+                bid = r.json()["id"]
+
+            def some_sent() -> bool:
+                b = c.get(f"/v1/batches/{bid}").json()["counts"]
+                return b["sent"] > 0 or b["delivered"] > 0
+
+            _wait(some_sent, 30, "messages in flight")
+        server.kill9()
+
+        key2 = server.start()  # restart on the same database
+        assert key2 == "", "restart must not bootstrap again"
+        with httpx.Client(base_url=server.base, headers=headers, timeout=30) as c:
+            def all_final() -> bool:
+                total = 0
+                cursor = None
+                while True:
+                    params = {"status": "delivered,undelivered", "limit": 1000}
+                    if cursor:
+                        params["cursor"] = cursor
+                    page = c.get("/v1/messages", params=params).json()
+                    total += len(page["data"])
+                    cursor = page["next_cursor"]
+                    if not cursor:
+                        break
+                return total == len(accepted)
+
+            _wait(all_final, 120, "every message final after restart")
+            assert "recovered" in server.output, server.output
+            for mid in accepted[::97]:
+                events = [e["status"] for e in c.get(f"/v1/messages/{mid}").json()["events"]]
+                final = [e for e in events if e in ("delivered", "undelivered")]
+                assert len(final) == 1, events
+                assert events[0] == "accepted"
+    finally:
+        server.stop()

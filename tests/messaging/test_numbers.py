@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import pytest
+
+from hongyan.messaging.numbers import NumberProblem, normalize, split_recipients
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "e164"),
+    [
+        ("13800138000", "CN", "+8613800138000"),
+        ("+86 138-0013-8000", "CN", "+8613800138000"),
+        ("008613800138000", "CN", "+8613800138000"),
+        ("  13800138000 ", "CN", "+8613800138000"),
+        ("+447911123456", "CN", "+447911123456"),
+        ("07911 123456", "GB", "+447911123456"),
+        ("+1 415 555 2671", "CN", "+14155552671"),  # US numbers: mobile and fixed can't be told apart
+    ],
+)
+def test_normalize(raw: str, region: str, e164: str) -> None:
+    assert normalize(raw, region).e164 == e164
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        ("", "invalid_phone_number"),
+        ("abc", "invalid_phone_number"),
+        ("1380013800", "invalid_phone_number"),  # one digit short
+        ("+86123", "invalid_phone_number"),
+        ("1" * 40, "invalid_phone_number"),
+        ("01088886666", "not_mobile_number"),  # Beijing landline
+        ("4008123123", "not_mobile_number"),  # CN toll free
+    ],
+)
+def test_bad_numbers(raw: str, code: str) -> None:
+    with pytest.raises(NumberProblem) as err:
+        normalize(raw, "CN")
+    assert err.value.code == code
+    assert err.value.message
+
+
+def test_normalize_region_comes_back() -> None:
+    assert normalize("13800138000", "CN").region == "CN"
+
+
+def test_split_recipients_separators() -> None:
+    assert split_recipients("1,2;3\n4\r\n5；6，7\t8、9 , ,") == ["1", "2", "3", "4", "5", "6", "7", "8", "9"]

@@ -1,0 +1,54 @@
+"""Helpers shared by tests (importable as `support`; tests/ is on pythonpath)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sqlalchemy import text
+
+from hongyan.db.engine import Database
+from hongyan.db.models import metadata
+
+
+class AccountFixture:
+    def __init__(self, account_id: str, token: str, key_id: str) -> None:
+        self.account_id = account_id
+        self.token = token
+        self.key_id = key_id
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+async def make_account(db: Database, *, name: str = "Acme", scopes: tuple[str, ...] = ("send", "read", "billing", "admin")) -> AccountFixture:
+    from hongyan.accounts import service
+
+    async with db.write() as session:
+        account = await service.create_account(session, name=name)
+        created = await service.create_api_key(session, account_id=account.id, name="test", scopes=scopes)
+    return AccountFixture(account.id, created.token, created.key.id)
+
+
+async def wait_until(predicate: Any, *, timeout: float = 10.0, interval: float = 0.02, message: str = "condition") -> Any:
+    """Poll an async predicate until it returns a truthy value or the deadline passes."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: Any = None
+    while loop.time() < deadline:
+        last = await predicate()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}; last value: {last!r}")
+
+
+async def truncate_all(db: Database) -> None:
+    tables = [t.name for t in reversed(metadata.sorted_tables)]
+    async with db.write() as session:
+        if db.dialect == "postgresql":
+            await session.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"))
+        else:
+            for t in tables:
+                await session.execute(text(f'DELETE FROM "{t}"'))
