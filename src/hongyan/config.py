@@ -60,16 +60,12 @@ class Settings(BaseSettings):
         "delivered:95,undelivered:3,rejected:2",
         description="Sandbox: outcome mix for ordinary numbers (deterministic per message id).",
     )
-    sandbox_tps: int = Field(0, description="Sandbox: submits per second, 0 = unlimited.")
 
     # -- webhooks -----------------------------------------------------------------------------
     webhook_timeout_s: float = Field(10.0, description="Timeout of one webhook POST.")
     webhook_retry_hours: int = Field(24, description="How long failed webhooks are retried.")
     webhook_retry_base_s: float = Field(10.0, description="First retry delay; doubles each attempt, capped at 1 h.")
     webhook_concurrency: int = Field(16, description="Parallel webhook POSTs per worker.")
-    webhook_allow_private: bool = Field(
-        True, description="Allow webhook URLs on loopback/private networks (turn off on shared platforms)."
-    )
 
     # -- logging ------------------------------------------------------------------------------
     log_level: str = Field("INFO", description="RFC 5424 severity name: DEBUG, INFO, NOTICE, WARNING, ERROR.")
