@@ -16,12 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
 
 from hongyan.config import Settings
 from hongyan.db.engine import Database
 from hongyan.db.migrate import upgrade
-from hongyan.db.models import metadata
 from support import AccountFixture, make_account, truncate_all
 
 PG_ADMIN_URL = os.environ.get("HONGYAN_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -10,7 +10,6 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
-from hongyan.api.responses import JsonResponse
 from fastapi.staticfiles import StaticFiles
 
 from hongyan import __version__
@@ -18,6 +17,7 @@ from hongyan.accounts.routes import router as keys_router
 from hongyan.api import errors
 from hongyan.api.body import SCHEMAS
 from hongyan.api.limits import RequestLimits
+from hongyan.api.responses import JsonResponse
 from hongyan.config import Settings, get_settings
 from hongyan.db.engine import Database
 from hongyan.dispatch.queue import create_queue

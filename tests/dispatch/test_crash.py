@@ -55,6 +55,7 @@ class Server:
                 key = m.group(1)
             try:
                 if httpx.get(self.base + "/health", timeout=0.5).status_code == 200:
+                    self.output = self.log.read_bytes()[start_at:].decode(errors="replace")
                     return key
             except httpx.HTTPError:
                 pass

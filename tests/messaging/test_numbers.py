@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import phonenumbers
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hongyan.messaging.numbers import NumberProblem, normalize, split_recipients
 
@@ -46,3 +49,23 @@ def test_normalize_region_comes_back() -> None:
 
 def test_split_recipients_separators() -> None:
     assert split_recipients("1,2;3\n4\r\n5；6，7\t8、9 , ,") == ["1", "2", "3", "4", "5", "6", "7", "8", "9"]
+
+
+@given(
+    st.sampled_from(["86", "1", "44", "49", "91", "81", "852", "65", "800", "888"]),
+    st.text(alphabet="0123456789", min_size=4, max_size=13),
+    st.sampled_from(["CN", "US", "GB"]),
+)
+def test_validity_agrees_with_libphonenumber(cc: str, digits: str, region: str) -> None:
+    """Our single number_type() call must judge validity exactly like phonenumbers.is_valid_number."""
+    raw = f"+{cc}{digits}"
+    try:
+        expected = phonenumbers.is_valid_number(phonenumbers.parse(raw, region))
+    except phonenumbers.NumberParseException:
+        expected = False
+    try:
+        normalize(raw, region)
+        ours = True
+    except NumberProblem as problem:
+        ours = problem.code == "not_mobile_number"
+    assert ours == expected

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Request
-from hongyan.api.responses import JsonResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from hongyan.accounts import service
 from hongyan.accounts.models import ApiKey
 from hongyan.api.body import openapi_body, parse_body
 from hongyan.api.deps import AdminAccount, DbDep
+from hongyan.api.responses import JsonResponse
 from hongyan.core.clock import isoformat
 
 router = APIRouter(prefix="/v1/api-keys", tags=["api keys"])

@@ -7,9 +7,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from hongyan.api.responses import JsonResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from hongyan.api.responses import JsonResponse
 from hongyan.core.errors import HongyanError
 
 log = logging.getLogger(__name__)

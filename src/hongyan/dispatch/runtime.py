@@ -188,17 +188,10 @@ class Runtime:
             outcome = await apply_transitions(session, [Transition(mid, Status.SENDING) for mid in message_ids])
             if not outcome.applied:
                 return
-            rows = (
-                await session.execute(
-                    select(
-                        Message.id, Message.to_number, Message.sender, Message.body, Message.encoding,
-                        Message.segment_count, Message.message_type, Message.priority,
-                    ).where(Message.id.in_(outcome.applied_ids))
-                )
-            ).all()
         batch = [
-            OutboundSms(r.id, r.to_number, r.sender, r.body, r.encoding, r.segment_count, r.message_type, r.priority)
-            for r in rows
+            OutboundSms(r["id"], r["to_number"], r["sender"], r["body"], r["encoding"], r["segment_count"],
+                        r["message_type"], r["priority"])
+            for r in outcome.applied
         ]
         channel_id = self.default_channel
         connector = self.connectors.get(channel_id or "")

@@ -8,12 +8,13 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
-from hongyan.api.responses import JsonResponse
 from pydantic import AwareDatetime
 
 from hongyan.accounts.service import AccountContext
 from hongyan.api.body import openapi_body, parse_body
 from hongyan.api.deps import DbDep, ReadAccount, SendAccount, SettingsDep
+from hongyan.api.responses import JsonResponse
+from hongyan.billing.pricing import price_per_segment
 from hongyan.config import Settings
 from hongyan.core.clock import isoformat
 from hongyan.core.errors import Unprocessable
@@ -24,7 +25,6 @@ from hongyan.messaging.encoding import segment
 from hongyan.messaging.numbers import NumberProblem, normalize
 from hongyan.messaging.schemas import BatchCreate, MessageCreate, QuoteRequest
 from hongyan.messaging.submit import Recipient, SubmitRequest, SubmitResult, submit_batch
-from hongyan.billing.pricing import price_per_segment
 
 router = APIRouter(prefix="/v1", tags=["messages"])
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, insert, select, update
+from sqlalchemy import String, and_, bindparam, column, insert, select, update, values
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hongyan.core.clock import utcnow
@@ -36,6 +36,12 @@ _RETURNED = (
     Message.carrier_error_code,
     Message.channel_id,
     Message.created_at,
+    # what a connector needs, so dispatch does not read the rows again after queued → sending
+    Message.sender,
+    Message.body,
+    Message.encoding,
+    Message.message_type,
+    Message.priority,
 )
 
 
@@ -137,7 +143,11 @@ async def _apply_individual(
     outcome: TransitionOutcome,
     account_id: str | None,
 ) -> None:
-    """Per-row values (carrier message ids): lock the rows, check in Python, update with executemany."""
+    """Per-row values (carrier message ids). PostgreSQL: one UPDATE … FROM (VALUES …) per target status;
+    SQLite (writers already serialized by BEGIN IMMEDIATE): read statuses, then executemany."""
+    if session.bind.dialect.name == "postgresql":
+        await _apply_individual_pg(session, transitions, now, outcome, account_id)
+        return
     by_id = {t.message_id: t for t in transitions}
     query = select(Message.id, Message.status).where(Message.id.in_(list(by_id))).order_by(Message.id)
     if account_id is not None:
@@ -192,3 +202,40 @@ async def _apply_individual(
         await conn.execute(stmt, params)
     rows = await session.execute(select(*_RETURNED).where(Message.id.in_([t.message_id for t in accepted])))
     outcome.applied.extend(dict(r._mapping) for r in rows.all())
+
+
+async def _apply_individual_pg(
+    session: AsyncSession,
+    transitions: list[Transition],
+    now: datetime,
+    outcome: TransitionOutcome,
+    account_id: str | None,
+) -> None:
+    by_target: dict[Status, list[Transition]] = defaultdict(list)
+    for t in transitions:
+        by_target[t.to].append(t)
+    for to, group in by_target.items():
+        rows = values(
+            column("v_id", String), column("v_cid", String), column("v_err", String), column("v_cerr", String),
+            column("v_chn", String), name="v",
+        ).data([(t.message_id, t.carrier_message_id, t.error_code, t.carrier_error_code, t.channel_id) for t in group])
+        extra: dict[str, Any] = {}
+        if to is Status.SENT:
+            extra["sent_at"] = now
+        if to in FINAL:
+            extra["done_at"] = now
+        cond = [Message.id == rows.c.v_id, Message.status.in_([s.value for s in allowed_from(to)])]
+        if account_id is not None:
+            cond.append(Message.account_id == account_id)
+        stmt = (
+            update(Message)
+            .where(*cond)
+            .values(status=to.value, updated_at=now, carrier_message_id=rows.c.v_cid, error_code=rows.c.v_err,
+                    carrier_error_code=rows.c.v_cerr, channel_id=rows.c.v_chn, **extra)
+            .returning(*_RETURNED)
+            .execution_options(synchronize_session=False)
+        )
+        applied = [dict(r._mapping) for r in (await session.execute(stmt)).all()]
+        outcome.applied.extend(applied)
+        done = {r["id"] for r in applied}
+        outcome.skipped.extend(t for t in group if t.message_id not in done)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from hongyan.api.responses import JsonResponse
 from sqlalchemy import text
+
+from hongyan.api.responses import JsonResponse
 
 router = APIRouter(tags=["operations"])
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from hongyan.api.responses import JsonResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from sqlalchemy import select
 
 from hongyan.api.body import openapi_body, parse_body
 from hongyan.api.deps import AdminAccount, DbDep
+from hongyan.api.responses import JsonResponse
 from hongyan.core.clock import isoformat
 from hongyan.webhooks import service
 from hongyan.webhooks.models import WebhookEndpoint, WebhookEvent

@@ -1,0 +1,37 @@
+"""The `hongyan` command line, run as a real process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _run(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, HONGYAN_DATA_DIR=str(data_dir))
+    env.pop("HONGYAN_DATABASE_URL", None)
+    return subprocess.run([sys.executable, "-m", "hongyan.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_help_lists_commands(tmp_path: Path) -> None:
+    out = _run("--help", data_dir=tmp_path)
+    assert out.returncode == 0
+    for command in ("serve", "worker", "migrate", "admin", "send"):
+        assert command in out.stdout
+
+
+def test_migrate_then_send(tmp_path: Path) -> None:
+    assert _run("migrate", data_dir=tmp_path).returncode == 0
+    assert (tmp_path / "hongyan.db").exists()
+    no_account = _run("send", "--to", "13800000001", "--text", "hi", data_dir=tmp_path)
+    assert no_account.returncode == 2 and "no account" in no_account.stderr
+    user = _run("admin", "create-user", "ops@example.com", "--password", "correct horse battery", data_dir=tmp_path)
+    assert user.returncode == 0, user.stderr
+    sent = _run("send", "--to", "13800000001; 12; 13800000001", "--text", "你好", data_dir=tmp_path)
+    assert sent.returncode == 0, sent.stderr
+    assert "1 accepted, 2 rejected" in sent.stdout
+    assert "invalid_phone_number" in sent.stdout and "duplicate_phone_number" in sent.stdout
+    weak = _run("admin", "create-user", "x@example.com", "--password", "short", data_dir=tmp_path)
+    assert weak.returncode == 1 and "password_too_short" in weak.stderr
