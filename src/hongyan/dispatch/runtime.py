@@ -65,6 +65,7 @@ class Runtime:
         self._receipt_wakeup = asyncio.Event()
         self._parked: list[tuple[DeliveryReceipt, float]] = []
         self._stopping = False
+        self._stop_event = asyncio.Event()
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -77,9 +78,18 @@ class Runtime:
         loops += [self._dispatch_loop(i) for i in range(self.dispatchers)]
         self._tasks = [asyncio.create_task(c) for c in loops]
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 15.0) -> None:
+        """Let every loop finish its current transaction and exit; cancel only what overruns `timeout`.
+
+        Cancelling a task in the middle of a write transaction could leave a pooled SQLite connection
+        holding the write lock, so loops check `_stopping` at safe points instead."""
         self._stopping = True
-        for task in self._tasks:
+        self._stop_event.set()
+        self.outbox_wakeup.set()
+        self._receipt_wakeup.set()
+        self.webhooks.stop()
+        _done, pending = await asyncio.wait(self._tasks, timeout=timeout)
+        for task in pending:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._flush_receipts()
@@ -156,7 +166,7 @@ class Runtime:
 
     async def _relay_loop(self) -> None:
         poll = self.settings.outbox_poll_ms / 1000
-        while True:
+        while not self._stopping:
             try:
                 moved = await self.relay_once()
             except Exception:
@@ -172,8 +182,11 @@ class Runtime:
 
     # -- dispatch ---------------------------------------------------------------------------------
     async def _dispatch_loop(self, worker: int) -> None:
-        while True:
-            item = await self.queue.get(DISPATCH)
+        while not self._stopping:
+            try:
+                item = await asyncio.wait_for(self.queue.get(DISPATCH), timeout=0.2)
+            except TimeoutError:
+                continue
             try:
                 await self.dispatch(item.body["ids"])
             except Exception:
@@ -249,8 +262,10 @@ class Runtime:
         self._receipt_wakeup.set()
 
     async def _receipt_loop(self) -> None:
-        while True:
+        while not self._stopping:
             await self._receipt_wakeup.wait()
+            if self._stopping:
+                break
             self._receipt_wakeup.clear()
             await asyncio.sleep(0.005)  # gather receipts for a few ms: one transaction for many
             try:
@@ -323,8 +338,12 @@ class Runtime:
             self._receipt_wakeup.set()
 
     async def _sweep_loop(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)  # periodic timer, not a wait for work
+        while not self._stopping:
+            try:  # a periodic timer that ends early on stop
+                await asyncio.wait_for(self._stop_event.wait(), timeout=1.0)
+                break
+            except TimeoutError:
+                pass
             try:
                 await self.sweep_once()
             except Exception:

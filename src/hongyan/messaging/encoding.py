@@ -14,6 +14,7 @@ Pure functions, no I/O; the only module state is the constant tables below.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Literal
 
@@ -77,6 +78,7 @@ _ASCII_GSM = bytes(sorted(ord(c) for c in _GSM_CHARS if c.isascii()))
 _ASCII_EXT = bytes(sorted(ord(c) for c in _EXT_CHARS if c.isascii()))
 _NON_GSM_RE = re.compile("[^" + re.escape("".join(sorted(_GSM_CHARS))) + "]")
 _EXT_RE = re.compile("[" + re.escape("".join(sorted(_EXT_CHARS))) + "]")
+_ASTRAL_RE = re.compile("[\U00010000-\U0010ffff]")  # one surrogate pair each in UTF-16
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,29 +123,31 @@ def gsm7_septet_length(text: str) -> int:
 
 def _ucs2_units(text: str) -> int:
     """UTF-16 code units: 2 for characters above U+FFFF (a surrogate pair), else 1."""
-    if text.isascii() or max(text) <= "\uffff":
-        return len(text)
-    return len(text.encode("utf-16-le", "surrogatepass")) >> 1
+    return len(text) + len(_ASTRAL_RE.findall(text))
 
 
-def _split(text: str, limit: int, wide: frozenset[str] | None) -> tuple[tuple[str, ...], int]:
+def _split(text: str, limit: int, wide: re.Pattern[str]) -> tuple[tuple[str, ...], int]:
     """Greedy split into segments of at most `limit` units; returns (segments, units in the last one).
 
-    A character costs 2 units if it is in `wide` (GSM extension chars), or, when `wide` is None, if it
-    is above U+FFFF (a UTF-16 surrogate pair); such a character moves whole to the next segment.
-    Splitting is per code point: we do not keep grapheme clusters (ZWJ emoji sequences, combining
-    marks) together. Carriers split at code units without regard to clusters either; that is fine.
+    A character matching `wide` (a GSM extension character, or one above U+FFFF in UCS-2) costs 2 units
+    and moves whole to the next segment when only 1 unit is left. Splitting is per code point: grapheme
+    clusters (ZWJ emoji sequences, combining marks) are not kept together. Carriers split at code units
+    without regard to clusters either; that is fine.
     """
+    wide_at = [m.start() for m in wide.finditer(text)]  # sorted indexes of the 2-unit characters
     segments: list[str] = []
-    start = used = 0
-    for i, ch in enumerate(text):
-        cost = 2 if (ch in wide if wide is not None else ch > "\uffff") else 1
-        if used + cost > limit:
-            segments.append(text[start:i])
-            start, used = i, 0
-        used += cost
-    segments.append(text[start:])
-    return tuple(segments), used
+    start, n = 0, len(text)
+    while True:
+        end = min(start + limit, n)
+        before = bisect_left(wide_at, start)
+        used = end - start + bisect_left(wide_at, end, before) - before
+        while used > limit:  # drop the fewest trailing characters that can remove the excess
+            end -= (used - limit + 1) // 2
+            used = end - start + bisect_left(wide_at, end, before) - before
+        segments.append(text[start:end])
+        if end >= n:
+            return tuple(segments), used
+        start = end
 
 
 def segment(text: str, *, signature: str = "") -> Segmentation:
@@ -157,11 +161,11 @@ def segment(text: str, *, signature: str = "") -> Segmentation:
     units = _gsm7_units(text)
     if units is not None:
         encoding: Encoding = "gsm7"
-        single, multi, wide = GSM7_SINGLE, GSM7_MULTI, _EXT_CHARS
+        single, multi, wide = GSM7_SINGLE, GSM7_MULTI, _EXT_RE
     else:
         encoding = "ucs2"
         units = _ucs2_units(text)
-        single, multi, wide = UCS2_SINGLE, UCS2_MULTI, None
+        single, multi, wide = UCS2_SINGLE, UCS2_MULTI, _ASTRAL_RE
     if units <= single:
         return Segmentation(encoding, (text,), 1, units, n, single, single - units)
     if units == n:  # no 2-unit characters: plain slicing

@@ -39,15 +39,21 @@ class WebhookSender:
         self.client = client or httpx.AsyncClient(timeout=settings.webhook_timeout_s, follow_redirects=False)
         self.wakeup = asyncio.Event()
         self._sem = asyncio.Semaphore(settings.webhook_concurrency)
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Finish the current round and leave `run` (events not yet sent stay in the outbox)."""
+        self._stopping = True
+        self.wakeup.set()
 
     async def run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 sent = await self.deliver_due()
             except Exception:  # keep the loop alive; the events stay in the outbox
                 log.exception("webhook delivery round failed")
                 sent = 0
-            if sent == 0:
+            if sent == 0 and not self._stopping:
                 self.wakeup.clear()
                 try:
                     await asyncio.wait_for(self.wakeup.wait(), timeout=1.0)
