@@ -21,6 +21,7 @@ app.add_typer(admin, name="admin")
 def _logging(settings: Settings) -> None:
     level = {"NOTICE": "INFO"}.get(settings.log_level.upper(), settings.log_level.upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # migration chatter on every start
 
 
 def _migrate(settings: Settings) -> None:

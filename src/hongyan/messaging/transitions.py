@@ -65,14 +65,20 @@ class TransitionOutcome:
         return [row["id"] for row in self.applied]
 
 
+def _milestones(to: Status, now: datetime) -> dict[str, Any]:
+    """Timestamps a status sets besides updated_at: sent_at on `sent`, done_at on a final status."""
+    out: dict[str, Any] = {}
+    if to is Status.SENT:
+        out["sent_at"] = now
+    if to in FINAL:
+        out["done_at"] = now
+    return out
+
+
 def _values_for(to: Status, now: datetime, t: Transition) -> dict[str, Any]:
-    values: dict[str, Any] = {"status": to.value, "updated_at": now}
+    values: dict[str, Any] = {"status": to.value, "updated_at": now, **_milestones(to, now)}
     if to is Status.SENDING:
         values["attempts"] = Message.attempts + 1
-    if to is Status.SENT:
-        values["sent_at"] = now
-    if to in FINAL:
-        values["done_at"] = now
     if t.error_code is not None:
         values["error_code"] = t.error_code
     if t.carrier_error_code is not None:
@@ -170,11 +176,7 @@ async def _apply_individual(
     table = Message.__table__
     conn = await session.connection()
     for to, group in by_target.items():
-        extra: dict[str, Any] = {}
-        if to is Status.SENT:
-            extra["sent_at"] = now
-        if to in FINAL:
-            extra["done_at"] = now
+        extra = _milestones(to, now)
         stmt = (
             update(table)
             .where(table.c.id == bindparam("b_id"), table.c.status == bindparam("b_from"))
@@ -219,11 +221,7 @@ async def _apply_individual_pg(
             column("v_id", String), column("v_cid", String), column("v_err", String), column("v_cerr", String),
             column("v_chn", String), name="v",
         ).data([(t.message_id, t.carrier_message_id, t.error_code, t.carrier_error_code, t.channel_id) for t in group])
-        extra: dict[str, Any] = {}
-        if to is Status.SENT:
-            extra["sent_at"] = now
-        if to in FINAL:
-            extra["done_at"] = now
+        extra = _milestones(to, now)
         cond = [Message.id == rows.c.v_id, Message.status.in_([s.value for s in allowed_from(to)])]
         if account_id is not None:
             cond.append(Message.account_id == account_id)
