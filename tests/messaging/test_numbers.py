@@ -69,3 +69,30 @@ def test_validity_agrees_with_libphonenumber(cc: str, digits: str, region: str) 
     except NumberProblem as problem:
         ours = problem.code == "not_mobile_number"
     assert ours == expected
+
+
+@given(
+    st.sampled_from(["", "+86"]),
+    st.from_regex(r"1[0-9]{10}", fullmatch=True),
+    st.sampled_from(["CN", "US", "HK"]),
+)
+def test_cn_mobile_fast_path_equals_parse(prefix: str, digits: str, region: str) -> None:
+    """The shortcut for Chinese mobiles must give exactly what phonenumbers.parse gives."""
+    from hongyan.messaging.numbers import _parse_fast
+
+    raw = prefix + digits
+    fast = _parse_fast(raw, region)
+    if fast is None:
+        return
+    assert fast == phonenumbers.parse(raw, region)
+
+
+def test_cn_mobile_fast_path_every_prefix() -> None:
+    from hongyan.messaging.numbers import _parse_fast
+
+    for head in range(1000, 2000):
+        raw = f"{head}{head * 7 % 10_000_000:07d}"
+        for text in (raw, "+86" + raw):
+            fast = _parse_fast(text, "CN")
+            if fast is not None:
+                assert fast == phonenumbers.parse(text, "CN"), text
