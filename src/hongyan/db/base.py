@@ -41,6 +41,38 @@ class UtcDateTime(TypeDecorator[datetime]):
             return value.replace(tzinfo=None)
         return value
 
+    def bind_processor(self, dialect: Dialect) -> Any:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+        last: list[Any] = [None, None]  # bulk writes repeat one `now`: format it once
+
+        def process(value: datetime | None) -> str | None:
+            if value is None:
+                return None
+            if value is last[0]:
+                return last[1]  # type: ignore[no-any-return]
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given to a UTC column")
+            # the text SQLAlchemy's SQLite DATETIME writes: fixed width, so text order is time order
+            text = value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+            last[0], last[1] = value, text
+            return text
+
+        return process
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+
+        def process(value: str | datetime | None) -> datetime | None:
+            if value is None:
+                return None
+            if isinstance(value, datetime):
+                return value if value.tzinfo else value.replace(tzinfo=UTC)
+            return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+        return process
+
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None

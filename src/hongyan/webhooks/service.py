@@ -137,5 +137,5 @@ async def enqueue_message_status_events(
                 }
             )
     if events:
-        await session.execute(insert(WebhookEvent), events)
+        await (await session.connection()).execute(insert(WebhookEvent.__table__), events)
     return len(events)
