@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, and_, bindparam, column, insert, select, update, values
+from sqlalchemy import String, and_, bindparam, func, insert, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hongyan.core.clock import utcnow
@@ -23,6 +24,7 @@ from hongyan.webhooks import service as webhooks
 
 # columns handed to webhook events and callers after a change
 _M = Message.__table__
+_TEXT_ARRAY = ARRAY(String)
 _RETURNED = tuple(
     _M.c[name]
     for name in (
@@ -228,10 +230,22 @@ async def _apply_individual_pg(
     for t in transitions:
         by_target[t.to].append(t)
     for to, group in by_target.items():
-        rows = values(
-            column("v_id", String), column("v_cid", String), column("v_err", String), column("v_cerr", String),
-            column("v_chn", String), name="v",
-        ).data([(t.message_id, t.carrier_message_id, t.error_code, t.carrier_error_code, t.channel_id) for t in group])
+        # arrays + unnest keep the statement text constant (compiled once, cached); a VALUES list of
+        # 500 rows would be compiled anew on every call
+        rows = select(
+            func.unnest(bindparam("v_ids", type_=_TEXT_ARRAY)).label("v_id"),
+            func.unnest(bindparam("v_cids", type_=_TEXT_ARRAY)).label("v_cid"),
+            func.unnest(bindparam("v_errs", type_=_TEXT_ARRAY)).label("v_err"),
+            func.unnest(bindparam("v_cerrs", type_=_TEXT_ARRAY)).label("v_cerr"),
+            func.unnest(bindparam("v_chns", type_=_TEXT_ARRAY)).label("v_chn"),
+        ).subquery("v")
+        params = {
+            "v_ids": [t.message_id for t in group],
+            "v_cids": [t.carrier_message_id for t in group],
+            "v_errs": [t.error_code for t in group],
+            "v_cerrs": [t.carrier_error_code for t in group],
+            "v_chns": [t.channel_id for t in group],
+        }
         extra = _milestones(to, now)
         cond = [_M.c.id == rows.c.v_id, _M.c.status.in_([s.value for s in allowed_from(to)])]
         if account_id is not None:
@@ -243,7 +257,7 @@ async def _apply_individual_pg(
                     carrier_error_code=rows.c.v_cerr, channel_id=rows.c.v_chn, **extra)
             .returning(*_RETURNED)
         )
-        applied = _dicts(await (await session.connection()).execute(stmt))
+        applied = _dicts(await (await session.connection()).execute(stmt, params))
         outcome.applied.extend(applied)
         done = {r["id"] for r in applied}
         outcome.skipped.extend(t for t in group if t.message_id not in done)
