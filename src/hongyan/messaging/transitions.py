@@ -162,7 +162,7 @@ async def _apply_individual(
     outcome: TransitionOutcome,
     account_id: str | None,
 ) -> None:
-    """Per-row values (carrier message ids). PostgreSQL: one UPDATE … FROM (VALUES …) per target status;
+    """Per-row values (carrier message ids). PostgreSQL: one UPDATE … FROM unnest(arrays) per target status;
     SQLite (writers already serialized by BEGIN IMMEDIATE): read statuses, then executemany."""
     if session.bind.dialect.name == "postgresql":
         await _apply_individual_pg(session, transitions, now, outcome, account_id)
