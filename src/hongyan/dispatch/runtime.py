@@ -211,7 +211,11 @@ class Runtime:
         if connector is None:
             results = [SubmitOutcome(m.message_id, False, error_code="no_route") for m in batch]
         else:
-            results = await connector.submit(batch)
+            try:
+                results = await connector.submit(batch)
+            except Exception:  # a connector bug or a dropped link must not strand messages in `sending`
+                log.exception("connector %s failed on %d messages; they go back to the queue", channel_id, len(batch))
+                results = [SubmitOutcome(m.message_id, False, retry=True) for m in batch]
         await self._record_submits(results, channel_id, {m.message_id: m.priority for m in batch})
 
     async def _record_submits(

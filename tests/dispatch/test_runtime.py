@@ -1,0 +1,101 @@
+"""Runtime behaviour that the API tests do not reach: connector failures, expiry, lanes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from hongyan.channels.base import OutboundSms, SubmitOutcome
+from hongyan.config import Settings
+from hongyan.core.clock import utcnow
+from hongyan.db.engine import Database
+from hongyan.dispatch.queue import MemoryQueue
+from hongyan.dispatch.runtime import Runtime
+from hongyan.messaging.models import Message
+from hongyan.messaging.submit import Recipient, SubmitRequest, submit_batch
+from support import AccountFixture, wait_until
+
+
+async def _send(db: Database, settings: Settings, account: AccountFixture, to: str, **kw: object) -> str:
+    request = SubmitRequest(text="runtime", recipients=[Recipient(to=to)], **kw)  # type: ignore[arg-type]
+    return (await submit_batch(db, settings, request, account_id=account.account_id, source="api")).accepted[0].id
+
+
+async def _status(db: Database, mid: str) -> str:
+    async with db.read() as session:
+        return str(await session.scalar(select(Message.status).where(Message.id == mid)))
+
+
+async def test_connector_exception_requeues_instead_of_stranding(
+    db: Database, settings: Settings, account: AccountFixture
+) -> None:
+    runtime = Runtime(db, settings, MemoryQueue())
+    await runtime.start()
+    try:
+        sandbox = runtime.connectors[runtime.default_channel or ""]
+        real_submit = sandbox.submit
+        calls = {"n": 0}
+
+        async def flaky(messages: list[OutboundSms]) -> list[SubmitOutcome]:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise ConnectionResetError("link dropped")
+            return await real_submit(messages)
+
+        sandbox.submit = flaky  # type: ignore[method-assign]
+        mid = await _send(db, settings, account, "+8613800000001")
+        runtime.notify_outbox()
+
+        async def delivered() -> bool:
+            return await _status(db, mid) == "delivered"
+
+        await wait_until(delivered, message="delivered after a connector failure")
+        assert calls["n"] == 2 and runtime.stats.retries == 1
+    finally:
+        await runtime.stop()
+
+
+async def test_sent_without_receipt_expires_at_validity(db: Database, settings: Settings, account: AccountFixture) -> None:
+    runtime = Runtime(db, settings, MemoryQueue())
+    await runtime.start()
+    try:
+        mid = await _send(db, settings, account, "+8613800000006", validity=timedelta(minutes=1))  # silent number
+        runtime.notify_outbox()
+
+        async def sent() -> bool:
+            return await _status(db, mid) == "sent"
+
+        await wait_until(sent)
+        async with db.write() as session:  # let the validity run out instead of waiting a minute
+            await session.execute(update(Message).where(Message.id == mid).values(expires_at=utcnow()))
+        await runtime.sweep_once()
+        assert await _status(db, mid) == "expired"
+        async with db.read() as session:
+            assert await session.scalar(select(Message.error_code).where(Message.id == mid)) == "validity_expired"
+    finally:
+        await runtime.stop()
+
+
+async def test_verification_lane_goes_first(db: Database, settings: Settings, account: AccountFixture) -> None:
+    """With marketing and verification both waiting, the verification chunk is dispatched first."""
+    marketing = await _send(db, settings, account, "+8613900000101", message_type="marketing")
+    code = await _send(db, settings, account, "+8613900000102", message_type="verification")
+    runtime = Runtime(db, settings, MemoryQueue(), dispatchers=1)
+    await runtime.relay_once()  # both chunks now queued, marketing first in arrival order
+    first = await runtime.queue.get("dispatch")
+    assert first.body["ids"] == [code] and first.lane == 0
+    second = await runtime.queue.get("dispatch")
+    assert second.body["ids"] == [marketing] and second.lane == 2
+
+
+async def test_memory_queue_serves_lower_lane_first_whatever_the_arrival() -> None:
+    queue = MemoryQueue()
+    await queue.publish("dispatch", 2, {"ids": ["m1"]})
+    await queue.publish("dispatch", 1, {"ids": ["n1"]})
+    await queue.publish("dispatch", 2, {"ids": ["m2"]})
+    await queue.publish("dispatch", 0, {"ids": ["v1"]})
+    assert queue.depth("dispatch") == {0: 1, 1: 1, 2: 2}
+    order = [(await queue.get("dispatch")).body["ids"][0] for _ in range(4)]
+    assert order == ["v1", "n1", "m1", "m2"]
+    assert queue.depth("dispatch") == {0: 0, 1: 0, 2: 0}
