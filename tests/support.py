@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 from sqlalchemy import text
@@ -52,3 +53,10 @@ async def truncate_all(db: Database) -> None:
         else:
             for t in tables:
                 await session.execute(text(f'DELETE FROM "{t}"'))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now (for servers the tests start)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

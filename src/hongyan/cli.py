@@ -6,11 +6,14 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import typer
 
+from hongyan.accounts.service import Bootstrap
 from hongyan.config import Settings, get_settings
+from hongyan.db.engine import Database
 
 app = typer.Typer(help="鸿雁 Hongyan: a self-hostable online SMS platform.", no_args_is_help=True,
                   add_completion=False)
@@ -47,18 +50,13 @@ def _redact(url: str) -> str:
     return url
 
 
-async def _bootstrap(settings: Settings) -> object:
+async def _bootstrap(db: Database) -> Bootstrap | None:
     from hongyan.accounts.service import bootstrap_if_empty
     from hongyan.channels.registry import ensure_sandbox_channel
-    from hongyan.db.engine import Database
 
-    db = Database(settings.effective_database_url)
-    try:
-        created = await bootstrap_if_empty(db)
-        await ensure_sandbox_channel(db)
-        return created
-    finally:
-        await db.dispose()
+    created = await bootstrap_if_empty(db)
+    await ensure_sandbox_channel(db)
+    return created
 
 
 @app.command()
@@ -79,7 +77,14 @@ def serve(
         settings.port = port
     _logging(settings)
     _migrate(settings)
-    created = asyncio.run(_bootstrap(settings))
+    first_start: list[Bootstrap | None] = []
+
+    async def bootstrap(db: Database) -> int:
+        first_start.append(await _bootstrap(db))
+        return 0
+
+    _with_db(settings, bootstrap)
+    created = first_start[0]
     url = settings.effective_public_url
     typer.echo("")
     typer.echo(f"  鸿雁 Hongyan {__import__('hongyan').__version__} is starting")
@@ -89,12 +94,12 @@ def serve(
     if created is not None:
         typer.echo("")
         typer.echo("  First start: an administrator and an API key were created. They are shown only now:")
-        typer.echo(f"    login:    {created.email}")  # type: ignore[attr-defined]
-        typer.echo(f"    password: {created.password}")  # type: ignore[attr-defined]
-        typer.echo(f"    API key:  {created.api_key}")  # type: ignore[attr-defined]
+        typer.echo(f"    login:    {created.email}")
+        typer.echo(f"    password: {created.password}")
+        typer.echo(f"    API key:  {created.api_key}")
         typer.echo("  Try:")
         typer.echo(
-            f"    curl -s {url}/v1/messages -H 'Authorization: Bearer {created.api_key}' "  # type: ignore[attr-defined]
+            f"    curl -s {url}/v1/messages -H 'Authorization: Bearer {created.api_key}' "
             "-H 'Content-Type: application/json' -d '{\"to\":\"+8613800000001\",\"text\":\"你好,鸿雁\"}'"
         )
     else:
@@ -108,7 +113,6 @@ def serve(
 @app.command()
 def worker() -> None:
     """Run the dispatch workers (outbox relay, carriers, receipts, webhooks, sweeps) without HTTP."""
-    from hongyan.db.engine import Database
     from hongyan.dispatch.queue import create_queue
     from hongyan.dispatch.runtime import Runtime
 
@@ -143,42 +147,32 @@ def send(
     from sqlalchemy import select
 
     from hongyan.accounts.models import Account
-    from hongyan.core.errors import HongyanError
-    from hongyan.db.engine import Database
     from hongyan.messaging.numbers import split_recipients
     from hongyan.messaging.submit import Recipient, SubmitRequest, submit_batch
 
     settings = get_settings()
     _migrate(settings)
 
-    async def main() -> int:
-        db = Database(settings.effective_database_url)
-        try:
-            async with db.read() as session:
-                query = select(Account).order_by(Account.created_at).limit(1)
-                if account:
-                    query = select(Account).where(Account.id == account)
-                acc = await session.scalar(query)
-            if acc is None:
-                typer.echo("no account: start `hongyan serve` once, or give --account", err=True)
-                return 2
-            request = SubmitRequest(text=text, recipients=[Recipient(to=n) for n in split_recipients(to)],
-                                    message_type=message_type, default_region=acc.default_region)
-            try:
-                result = await submit_batch(db, settings, request, account_id=acc.id, source="cli")
-            except HongyanError as exc:
-                typer.echo(f"error {exc.code}: {exc.message} ({exc.field})", err=True)
-                return 1
-            typer.echo(f"batch {result.batch_id}: {len(result.accepted)} accepted, {len(result.rejected)} rejected")
-            for m in result.accepted:
-                typer.echo(f"  {m.id}  {m.to}  {m.encoding} x{m.segments}")
-            for r in result.rejected:
-                typer.echo(f"  rejected #{r.index} {r.to}: {r.code} {r.message}")
-            return 0
-        finally:
-            await db.dispose()
+    async def main(db: Database) -> int:
+        async with db.read() as session:
+            query = select(Account).order_by(Account.created_at).limit(1)
+            if account:
+                query = select(Account).where(Account.id == account)
+            acc = await session.scalar(query)
+        if acc is None:
+            typer.echo("no account: start `hongyan serve` once, or give --account", err=True)
+            return 2
+        request = SubmitRequest(text=text, recipients=[Recipient(to=n) for n in split_recipients(to)],
+                                message_type=message_type, default_region=acc.default_region)
+        result = await submit_batch(db, settings, request, account_id=acc.id, source="cli")
+        typer.echo(f"batch {result.batch_id}: {len(result.accepted)} accepted, {len(result.rejected)} rejected")
+        for m in result.accepted:
+            typer.echo(f"  {m.id}  {m.to}  {m.encoding} x{m.segments}")
+        for r in result.rejected:
+            typer.echo(f"  rejected #{r.index} {r.to}: {r.code} {r.message}")
+        return 0
 
-    raise typer.Exit(asyncio.run(main()))
+    raise typer.Exit(_with_db(settings, main))
 
 
 @admin.command("create-user")
@@ -190,23 +184,18 @@ def create_user(
 ) -> None:
     """Create a console user."""
     from hongyan.accounts import service
-    from hongyan.db.engine import Database
 
     settings = get_settings()
     _migrate(settings)
 
-    async def main() -> None:
-        db = Database(settings.effective_database_url)
-        try:
-            async with db.write() as session:
-                account_id = account or (await service.create_account(session, name=email)).id
-                user = await service.create_user(session, email=email, password=password, account_id=account_id,
-                                                 role=role)
-            typer.echo(f"user {user.id} ({email}) in account {account_id}")
-        finally:
-            await db.dispose()
+    async def main(db: Database) -> int:
+        async with db.write() as session:
+            account_id = account or (await service.create_account(session, name=email)).id
+            user = await service.create_user(session, email=email, password=password, account_id=account_id, role=role)
+        typer.echo(f"user {user.id} ({email}) in account {account_id}")
+        return 0
 
-    _run_admin(main())
+    raise typer.Exit(_with_db(settings, main))
 
 
 @admin.command("reset-password")
@@ -218,26 +207,20 @@ def reset_password(email: str) -> None:
 
     from hongyan.accounts.models import User
     from hongyan.accounts.service import hash_password
-    from hongyan.db.engine import Database
 
-    settings = get_settings()
-
-    async def main() -> None:
-        db = Database(settings.effective_database_url)
+    async def main(db: Database) -> int:
         password = secrets.token_urlsafe(12)
-        try:
-            async with db.write() as session:
-                result = await session.execute(
-                    update(User).where(User.email == email.lower()).values(password_hash=hash_password(password))
-                )
-            if result.rowcount == 0:  # type: ignore[attr-defined]
-                typer.echo(f"no user {email}", err=True)
-                raise typer.Exit(1)
-            typer.echo(f"new password for {email}: {password}")
-        finally:
-            await db.dispose()
+        async with db.write() as session:
+            result = await session.execute(
+                update(User).where(User.email == email.lower()).values(password_hash=hash_password(password))
+            )
+        if result.rowcount == 0:  # type: ignore[attr-defined]
+            typer.echo(f"no user {email}", err=True)
+            return 1
+        typer.echo(f"new password for {email}: {password}")
+        return 0
 
-    _run_admin(main())
+    raise typer.Exit(_with_db(get_settings(), main))
 
 
 @admin.command("create-key")
@@ -248,51 +231,46 @@ def create_key(
 ) -> None:
     """Create an API key; the key is printed once."""
     from hongyan.accounts import service
-    from hongyan.db.engine import Database
 
-    settings = get_settings()
+    async def main(db: Database) -> int:
+        async with db.write() as session:
+            created = await service.create_api_key(session, account_id=account, name=name,
+                                                   scopes=tuple(s.strip() for s in scopes.split(",") if s.strip()))
+        typer.echo(created.token)
+        return 0
 
-    async def main() -> None:
-        db = Database(settings.effective_database_url)
-        try:
-            async with db.write() as session:
-                created = await service.create_api_key(session, account_id=account, name=name,
-                                                       scopes=tuple(s.strip() for s in scopes.split(",") if s.strip()))
-            typer.echo(created.token)
-        finally:
-            await db.dispose()
-
-    _run_admin(main())
+    raise typer.Exit(_with_db(get_settings(), main))
 
 
 @admin.command("revoke-key")
 def revoke_key(key_id: str, account: Annotated[str, typer.Option(help="Account id (acc_…).")]) -> None:
     """Revoke an API key."""
     from hongyan.accounts import service
-    from hongyan.db.engine import Database
 
-    settings = get_settings()
+    async def main(db: Database) -> int:
+        async with db.write() as session:
+            await service.revoke_api_key(session, account_id=account, key_id=key_id)
+        typer.echo(f"revoked {key_id}")
+        return 0
 
-    async def main() -> None:
+    raise typer.Exit(_with_db(get_settings(), main))
+
+
+def _with_db(settings: Settings, main: Callable[[Database], Awaitable[int]]) -> int:
+    """Run one command against the database; a domain error becomes `error <code>: …` and exit code 1."""
+    from hongyan.core.errors import HongyanError
+
+    async def run() -> int:
         db = Database(settings.effective_database_url)
         try:
-            async with db.write() as session:
-                await service.revoke_api_key(session, account_id=account, key_id=key_id)
-            typer.echo(f"revoked {key_id}")
+            return await main(db)
+        except HongyanError as exc:
+            typer.echo(f"error {exc.code}: {exc.message} ({exc.field})", err=True)
+            return 1
         finally:
             await db.dispose()
 
-    _run_admin(main())
-
-
-def _run_admin(coro: object) -> None:
-    from hongyan.core.errors import HongyanError
-
-    try:
-        asyncio.run(coro)  # type: ignore[arg-type]
-    except HongyanError as exc:
-        typer.echo(f"error {exc.code}: {exc.message}", err=True)
-        raise typer.Exit(1) from exc
+    return asyncio.run(run())
 
 
 if __name__ == "__main__":

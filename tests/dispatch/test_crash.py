@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,18 +14,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from support import free_port
+
 BANNER_KEY = re.compile(r"API key:\s+(\S+)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:
     def __init__(self, data_dir: Path, db_url: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.env = dict(
             os.environ,
             HONGYAN_DATA_DIR=str(data_dir),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import queue
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +22,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from support import free_port
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 CHROMIUM = Path("/usr/bin/chromium")
@@ -46,12 +47,6 @@ class Server:
     password: str
     api_key: str
     data_dir: Path
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _pump(stream: Any, lines: queue.Queue[str | None]) -> None:
@@ -102,7 +97,7 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], deadline: float) -
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data_dir = tmp_path_factory.mktemp("hongyan-e2e")
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HONGYAN_")}
     env.update(
         HONGYAN_DATA_DIR=str(data_dir),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,7 +17,7 @@ from hongyan.db.engine import Database
 from hongyan.webhooks.models import WebhookEvent
 from hongyan.webhooks.sender import WebhookSender
 from hongyan.webhooks.signing import verify
-from support import AccountFixture, wait_until
+from support import AccountFixture, free_port, wait_until
 
 
 class Receiver:
@@ -46,16 +45,10 @@ class Receiver:
         await send({"type": "http.response.body", "body": b"ok"})
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
     app = Receiver()
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     task = asyncio.create_task(server.serve())
     await wait_until(lambda: asyncio.sleep(0, result=server.started), message="receiver started")

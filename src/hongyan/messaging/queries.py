@@ -12,7 +12,7 @@ from hongyan.core.clock import isoformat
 from hongyan.core.errors import Conflict, NotFound, Unprocessable
 from hongyan.core.money import format_micros
 from hongyan.messaging.models import Batch, Message, MessageEvent
-from hongyan.messaging.states import CANCELABLE, Status
+from hongyan.messaging.states import CANCELABLE, FINAL, Status
 from hongyan.messaging.transitions import Transition, apply_transitions
 
 MAX_PAGE = 1000
@@ -109,8 +109,7 @@ async def batch_summary(session: AsyncSession, *, account_id: str, batch_id: str
             select(Message.status, func.count()).where(Message.batch_id == batch_id).group_by(Message.status)
         )).all()
     )
-    final = sum(v for k, v in counts.items() if Status(k) in (
-        Status.DELIVERED, Status.UNDELIVERED, Status.EXPIRED, Status.REJECTED, Status.FAILED, Status.CANCELED))
+    final = sum(v for k, v in counts.items() if Status(k) in FINAL)
     return {
         "id": batch.id,
         "source": batch.source,
