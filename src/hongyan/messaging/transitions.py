@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, and_, bindparam, func, insert, select, update
+from sqlalchemy import String, and_, bindparam, func, insert, literal, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -120,10 +120,14 @@ async def apply_transitions(
         else:
             uniform[(t.to, t.error_code, t.carrier_error_code, t.channel_id)].append(t)
 
+    postgres = session.bind.dialect.name == "postgresql"
     for group in uniform.values():
         first = group[0]
         ids = [t.message_id for t in group]
-        cond = [_M.c.id.in_(ids), _M.c.status.in_([s.value for s in allowed_from(first.to)])]
+        # PostgreSQL: `= ANY(array)` keeps one statement text (and one prepared statement) for any
+        # number of ids; an expanding IN renders and prepares a new statement per list length
+        id_match = _M.c.id == func.any(literal(ids, _TEXT_ARRAY)) if postgres else _M.c.id.in_(ids)
+        cond = [id_match, _M.c.status.in_([s.value for s in allowed_from(first.to)])]
         if account_id is not None:
             cond.append(_M.c.account_id == account_id)
         stmt = update(_M).where(and_(*cond)).values(_values_for(first.to, now, first)).returning(*_RETURNED)
@@ -137,22 +141,31 @@ async def apply_transitions(
         await _apply_individual(session, individual, now, outcome, account_id)
 
     if outcome.applied:
-        conn = await session.connection()  # Core insert: the ORM bulk path costs more than the rows
-        await conn.execute(
-            insert(MessageEvent.__table__),
-            [
-                {
-                    "message_id": row["id"],
-                    "status": row["status"],
-                    "occurred_at": now,
-                    "error_code": row["error_code"],
-                    "carrier_error_code": row["carrier_error_code"],
-                }
-                for row in outcome.applied
-            ],
-        )
+        await _record_history(session, outcome.applied, now, postgres)
         await webhooks.enqueue_message_status_events(session, outcome.applied, occurred_at=now)
     return outcome
+
+
+async def _record_history(session: AsyncSession, rows: list[dict[str, Any]], now: datetime, postgres: bool) -> None:
+    """One message_event row per applied change (Core insert: the ORM bulk path costs more than the rows)."""
+    conn = await session.connection()
+    table = MessageEvent.__table__
+    if postgres:  # one INSERT … SELECT unnest(arrays): no per-row parameter sets
+        columns = ("message_id", "status", "error_code", "carrier_error_code")
+        source = select(
+            *(func.unnest(literal([r[c if c != "message_id" else "id"] for r in rows], _TEXT_ARRAY)) for c in columns),
+            literal(now, table.c.occurred_at.type),
+        )
+        await conn.execute(insert(table).from_select([*columns, "occurred_at"], source))
+        return
+    await conn.execute(
+        insert(table),
+        [
+            {"message_id": r["id"], "status": r["status"], "occurred_at": now, "error_code": r["error_code"],
+             "carrier_error_code": r["carrier_error_code"]}
+            for r in rows
+        ],
+    )
 
 
 async def _apply_individual(
