@@ -137,8 +137,11 @@ class Runtime:
             log.info("recovered %d queued, %d sending, %d awaiting receipts", len(queued), len(sending), len(owed))
 
     # -- outbox relay -----------------------------------------------------------------------------
-    async def relay_once(self, limit: int = 100) -> int:
-        """Move due outbox items to the queue: accepted/scheduled → queued, in one transaction each round."""
+    async def relay_once(self, limit: int = 8) -> int:
+        """Move due outbox items to the queue: accepted/scheduled → queued, in one transaction each round.
+
+        A small `limit` keeps each relay transaction (and, on SQLite, the write lock) short, so dispatch
+        and receipts interleave with it instead of waiting behind tens of thousands of rows."""
         now = utcnow()
         async with self.db.write() as session:
             query = (

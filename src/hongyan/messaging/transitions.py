@@ -41,14 +41,16 @@ _RETURNED = tuple(
         "carrier_error_code",
         "channel_id",
         "created_at",
-        # what a connector needs, so dispatch does not read the rows again after queued → sending
-        "sender",
-        "body",
-        "encoding",
-        "message_type",
-        "priority",
     )
 )
+# queued → sending also returns what a connector needs, so dispatch does not read the rows again
+_RETURNED_FOR_SENDING = _RETURNED + tuple(
+    _M.c[name] for name in ("sender", "body", "encoding", "message_type", "priority")
+)
+
+
+def _returned(to: Status) -> tuple[Any, ...]:
+    return _RETURNED_FOR_SENDING if to is Status.SENDING else _RETURNED
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +76,7 @@ class TransitionOutcome:
 def _dicts(result: Any) -> list[dict[str, Any]]:
     """Rows as dicts; zip over the keys is several times cheaper than Row._asdict() per row."""
     keys = list(result.keys())
-    return [dict(zip(keys, row, strict=True)) for row in result.all()]
+    return [dict(zip(keys, row, strict=False)) for row in result.all()]  # rows have exactly len(keys)
 
 
 def _milestones(to: Status, now: datetime) -> dict[str, Any]:
@@ -130,7 +132,7 @@ async def apply_transitions(
         cond = [id_match, _M.c.status.in_([s.value for s in allowed_from(first.to)])]
         if account_id is not None:
             cond.append(_M.c.account_id == account_id)
-        stmt = update(_M).where(and_(*cond)).values(_values_for(first.to, now, first)).returning(*_RETURNED)
+        stmt = update(_M).where(and_(*cond)).values(_values_for(first.to, now, first)).returning(*_returned(first.to))
         rows = _dicts(await (await session.connection()).execute(stmt))
         outcome.applied.extend(rows)
         if len(rows) != len(group):
