@@ -63,10 +63,7 @@ async def revoke_key(console: SignedIn, form: CheckedForm, key_id: str) -> Any:
         async with console.db.write() as session:
             await service.revoke_api_key(session, account_id=console.account_id, key_id=key_id)
     except HongyanError as exc:
-        title, _detail = console.t.error(exc.code, exc.message)
-        return console.redirect(
-            "/console/keys", flash=Flash(kind="error", key="flash.plain", params={"text": title})
-        )
+        return console.redirect_error("/console/keys", exc)
     return console.redirect(
         "/console/keys", flash=Flash(kind="success", key="flash.key_revoked", params={"key": key_id})
     )

@@ -160,6 +160,11 @@ class Console:
         self._flash_out = flash
         return self.finish(RedirectResponse(url, status_code=303))  # type: ignore[return-value]
 
+    def redirect_error(self, url: str, exc: HongyanError) -> RedirectResponse:
+        """Back to `url` with the error's translated title as a flash (same message as the API's)."""
+        title, _detail = self.t.error(exc.code, exc.message)
+        return self.redirect(url, flash=Flash(kind="error", key="flash.plain", params={"text": title}))
+
     def finish(self, response: Response) -> Response:
         secure = self.setup.secure_cookies
         if self.session.needs_cookie:

@@ -51,10 +51,7 @@ async def disable_endpoint(console: SignedIn, form: CheckedForm, endpoint_id: st
         async with console.db.write() as session:
             await service.delete_endpoint(session, account_id=console.account_id, endpoint_id=endpoint_id)
     except HongyanError as exc:
-        title, _detail = console.t.error(exc.code, exc.message)
-        return console.redirect(
-            "/console/webhooks", flash=Flash(kind="error", key="flash.plain", params={"text": title})
-        )
+        return console.redirect_error("/console/webhooks", exc)
     return console.redirect(
         "/console/webhooks",
         flash=Flash(kind="success", key="flash.webhook_disabled", params={"endpoint": endpoint_id}),
