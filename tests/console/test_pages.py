@@ -251,3 +251,20 @@ async def test_a_password_change_ends_existing_sessions(signed_in: httpx.AsyncCl
 async def test_unknown_console_page_is_a_console_404(signed_in: httpx.AsyncClient) -> None:
     response = await signed_in.get("/console/nothing/here")
     assert response.status_code == 404 and "没有这个页面" in response.text
+
+
+@pytest.mark.parametrize(
+    ("action", "back", "message"),
+    [
+        ("/console/keys/key_01M8000000000000000000000A/revoke", "/console/keys", "没有这个有效的 API 密钥"),
+        ("/console/webhooks/whk_01M8000000000000000000000A/disable", "/console/webhooks", "没有这个 Webhook 地址"),
+    ],
+)
+async def test_failed_actions_come_back_with_the_error(
+    signed_in: httpx.AsyncClient, action: str, back: str, message: str
+) -> None:
+    token = csrf_of((await signed_in.get(back)).text)
+    r = await signed_in.post(action, data={"csrf_token": token})
+    assert r.status_code == 303 and r.headers["location"] == back
+    page = await signed_in.get(back)
+    assert message in page.text
