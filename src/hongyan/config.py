@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     embedded_workers: bool = Field(True, description="`serve` also runs dispatcher, intake, webhooks, scheduler.")
     dispatch_chunk: int = Field(500, description="Message ids per queue item (outbox chunk).")
     outbox_poll_ms: int = Field(200, description="How often the relay polls the outbox when idle.")
+    max_submit_attempts: int = Field(
+        5, ge=1, le=100,
+        description="Carrier answers with a temporary error (e.g. ESME_RSYSERR) this many times: the message fails.",
+    )
+    channel_reload_s: float = Field(
+        5.0, gt=0, description="How often workers check for changed channels and routes (operator edits)."
+    )
 
     # -- sandbox carrier ----------------------------------------------------------------------
     sandbox_delay_ms: int = Field(200, description="Sandbox: delay before a delivery receipt.")

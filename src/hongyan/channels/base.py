@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from datetime import datetime
+from typing import Any, Protocol
 
 from hongyan.messaging.states import Status
 
@@ -19,6 +20,9 @@ class OutboundSms:
     segment_count: int
     message_type: str
     priority: int
+    account_id: str = ""
+    country: str | None = None
+    attempts: int = 1  # this is the n-th time the message goes out (1 = first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +35,7 @@ class SubmitOutcome:
     error_code: str | None = None
     carrier_error_code: str | None = None
     retry: bool = False
+    parts: tuple[str, ...] = ()  # carrier ids of every part, when receipts come per part (SMPP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,14 +49,36 @@ class DeliveryReceipt:
     carrier_error_code: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class InboundSms:
+    """A mobile-originated message (a reply, an opt-out keyword, …) received on a channel."""
+
+    channel_id: str
+    from_number: str
+    to_number: str
+    body: str
+    received_at: datetime
+    carrier_message_id: str | None = None
+
+
 ReceiptSink = Callable[[list[DeliveryReceipt]], Awaitable[None]]
+InboundSink = Callable[[list[InboundSms]], Awaitable[None]]
 
 
 class Connector(Protocol):
     channel_id: str
     kind: str
 
-    async def start(self, on_receipts: ReceiptSink) -> None: ...
+    @property
+    def up(self) -> bool:
+        """Can take messages now (an SMPP channel with no bound transmitter is down)."""
+        ...
+
+    async def start(self, on_receipts: ReceiptSink, on_inbound: InboundSink | None = None) -> None:
+        """`on_receipts` / `on_inbound` return once what they were given is stored (or safely parked)."""
+        ...
+
+    def status(self) -> dict[str, Any]: ...
 
     async def submit(self, messages: list[OutboundSms]) -> list[SubmitOutcome]: ...
 

@@ -12,8 +12,16 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections.abc import Iterable
+from typing import Any
 
-from hongyan.channels.base import DeliveryReceipt, OutboundSms, ReceiptSink, SubmitOutcome
+from hongyan.channels.base import (
+    DeliveryReceipt,
+    InboundSink,
+    InboundSms,
+    OutboundSms,
+    ReceiptSink,
+    SubmitOutcome,
+)
 from hongyan.messaging.states import Status
 
 _MAGIC: dict[str, str] = {
@@ -64,6 +72,8 @@ class SandboxConnector:
         self._flush_handle: asyncio.TimerHandle | None = None
         self._throttled: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._inbound: InboundSink | None = None
+        self.counters = {"submitted": 0, "acked": 0, "rejected": 0, "receipts": 0}
 
     def outcome_for(self, message_id: str, to: str) -> str:
         magic = _MAGIC.get(to[-5:])
@@ -76,12 +86,24 @@ class SandboxConnector:
             bucket -= weight
         return self.mix[-1][0]
 
-    async def start(self, on_receipts: ReceiptSink) -> None:
+    up = True  # always reachable
+
+    async def start(self, on_receipts: ReceiptSink, on_inbound: InboundSink | None = None) -> None:
         self._sink = on_receipts
+        self._inbound = on_inbound
+
+    def status(self) -> dict[str, Any]:
+        return {"up": True, "binds_up": 0, "binds": [], "counters": dict(self.counters)}
+
+    async def inject_inbound(self, sms: InboundSms) -> None:
+        """A simulated reply from a handset (sandbox only; tests and the console's sandbox tools)."""
+        if self._inbound is not None:
+            await self._inbound([sms])
 
     async def submit(self, messages: list[OutboundSms]) -> list[SubmitOutcome]:
         results: list[SubmitOutcome] = []
         due: list[DeliveryReceipt] = []
+        self.counters["submitted"] += len(messages)
         for m in messages:
             outcome = self.outcome_for(m.message_id, m.to)
             if outcome == "reject_submit":
@@ -98,6 +120,7 @@ class SandboxConnector:
                 self._throttled.add(m.message_id)
                 results.append(SubmitOutcome(m.message_id, False, carrier_error_code="0x00000058", retry=True))
                 continue
+            self.counters["acked"] += 1
             results.append(SubmitOutcome(m.message_id, True, carrier_message_id="sbx-" + m.message_id[4:]))
             receipt = self._receipt(m.message_id, outcome)
             if receipt is not None:
@@ -120,6 +143,7 @@ class SandboxConnector:
     async def _deliver_later(self, receipts: list[DeliveryReceipt]) -> None:
         await asyncio.sleep(self.delay)  # the simulated network/carrier delay, not a test wait
         if self._sink is not None:
+            self.counters["receipts"] += len(receipts)
             await self._sink(receipts)
 
     async def resume(self, messages: list[tuple[str, str]]) -> None:

@@ -14,15 +14,18 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, insert, select, update
 
-from hongyan.channels.base import Connector, DeliveryReceipt, OutboundSms, SubmitOutcome
-from hongyan.channels.registry import load_connectors
+from hongyan.channels.base import Connector, DeliveryReceipt, InboundSms, OutboundSms, SubmitOutcome
+from hongyan.channels.models import CarrierMessage
+from hongyan.channels.registry import build_connector, fingerprint, load_setup
+from hongyan.channels.routing import Router
 from hongyan.config import Settings
 from hongyan.core.clock import utcnow
 from hongyan.db.engine import Database
 from hongyan.dispatch.models import OutboxItem
 from hongyan.dispatch.queue import Queue
+from hongyan.messaging import inbound
 from hongyan.messaging.models import IdempotencyRecord, Message
 from hongyan.messaging.states import FINAL, Status
 from hongyan.messaging.transitions import Transition, apply_transitions
@@ -56,7 +59,10 @@ class Runtime:
         self.queue = queue
         self.dispatchers = dispatchers
         self.connectors: dict[str, Connector] = {}
-        self.default_channel: str | None = None
+        self.router = Router([])
+        self._fingerprints: dict[str, str] = {}
+        self._setup_signature: tuple[Any, ...] | None = None
+        self._receipt_waiters: list[asyncio.Future[None]] = []
         self.outbox_wakeup = asyncio.Event()
         self.webhooks = WebhookSender(db, settings)
         self.stats = RuntimeStats()
@@ -69,12 +75,10 @@ class Runtime:
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
-        self.connectors, self.default_channel = await load_connectors(self.db, self.settings)
-        for connector in self.connectors.values():
-            await connector.start(self.on_receipts)
+        await self.reload_channels()
         if not self.queue.durable:
             await self.recover()
-        loops = [self._relay_loop(), self._receipt_loop(), self._sweep_loop(), self.webhooks.run()]
+        loops = [self._relay_loop(), self._receipt_loop(), self._sweep_loop(), self._reload_loop(), self.webhooks.run()]
         loops += [self._dispatch_loop(i) for i in range(self.dispatchers)]
         self._tasks = [asyncio.create_task(c) for c in loops]
 
@@ -96,6 +100,56 @@ class Runtime:
         for connector in self.connectors.values():
             await connector.stop()
         await self.webhooks.close()
+
+    async def reload_channels(self) -> bool:
+        """Start connectors of new or changed channels, stop removed ones, rebuild the router."""
+        setup = await load_setup(self.db)
+        if setup.signature == self._setup_signature:
+            return False
+        wanted = {c.id: c for c in setup.channels}
+        for channel_id in [cid for cid in self.connectors if cid not in wanted]:
+            await self._stop_connector(channel_id)
+        for channel_id, channel in wanted.items():
+            fp = fingerprint(channel)
+            if self._fingerprints.get(channel_id) == fp:
+                continue
+            if channel_id in self.connectors:
+                await self._stop_connector(channel_id)
+            try:
+                connector = build_connector(channel, self.settings)
+            except ValueError as exc:
+                log.error("channel %s (%s) cannot start: %s", channel.name, channel_id, exc)
+                continue
+            await connector.start(self.on_receipts, self.on_inbound)
+            self.connectors[channel_id] = connector
+            self._fingerprints[channel_id] = fp
+        self.router = Router(setup.rules, setup.default_channel)
+        self._setup_signature = setup.signature
+        return True
+
+    async def _stop_connector(self, channel_id: str) -> None:
+        connector = self.connectors.pop(channel_id)
+        self._fingerprints.pop(channel_id, None)
+        try:
+            await connector.stop()
+        except Exception:
+            log.exception("stopping channel %s failed", channel_id)
+
+    async def _reload_loop(self) -> None:
+        while not self._stopping:
+            try:
+                await asyncio.wait_for(self._stop_event.wait(), timeout=self.settings.channel_reload_s)
+                break
+            except TimeoutError:
+                pass
+            try:
+                await self.reload_channels()
+            except Exception:
+                self.stats.errors += 1
+                log.exception("reloading channels failed")
+
+    def channel_status(self) -> dict[str, dict[str, Any]]:
+        return {cid: c.status() for cid, c in self.connectors.items()}
 
     def notify_outbox(self) -> None:
         """Called after a submit commits, so the relay does not wait for its next poll."""
@@ -199,40 +253,92 @@ class Runtime:
                 log.exception("dispatch of %d messages failed", len(item.body["ids"]))
 
     async def dispatch(self, message_ids: list[str]) -> None:
-        """queued → sending → connector → sent | rejected | failed | queued (retry)."""
+        """queued → sending → route → connector → sent | rejected | failed | queued (retry).
+
+        Each message tries its route candidates in order: a channel that is down is skipped, a channel
+        that refuses the message (permanently, or with a temporary error) passes it to the next candidate.
+        With no candidate left the last answer stands; with every candidate down the message waits."""
         async with self.db.write() as session:
             outcome = await apply_transitions(session, [Transition(mid, Status.SENDING) for mid in message_ids])
             if not outcome.applied:
                 return
         batch = [
             OutboundSms(r["id"], r["to_number"], r["sender"], r["body"], r["encoding"], r["segment_count"],
-                        r["message_type"], r["priority"])
+                        r["message_type"], r["priority"], r["account_id"], r["to_country"], r["attempts"])
             for r in outcome.applied
         ]
-        channel_id = self.default_channel
-        connector = self.connectors.get(channel_id or "")
-        if connector is None:
-            results = [SubmitOutcome(m.message_id, False, error_code="no_route") for m in batch]
-        else:
-            try:
-                results = await connector.submit(batch)
-            except Exception:  # a connector bug or a dropped link must not strand messages in `sending`
-                log.exception("connector %s failed on %d messages; they go back to the queue", channel_id, len(batch))
-                results = [SubmitOutcome(m.message_id, False, retry=True) for m in batch]
-        await self._record_submits(results, channel_id, {m.message_id: m.priority for m in batch})
+        final: list[tuple[SubmitOutcome, str | None]] = []
+        tried: dict[str, list[str]] = {}
+        last: dict[str, tuple[SubmitOutcome, str]] = {}
+        pending = batch
+        while pending:
+            groups: dict[str, list[OutboundSms]] = {}
+            for m in pending:
+                candidates = self.router.candidates(m.to, m.country, m.message_type, m.account_id)
+                done = tried.get(m.message_id, ())
+                left = [c for c in candidates if c not in done and c in self.connectors]
+                up = [c for c in left if self.connectors[c].up]
+                if up:
+                    groups.setdefault(up[0], []).append(m)
+                elif m.message_id in last:
+                    final.append(last[m.message_id])
+                elif not candidates:
+                    final.append((SubmitOutcome(m.message_id, False, error_code="no_route"), None))
+                else:
+                    final.append((SubmitOutcome(m.message_id, False, retry=True, error_code="channel_down"), None))
+            if not groups:
+                break
+            channel_ids = list(groups)
+            answers = await asyncio.gather(*(self._submit_to(cid, groups[cid]) for cid in channel_ids))
+            pending = []
+            by_id = {m.message_id: m for m in batch}
+            for channel_id, results in zip(channel_ids, answers, strict=True):
+                for r in results:
+                    if r.accepted:
+                        final.append((r, channel_id))
+                        continue
+                    tried.setdefault(r.message_id, []).append(channel_id)
+                    if r.retry and r.error_code == "channel_down":
+                        # the link dropped before this message was acknowledged: another channel or later
+                        pending.append(by_id[r.message_id])
+                        continue
+                    last[r.message_id] = (r, channel_id)
+                    pending.append(by_id[r.message_id])
+        await self._record_submits(final, {m.message_id: m for m in batch})
+
+    async def _submit_to(self, channel_id: str, messages: list[OutboundSms]) -> list[SubmitOutcome]:
+        connector = self.connectors[channel_id]
+        try:
+            return await connector.submit(messages)
+        except Exception:  # a connector bug must not strand messages in `sending`
+            log.exception("connector %s failed on %d messages; they go back to the queue", channel_id, len(messages))
+            return [SubmitOutcome(m.message_id, False, retry=True, error_code="channel_down") for m in messages]
 
     async def _record_submits(
-        self, results: list[SubmitOutcome], channel_id: str | None, lanes: dict[str, int]
+        self, results: list[tuple[SubmitOutcome, str | None]], messages: dict[str, OutboundSms]
     ) -> None:
         transitions: list[Transition] = []
-        retry: list[str] = []
-        for r in results:
+        retry: list[OutboundSms] = []
+        refs: list[dict[str, Any]] = []
+        now = utcnow()
+        max_attempts = self.settings.max_submit_attempts
+        for r, channel_id in results:
+            m = messages[r.message_id]
             if r.accepted:
                 transitions.append(
                     Transition(r.message_id, Status.SENT, carrier_message_id=r.carrier_message_id, channel_id=channel_id)
                 )
-            elif r.retry:
-                retry.append(r.message_id)
+                if r.parts and channel_id:
+                    group = r.parts[0]
+                    refs.extend(
+                        {"channel_id": channel_id, "carrier_message_id": cid, "message_id": r.message_id,
+                         "group_ref": group, "part": i, "parts": len(r.parts), "status": None,
+                         "carrier_error_code": None, "created_at": now}
+                        for i, cid in enumerate(r.parts, 1)
+                    )
+            elif r.retry and not (r.carrier_error_code and m.attempts >= max_attempts):
+                # throttled, link down, carrier busy: back to the queue (waits at most until validity ends)
+                retry.append(m)
                 transitions.append(Transition(r.message_id, Status.QUEUED, carrier_error_code=r.carrier_error_code))
             elif r.error_code == "carrier_rejected":
                 transitions.append(
@@ -240,20 +346,26 @@ class Runtime:
                                carrier_error_code=r.carrier_error_code, channel_id=channel_id)
                 )
             else:
+                code = r.error_code or "submit_failed"
+                if r.retry:
+                    code = "submit_attempts_exhausted"
                 transitions.append(
-                    Transition(r.message_id, Status.FAILED, error_code=r.error_code or "submit_failed",
+                    Transition(r.message_id, Status.FAILED, error_code=code,
                                carrier_error_code=r.carrier_error_code, channel_id=channel_id)
                 )
         async with self.db.write() as session:
+            if refs:
+                await (await session.connection()).execute(insert(CarrierMessage.__table__), refs)
             await apply_transitions(session, transitions)
-        self.stats.submitted += sum(1 for r in results if r.accepted)
+        self.stats.submitted += sum(1 for r, _ in results if r.accepted)
         if retry:
             self.stats.retries += len(retry)
-            by_lane: dict[int, list[str]] = {}
-            for mid in retry:
-                by_lane.setdefault(lanes.get(mid, 1), []).append(mid)
-            for lane, ids_ in by_lane.items():
-                asyncio.get_running_loop().call_later(1.0, self._requeue, lane, ids_)
+            by_lane: dict[tuple[int, float], list[str]] = {}
+            for m in retry:
+                pause = min(30.0, 2.0 ** max(0, min(m.attempts, 10) - 1))  # 1 s, 2 s, 4 s … 30 s
+                by_lane.setdefault((m.priority, pause), []).append(m.message_id)
+            for (lane, pause), ids_ in by_lane.items():
+                asyncio.get_running_loop().call_later(pause, self._requeue, lane, ids_)
         self.webhooks.wakeup.set()
 
     def _requeue(self, lane: int, message_ids: list[str]) -> None:
@@ -264,9 +376,15 @@ class Runtime:
 
     # -- receipts ---------------------------------------------------------------------------------
     async def on_receipts(self, receipts: list[DeliveryReceipt]) -> None:
-        loop_time = asyncio.get_running_loop().time()
+        """Buffer receipts; returns once they are committed (or parked to wait for their submit), so a
+        connector acknowledges to the carrier only what is safe: an SMSC resends unacknowledged receipts."""
+        loop = asyncio.get_running_loop()
+        loop_time = loop.time()
         self._receipts.extend((r, loop_time) for r in receipts)
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._receipt_waiters.append(waiter)
         self._receipt_wakeup.set()
+        await waiter
 
     async def _receipt_loop(self) -> None:
         while not self._stopping:
@@ -283,36 +401,130 @@ class Runtime:
 
     async def _flush_receipts(self) -> None:
         pending, self._receipts = self._receipts, []
-        if not pending:
-            return
-        transitions = [
-            Transition(r.message_id, r.status, carrier_error_code=r.carrier_error_code,
-                       error_code=None if r.status is Status.DELIVERED else f"carrier_{r.status.value}")
-            for r, _ in pending
-            if r.message_id is not None
-        ]
+        waiters, self._receipt_waiters = self._receipt_waiters, []
+        try:
+            if pending:
+                await self._apply_receipts(pending)
+        except BaseException as exc:
+            for w in waiters:
+                if not w.done():
+                    w.set_exception(exc if isinstance(exc, Exception) else RuntimeError("stopped"))
+            raise
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    async def _apply_receipts(self, pending: list[tuple[DeliveryReceipt, float]]) -> None:
+        transitions: list[Transition] = []
+        unmatched: list[tuple[DeliveryReceipt, float]] = []
+        by_message: list[tuple[DeliveryReceipt, float]] = []
         async with self.db.write() as session:
+            by_carrier = [(r, t) for r, t in pending if r.message_id is None and r.carrier_message_id]
+            if by_carrier:
+                matched, unmatched = await self._match_carrier_ids(session, by_carrier)
+                by_message.extend(matched)
+            by_message.extend((r, t) for r, t in pending if r.message_id is not None)
+            transitions = [
+                Transition(r.message_id, r.status, carrier_error_code=r.carrier_error_code,
+                           error_code=None if r.status is Status.DELIVERED else f"carrier_{r.status.value}")
+                for r, _ in by_message
+                if r.message_id is not None
+            ]
             outcome = await apply_transitions(session, transitions)
             skipped = {t.message_id for t in outcome.skipped}
             parked: list[tuple[DeliveryReceipt, float]] = []
+            now = asyncio.get_running_loop().time()
+            limit = RECEIPT_PARK_LIMIT.total_seconds()
             if skipped:
                 # receipts can beat the commit of their submit response: keep those still `sending`
                 current = dict(
                     (await session.execute(select(Message.id, Message.status).where(Message.id.in_(skipped)))).all()
                 )
-                now = asyncio.get_running_loop().time()
-                for receipt, first_seen in pending:
+                for receipt, first_seen in by_message:
                     # not final yet (maybe `sent` by now: the submit committed after our UPDATE): retry
                     status = current.get(receipt.message_id)
                     if status is not None and status not in _FINAL_VALUES and receipt.message_id in skipped:
-                        if now - first_seen < RECEIPT_PARK_LIMIT.total_seconds():
+                        if now - first_seen < limit:
                             parked.append((receipt, first_seen))
+            # a carrier id nobody knows yet: its submit_sm_resp is probably not committed yet
+            parked.extend((r, t) for r, t in unmatched if now - t < limit)
+            self.stats.extra["receipts_unmatched_dropped"] = self.stats.extra.get("receipts_unmatched_dropped", 0) + sum(
+                1 for _r, t in unmatched if now - t >= limit
+            )
         self.stats.receipts += len(outcome.applied)
         if parked:
             self.stats.receipts_parked += len(parked)
             self._parked.extend(parked)
             if not self._stopping:
-                asyncio.get_running_loop().call_later(0.05, self._retry_parked)
+                asyncio.get_running_loop().call_later(0.05 if len(parked) < 1000 else 0.2, self._retry_parked)
+        self.webhooks.wakeup.set()
+
+    async def _match_carrier_ids(
+        self, session: Any, receipts: list[tuple[DeliveryReceipt, float]]
+    ) -> tuple[list[tuple[DeliveryReceipt, float]], list[tuple[DeliveryReceipt, float]]]:
+        """Carrier ids → message ids. Multipart messages: record the part, and emit the message's receipt
+        only when every part of its submission has one (delivered if all were, else the worst)."""
+        cm = CarrierMessage.__table__
+        keys = {r.carrier_message_id for r, _ in receipts}
+        rows = (
+            await session.execute(
+                select(cm.c.id, cm.c.channel_id, cm.c.carrier_message_id, cm.c.message_id, cm.c.group_ref,
+                       cm.c.parts, cm.c.status).where(cm.c.carrier_message_id.in_(keys))
+            )
+        ).all()
+        index: dict[tuple[str, str], Any] = {}
+        for row in rows:  # the newest row wins when a carrier reuses ids (e.g. after an SMSC restart)
+            key = (row.channel_id, row.carrier_message_id)
+            if key not in index or row.id > index[key].id:
+                index[key] = row
+        matched: list[tuple[DeliveryReceipt, float]] = []
+        unmatched: list[tuple[DeliveryReceipt, float]] = []
+        part_updates: list[dict[str, Any]] = []
+        groups: dict[str, tuple[DeliveryReceipt, float, str]] = {}
+        for r, t in receipts:
+            row = index.get((r.channel_id, r.carrier_message_id or ""))
+            if row is None:
+                unmatched.append((r, t))
+            elif row.parts <= 1:
+                matched.append((_with_message(r, row.message_id), t))
+            else:
+                part_updates.append({"rid": row.id, "st": r.status.value, "err": r.carrier_error_code})
+                groups[row.group_ref] = (r, t, row.message_id)
+        if part_updates:
+            await session.execute(
+                update(cm).where(cm.c.id == bindparam("rid")).values(status=bindparam("st"),
+                                                                    carrier_error_code=bindparam("err")),
+                part_updates,
+                execution_options={"synchronize_session": False},
+            )
+            parts = (
+                await session.execute(
+                    select(cm.c.group_ref, cm.c.parts, cm.c.status, cm.c.carrier_error_code).where(
+                        cm.c.group_ref.in_(list(groups))
+                    )
+                )
+            ).all()
+            by_group: dict[str, list[Any]] = {}
+            for p in parts:
+                by_group.setdefault(p.group_ref, []).append(p)
+            for group, (r, t, message_id) in groups.items():
+                members = by_group.get(group, [])
+                if len(members) < members[0].parts if members else True:
+                    continue
+                if any(p.status is None for p in members):
+                    continue  # other parts still on their way
+                worst = next((p for p in members if p.status != Status.DELIVERED.value), None)
+                status = Status(worst.status) if worst else Status.DELIVERED
+                code = worst.carrier_error_code if worst else r.carrier_error_code
+                matched.append((DeliveryReceipt(status, r.channel_id, message_id=message_id,
+                                                carrier_message_id=r.carrier_message_id, carrier_error_code=code), t))
+        return matched, unmatched
+
+    # -- inbound (MO) -------------------------------------------------------------------------------------
+    async def on_inbound(self, messages: list[InboundSms]) -> None:
+        """Store replies, match them to the account that wrote to the number, emit message.received."""
+        async with self.db.write() as session:
+            await inbound.store_inbound(session, messages)
         self.webhooks.wakeup.set()
 
     # -- sweeps -----------------------------------------------------------------------------------
@@ -356,3 +568,8 @@ class Runtime:
             except Exception:
                 self.stats.errors += 1
                 log.exception("sweep failed")
+
+
+def _with_message(r: DeliveryReceipt, message_id: str) -> DeliveryReceipt:
+    return DeliveryReceipt(r.status, r.channel_id, message_id=message_id, carrier_message_id=r.carrier_message_id,
+                           carrier_error_code=r.carrier_error_code)

@@ -79,7 +79,8 @@ class Message(Base):
 
 Index("ix_message_account_id", Message.account_id, Message.id)
 Index("ix_message_account_status", Message.account_id, Message.status, Message.id)
-Index("ix_message_account_to", Message.account_id, Message.to_number)
+# to_number first: serves "this account's messages to N" and "who last wrote to N" (matching replies)
+Index("ix_message_to_account", Message.to_number, Message.account_id)
 Index("ix_message_batch_status", Message.batch_id, Message.status)
 Index("ix_message_status_expires", Message.status, Message.expires_at)
 
@@ -108,3 +109,25 @@ class IdempotencyRecord(Base):
     status_code: Mapped[int] = mapped_column(SmallInteger)
     response_body: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+
+
+class InboundMessage(Base):
+    """A mobile-originated message (reply, keyword) received on a channel.
+
+    `account_id` is the account that last sent to the number (its reply), or None when nobody did;
+    `in_reply_to` that message. Opt-out keywords are handled by hooks (messaging.inbound)."""
+
+    __tablename__ = "inbound_message"
+
+    id: Mapped[str] = mapped_column(String(30), primary_key=True)  # inb_…
+    account_id: Mapped[str | None] = mapped_column(String(30))
+    channel_id: Mapped[str] = mapped_column(String(30))
+    from_number: Mapped[str] = mapped_column(String(32))
+    to_number: Mapped[str] = mapped_column(String(32))
+    body: Mapped[str] = mapped_column(Text)
+    in_reply_to: Mapped[str | None] = mapped_column(String(30))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+Index("ix_inbound_message_account", InboundMessage.account_id, InboundMessage.id)
+Index("ix_inbound_message_from", InboundMessage.from_number)

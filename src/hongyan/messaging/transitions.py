@@ -45,7 +45,7 @@ _RETURNED = tuple(
 )
 # queued → sending also returns what a connector needs, so dispatch does not read the rows again
 _RETURNED_FOR_SENDING = _RETURNED + tuple(
-    _M.c[name] for name in ("sender", "body", "encoding", "message_type", "priority")
+    _M.c[name] for name in ("sender", "body", "encoding", "message_type", "priority", "to_country", "attempts")
 )
 
 
