@@ -33,7 +33,7 @@ async def test_connector_exception_requeues_instead_of_stranding(
     runtime = Runtime(db, settings, MemoryQueue())
     await runtime.start()
     try:
-        sandbox = runtime.connectors[runtime.default_channel or ""]
+        sandbox = runtime.connectors[runtime.router.default_channel or ""]
         real_submit = sandbox.submit
         calls = {"n": 0}
 

@@ -24,6 +24,8 @@ MESSAGE_EVENT_TYPES = tuple(
         "scheduled", "queued", "sending", "sent", "delivered", "undelivered", "expired", "rejected", "failed", "canceled",
     )
 )
+INBOUND_EVENT_TYPE = "message.received"
+EVENT_TYPES = (*MESSAGE_EVENT_TYPES, INBOUND_EVENT_TYPE)
 
 
 def validate_url(url: str, *, field: str = "url") -> str:
@@ -38,7 +40,7 @@ async def create_endpoint(
 ) -> tuple[WebhookEndpoint, str]:
     """Create an endpoint; returns it with its signing secret (shown once)."""
     for i, et in enumerate(event_types or []):
-        if et not in MESSAGE_EVENT_TYPES:
+        if et not in EVENT_TYPES:
             raise InvalidRequest("invalid_event_type", f"Unknown event type '{et}'.", field=f"event_types[{i}]")
     secret = "whsec_" + secrets.token_urlsafe(32)
     endpoint = WebhookEndpoint(
@@ -100,21 +102,9 @@ async def enqueue_message_status_events(
 ) -> int:
     """Write one webhook event per (changed message, subscribed endpoint) in the caller's transaction."""
     rows = list(rows)
-    accounts = {r["account_id"] for r in rows}
-    if not accounts:
+    by_account = await _endpoints_by_account(session, {r["account_id"] for r in rows})
+    if not by_account:
         return 0
-    endpoints = (
-        await session.execute(
-            select(WebhookEndpoint.id, WebhookEndpoint.account_id, WebhookEndpoint.event_types).where(
-                WebhookEndpoint.account_id.in_(accounts), WebhookEndpoint.enabled.is_(True)
-            )
-        )
-    ).all()
-    if not endpoints:
-        return 0
-    by_account: dict[str, list[Any]] = {}
-    for ep in endpoints:
-        by_account.setdefault(ep.account_id, []).append(ep)
     events = []
     for row in rows:
         event_type = f"message.{row['status']}"
@@ -136,6 +126,48 @@ async def enqueue_message_status_events(
                     "created_at": occurred_at,
                 }
             )
+    if events:
+        await (await session.connection()).execute(insert(WebhookEvent.__table__), events)
+    return len(events)
+
+
+async def _endpoints_by_account(session: AsyncSession, accounts: set[str]) -> dict[str, list[Any]]:
+    if not accounts:
+        return {}
+    endpoints = (
+        await session.execute(
+            select(WebhookEndpoint.id, WebhookEndpoint.account_id, WebhookEndpoint.event_types).where(
+                WebhookEndpoint.account_id.in_(accounts), WebhookEndpoint.enabled.is_(True)
+            )
+        )
+    ).all()
+    by_account: dict[str, list[Any]] = {}
+    for ep in endpoints:
+        by_account.setdefault(ep.account_id, []).append(ep)
+    return by_account
+
+
+async def enqueue_inbound_events(session: AsyncSession, rows: Iterable[dict[str, Any]], occurred_at: datetime) -> int:
+    """One `message.received` event per (inbound message of a known account, subscribed endpoint)."""
+    rows = [r for r in rows if r.get("account_id")]
+    by_account = await _endpoints_by_account(session, {r["account_id"] for r in rows})
+    events = []
+    for row in rows:
+        for ep in by_account.get(row["account_id"], ()):
+            if ep.event_types and INBOUND_EVENT_TYPE not in ep.event_types:
+                continue
+            event_id = ids.new_id("evt")
+            payload = orjson.dumps({
+                "id": event_id, "type": INBOUND_EVENT_TYPE, "created_at": isoformat(occurred_at),
+                "data": {"inbound_id": row["id"], "from": row["from_number"], "to": row["to_number"],
+                         "body": row["body"], "in_reply_to": row["in_reply_to"],
+                         "received_at": isoformat(row["received_at"])},
+            })
+            events.append({
+                "id": event_id, "account_id": row["account_id"], "endpoint_id": ep.id, "event_type": INBOUND_EVENT_TYPE,
+                "message_id": row["in_reply_to"], "payload": payload.decode(), "status": "pending", "attempts": 0,
+                "next_attempt_at": occurred_at, "created_at": occurred_at,
+            })
     if events:
         await (await session.connection()).execute(insert(WebhookEvent.__table__), events)
     return len(events)

@@ -145,6 +145,7 @@ TLVS: dict[int, tuple[str, str]] = {
     0x1380: ("its_reply_type", "u8"),
     0x1383: ("its_session_info", "oct"),
 }
+_CSTR_TLV_MAX = {0x001D: 256, 0x001E: 65}  # §5.3.2.27 / §5.3.2.12: Var. max incl. the NUL
 TLV_TAGS: dict[str, tuple[int, str]] = {name: (tag, kind) for tag, (name, kind) in TLVS.items()}
 
 # message_state values (§5.2.28), used by query_sm_resp and the message_state TLV of receipts
@@ -322,7 +323,7 @@ def _encode_tlv(key: Any, value: Any) -> bytes:
     elif kind == "u32":
         raw = _U32.pack(value)
     elif kind == "cstr":
-        raw = _cstr(value, 65, TLVS[tag][0])  # message ids and status texts: at most 64 octets + NUL
+        raw = _cstr(value, _CSTR_TLV_MAX.get(tag, 65536), TLVS[tag][0])
     else:
         raw = bytes(value)
     if len(raw) > 0xFFFF:
