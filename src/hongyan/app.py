@@ -18,6 +18,7 @@ from hongyan.api import errors
 from hongyan.api.body import SCHEMAS
 from hongyan.api.limits import RequestLimits
 from hongyan.api.responses import JsonResponse
+from hongyan.channels.routes import router as channels_router
 from hongyan.config import Settings, get_settings
 from hongyan.db.engine import Database
 from hongyan.dispatch.queue import create_queue
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
     app.include_router(messages_router)
     app.include_router(webhooks_router)
     app.include_router(keys_router)
+    app.include_router(channels_router)
     app.include_router(health_router)
     try:
         from hongyan.console.routes import install as install_console

@@ -19,6 +19,10 @@ app = typer.Typer(help="鸿雁 Hongyan: a self-hostable online SMS platform.", n
                   add_completion=False)
 admin = typer.Typer(help="Accounts, users and API keys.", no_args_is_help=True)
 app.add_typer(admin, name="admin")
+channel_cli = typer.Typer(help="Carrier channels (SMPP binds, sandbox).", no_args_is_help=True)
+app.add_typer(channel_cli, name="channel")
+route_cli = typer.Typer(help="Routes: which channel carries which traffic.", no_args_is_help=True)
+app.add_typer(route_cli, name="route")
 
 
 def _logging(settings: Settings) -> None:
@@ -227,7 +231,7 @@ def reset_password(email: str) -> None:
 def create_key(
     account: Annotated[str, typer.Option(help="Account id (acc_…).")],
     name: Annotated[str, typer.Option(help="A name to recognise the key by.")] = "cli",
-    scopes: Annotated[str, typer.Option(help="Comma-separated: send,read,billing,admin")] = "send,read",
+    scopes: Annotated[str, typer.Option(help="Comma-separated: send,read,billing,admin,operator")] = "send,read",
 ) -> None:
     """Create an API key; the key is printed once."""
     from hongyan.accounts import service
@@ -235,7 +239,8 @@ def create_key(
     async def main(db: Database) -> int:
         async with db.write() as session:
             created = await service.create_api_key(session, account_id=account, name=name,
-                                                   scopes=tuple(s.strip() for s in scopes.split(",") if s.strip()))
+                                                   scopes=tuple(s.strip() for s in scopes.split(",") if s.strip()),
+                                                   allow_operator=True)
         typer.echo(created.token)
         return 0
 
@@ -251,6 +256,148 @@ def revoke_key(key_id: str, account: Annotated[str, typer.Option(help="Account i
         async with db.write() as session:
             await service.revoke_api_key(session, account_id=account, key_id=key_id)
         typer.echo(f"revoked {key_id}")
+        return 0
+
+    raise typer.Exit(_with_db(get_settings(), main))
+
+
+def _parse_settings(pairs: list[str]) -> dict[str, object]:
+    """`key=value` pairs; values that parse as JSON (numbers, true/false) keep that type."""
+    import json
+
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"expected key=value, got {pair!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
+@channel_cli.command("add")
+def channel_add(
+    name: str,
+    setting: Annotated[list[str], typer.Argument(help="Settings as key=value: host=… port=2775 system_id=… "
+                                                      "password=… binds=2 window=50 tps=200 (docs/smpp.md)")],
+    kind: Annotated[str, typer.Option(help="smpp or sandbox")] = "smpp",
+    disabled: Annotated[bool, typer.Option(help="Create it disabled.")] = False,
+) -> None:
+    """Add a channel."""
+    from hongyan.channels import service
+
+    async def main(db: Database) -> int:
+        async with db.write() as session:
+            channel = await service.create_channel(session, name=name, kind=kind, config=_parse_settings(setting),
+                                                   enabled=not disabled)
+        typer.echo(channel.id)
+        return 0
+
+    raise typer.Exit(_with_db(get_settings(), main))
+
+
+@channel_cli.command("set")
+def channel_set(
+    channel: str,
+    setting: Annotated[list[str] | None, typer.Argument(help="key=value pairs to change; key= removes")] = None,
+    enable: Annotated[bool | None, typer.Option("--enable/--disable", help="Turn the channel on or off.")] = None,
+) -> None:
+    """Change a channel's settings (merged into the current ones) or enable/disable it."""
+    from hongyan.channels import service
+
+    async def main(db: Database) -> int:
+        values = {k: (None if v == "" else v) for k, v in _parse_settings(setting or []).items()}
+        async with db.write() as session:
+            await service.update_channel(session, channel, config=values or None, enabled=enable)
+        typer.echo(f"updated {channel}")
+        return 0
+
+    raise typer.Exit(_with_db(get_settings(), main))
+
+
+@channel_cli.command("list")
+def channel_list() -> None:
+    """List channels (passwords hidden)."""
+    import json
+
+    from hongyan.channels import service
+
+    async def main(db: Database) -> int:
+        async with db.read() as session:
+            for c in await service.list_channels(session):
+                state = "enabled" if c.enabled else "disabled"
+                typer.echo(f"{c.id}  {c.name:<20} {c.kind:<8} {state:<9} {json.dumps(service.redact(c.config))}")
+        return 0
+
+    raise typer.Exit(_with_db(get_settings(), main))
+
+
+@channel_cli.command("delete")
+def channel_delete(channel: str) -> None:
+    """Delete a channel that no route uses."""
+    from hongyan.channels import service
+
+    async def main(db: Database) -> int:
+        async with db.write() as session:
+            await service.delete_channel(session, channel)
+        typer.echo(f"deleted {channel}")
+        return 0
+
+    raise typer.Exit(_with_db(get_settings(), main))
+
+
+@route_cli.command("add")
+def route_add(
+    channel: Annotated[str, typer.Argument(help="Channel id or name.")],
+    priority: Annotated[int, typer.Option(help="Lower is tried first.")] = 100,
+    weight: Annotated[int, typer.Option(help="Share among routes of equal rank.")] = 1,
+    country: Annotated[list[str] | None, typer.Option(help="ISO country code; repeatable.")] = None,
+    prefix: Annotated[list[str] | None, typer.Option(help="Number prefix, e.g. 86138; repeatable.")] = None,
+    message_type: Annotated[list[str] | None, typer.Option("--type", help="verification|notification|marketing")] = None,
+    account: Annotated[str | None, typer.Option(help="Only for this account (acc_…).")] = None,
+    name: str = "",
+) -> None:
+    """Add a route."""
+    from hongyan.channels import service
+
+    async def main(db: Database) -> int:
+        async with db.write() as session:
+            route = await service.create_route(session, channel=channel, name=name, priority=priority, weight=weight,
+                                               countries=country, prefixes=prefix, message_types=message_type,
+                                               account_id=account)
+        typer.echo(route.id)
+        return 0
+
+    raise typer.Exit(_with_db(get_settings(), main))
+
+
+@route_cli.command("list")
+def route_list() -> None:
+    """List routes in the order they are considered."""
+    from hongyan.channels import service
+
+    async def main(db: Database) -> int:
+        async with db.read() as session:
+            for r in await service.list_routes(session):
+                typer.echo(f"{r.id}  channel={r.channel_id} priority={r.priority} weight={r.weight} "
+                           f"countries={','.join(r.countries) or '*'} prefixes={','.join(r.prefixes) or '*'} "
+                           f"types={','.join(r.message_types) or '*'} account={r.account_id or '*'}")
+        return 0
+
+    raise typer.Exit(_with_db(get_settings(), main))
+
+
+@route_cli.command("delete")
+def route_delete(route_id: str) -> None:
+    """Delete a route."""
+    from hongyan.channels import service
+
+    async def main(db: Database) -> int:
+        async with db.write() as session:
+            await service.delete_route(session, route_id)
+        typer.echo(f"deleted {route_id}")
         return 0
 
     raise typer.Exit(_with_db(get_settings(), main))

@@ -20,6 +20,8 @@ from hongyan.core.errors import InvalidRequest, NotFound, Unauthorized
 from hongyan.db.engine import Database
 
 ALL_SCOPES = ("send", "read", "billing", "admin")
+# platform staff: channels, routes (never part of a customer key by default; `hongyan admin create-key`)
+OPERATOR_SCOPE = "operator"
 _hasher = PasswordHasher()
 
 
@@ -110,12 +112,12 @@ async def primary_account_for(session: AsyncSession, user_id: str) -> Account | 
 
 async def create_api_key(
     session: AsyncSession, *, account_id: str, name: str, scopes: tuple[str, ...] = ALL_SCOPES,
-    created_by: str | None = None, expires_at: datetime | None = None,
+    created_by: str | None = None, expires_at: datetime | None = None, allow_operator: bool = False,
 ) -> CreatedKey:
     if not name.strip():
         raise InvalidRequest("name_required", "Give the key a name.", field="name")
     for i, scope in enumerate(scopes):
-        if scope not in ALL_SCOPES:
+        if scope not in ALL_SCOPES and not (allow_operator and scope == OPERATOR_SCOPE):
             raise InvalidRequest("invalid_scope", f"Unknown scope '{scope}'.", field=f"scopes[{i}]")
     secret = secrets.token_urlsafe(32)
     key = ApiKey(

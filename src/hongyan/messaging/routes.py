@@ -17,10 +17,10 @@ from hongyan.api.responses import JsonResponse
 from hongyan.billing.pricing import price_per_segment
 from hongyan.config import Settings
 from hongyan.core.clock import isoformat
-from hongyan.core.errors import Unprocessable
+from hongyan.core.errors import InvalidRequest, Unprocessable
 from hongyan.core.money import format_micros
 from hongyan.db.engine import Database
-from hongyan.messaging import idempotency, queries
+from hongyan.messaging import idempotency, inbound, queries
 from hongyan.messaging.encoding import segment
 from hongyan.messaging.numbers import NumberProblem, normalize
 from hongyan.messaging.schemas import BatchCreate, MessageCreate, QuoteRequest
@@ -287,3 +287,21 @@ async def cancel_batch(batch_id: str, db: DbDep, ctx: SendAccount) -> JsonRespon
     return JsonResponse({"canceled": canceled, "batch": summary})
 
 
+
+
+@router.get("/inbound", summary="Inbound messages (replies) to this account, newest first")
+async def list_inbound(
+    db: DbDep, ctx: ReadAccount,
+    from_: Annotated[str | None, Query(alias="from", description="Only from this number (E.164).")] = None,
+    before: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
+    limit: Annotated[int, Query()] = 50,
+) -> JsonResponse:
+    if not 1 <= limit <= 500:
+        raise InvalidRequest("invalid_limit", "limit must be 1–500.", field="limit")
+    async with db.read() as session:
+        rows = await inbound.list_inbound(session, account_id=ctx.account_id, limit=limit, before=before,
+                                          from_number=from_)
+    data = [{"id": r.id, "from": r.from_number, "to": r.to_number, "body": r.body, "in_reply_to": r.in_reply_to,
+             "channel_id": r.channel_id, "received_at": isoformat(r.received_at)} for r in rows]
+    next_cursor = rows[-1].id if len(rows) == limit else None
+    return JsonResponse({"data": data, "next_cursor": next_cursor, "has_more": next_cursor is not None})
