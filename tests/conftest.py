@@ -124,3 +124,19 @@ async def client(app: Any, account: AccountFixture) -> AsyncIterator[httpx.Async
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver", headers=account.headers) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def smsc_shared() -> Iterator[Any]:
+    """One simulator for tests that only need a well-behaved SMSC (reset per test with `smsc`)."""
+    from smsc import SmscSim
+
+    sim = SmscSim().start()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def smsc(smsc_shared: Any) -> Any:
+    smsc_shared.api("/reset", {})
+    return smsc_shared
