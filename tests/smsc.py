@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from support import free_port
 
 SIM_DIR = Path(__file__).parent / "peers" / "smsc-sim"

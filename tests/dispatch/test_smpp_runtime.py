@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from smsc import SmscSim
 from sqlalchemy import func, select
 
 from hongyan.channels import service as channels
@@ -20,6 +19,7 @@ from hongyan.messaging.models import InboundMessage, Message
 from hongyan.messaging.submit import Recipient, SubmitRequest, submit_batch
 from hongyan.webhooks import service as webhooks
 from hongyan.webhooks.models import WebhookEvent
+from smsc import SmscSim
 from support import AccountFixture, wait_until
 
 

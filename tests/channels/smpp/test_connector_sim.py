@@ -6,13 +6,13 @@ import asyncio
 from typing import Any
 
 import pytest
-from smsc import SmscSim
-from support import wait_until
 
 from hongyan.channels.base import DeliveryReceipt, InboundSms, OutboundSms
 from hongyan.channels.smpp.connector import SmppConnector
 from hongyan.messaging.encoding import segment
 from hongyan.messaging.states import Status
+from smsc import SmscSim
+from support import wait_until
 
 
 def sms(i: int, body: str = "", to: str = "+8613800138000", sender: str | None = "HONGYAN") -> OutboundSms:
