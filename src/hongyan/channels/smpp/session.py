@@ -116,6 +116,8 @@ class SmppSession:
         self.on_state = on_state
         self.stats = SessionStats()
         self._drained = asyncio.Event()
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
         self.bound = False
         self.bind_error: str | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -279,6 +281,7 @@ class SmppSession:
 
     def _close_connection(self) -> None:
         writer, self._writer = self._writer, None
+        self._out = []  # bytes meant for this connection must never reach the next one
         self._conn_lost.set()
         if writer is not None:
             with contextlib.suppress(Exception):
@@ -319,7 +322,7 @@ class SmppSession:
         fut: asyncio.Future[Pdu] = asyncio.get_running_loop().create_future()
         self._pending[seq] = fut
         try:
-            writer.write(data)
+            self._write_bytes(data)
             if request.command == "submit_sm" or request.command == "data_sm" or request.command == "submit_multi":
                 self.stats.submitted += 1
             if writer.transport.get_write_buffer_size() > 1 << 20:
@@ -340,9 +343,22 @@ class SmppSession:
                 self._drained.set()
 
     def _write(self, pdu: Pdu) -> None:
+        self._write_bytes(P.encode(pdu))
+
+    def _write_bytes(self, data: bytes) -> None:
+        """Queue bytes for the socket; everything queued in one loop iteration goes out in one send()
+        (TCP_NODELAY is on, so without this every PDU would be its own syscall and segment)."""
+        self._out.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out, self._out = self._out, []
         writer = self._writer
-        if writer is not None:
-            writer.write(P.encode(pdu))
+        if writer is not None and out:
+            writer.write(b"".join(out))
 
     # -- incoming ----------------------------------------------------------------------------------------
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
