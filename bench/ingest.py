@@ -33,6 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN = os.environ.get("HONGYAN_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from smsc import SmscSim  # noqa: E402
+
+
 def free_port() -> int:
     import socket
 
@@ -42,13 +46,20 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, data_dir: Path, db_url: str, workers: bool, split: bool = False) -> None:
+    def __init__(self, data_dir: Path, db_url: str, workers: bool, split: bool = False,
+                 smpp: dict[str, Any] | None = None) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = data_dir / f"server-{self.port}.log"
         env = dict(os.environ, HONGYAN_DATA_DIR=str(data_dir), HONGYAN_DATABASE_URL=db_url,
                    HONGYAN_PORT=str(self.port), HONGYAN_SANDBOX_DELAY_MS="0", HONGYAN_LOG_LEVEL="WARNING",
                    HONGYAN_SANDBOX_OUTCOMES="delivered:100")
+        if smpp is not None:  # a real SMPP channel to the simulator, and a route that sends everything there
+            cli = [sys.executable, "-m", "hongyan.cli"]
+            subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True)
+            subprocess.run([*cli, "channel", "add", "sim", *(f"{k}={v}" for k, v in smpp.items())], env=env,
+                           check=True, capture_output=True)
+            subprocess.run([*cli, "route", "add", "sim"], env=env, check=True, capture_output=True)
         args = [sys.executable, "-m", "hongyan.cli", "serve"] + ([] if workers and not split else ["--no-workers"])
         self.worker: subprocess.Popen[bytes] | None = None
         with self.log.open("ab") as out:
@@ -160,12 +171,17 @@ def main() -> None:
     ap.add_argument("--e2e", type=int, default=20_000)
     ap.add_argument("--backends", default="sqlite,postgresql")
     ap.add_argument("--split", action="store_true", help="end-to-end with `serve --no-workers` + `worker`")
+    ap.add_argument("--carrier", default="sandbox", choices=("sandbox", "smpp"),
+                    help="end-to-end through the sandbox or over SMPP to tests/peers/smsc-sim")
+    ap.add_argument("--binds", type=int, default=2)
+    ap.add_argument("--window", type=int, default=100)
     args = ap.parse_args()
     result: dict[str, Any] = {
         "benchmark": "ingest",
         "setup": {"batches": args.batches, "batch_size": args.batch_size, "concurrency": args.concurrency,
                   "e2e_messages": args.e2e, "split_processes": args.split, "cpus": os.cpu_count(), "python": platform.python_version(),
-                  "carrier": "sandbox (delay 0)"},
+                  "carrier": "sandbox (delay 0)" if args.carrier == "sandbox" else
+                  f"smpp to smsc-sim (binds {args.binds}, window {args.window}, receipts at once)"},
         "results": {},
     }
     for backend in args.backends.split(","):
@@ -174,7 +190,12 @@ def main() -> None:
             # a fresh database per phase: the ingest phase leaves its messages undelivered (no workers)
             tmp = Path(tempfile.mkdtemp(prefix=f"hy-bench-{backend}-"))
             url, drop = make_db(backend, tmp)
-            server = Server(tmp, url, workers=phase == "end_to_end", split=args.split)
+            sim = None
+            smpp = None
+            if args.carrier == "smpp" and phase == "end_to_end":
+                sim = SmscSim(DLR_DELAY_MS=0).start()
+                smpp = sim.channel_config(binds=args.binds, window=args.window)
+            server = Server(tmp, url, workers=phase == "end_to_end", split=args.split, smpp=smpp)
             try:
                 if phase == "ingest":
                     out[phase] = asyncio.run(ingest(server, server.key, args.batches, args.batch_size, args.concurrency))
@@ -182,6 +203,8 @@ def main() -> None:
                     out[phase] = asyncio.run(end_to_end(server, server.key, args.e2e, args.batch_size))
             finally:
                 server.stop()
+                if sim is not None:
+                    sim.stop()
                 if drop:
                     drop()
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -20,10 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from smsc import SmscSim  # noqa: E402
-
 from hongyan.channels.base import DeliveryReceipt, OutboundSms  # noqa: E402
 from hongyan.channels.smpp.connector import SmppConnector  # noqa: E402
+from smsc import SmscSim  # noqa: E402
 
 
 async def run_case(window: int, binds: int, count: int) -> dict[str, object]:
