@@ -13,6 +13,8 @@ base layout can show the nav link to staff only.
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any
 
@@ -23,6 +25,7 @@ from starlette.responses import Response
 
 from hongyan.accounts.models import User
 from hongyan.channels import service
+from hongyan.channels.smpp.connector import LONG_MODES
 from hongyan.console.context import (
     FETCH_HEADER,
     CheckedForm,
@@ -40,7 +43,6 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 PLATFORM_ADMIN = "platform_admin"
 PAGE = "/console/channels"
 BIND_TYPES = ("transceiver", "transmitter", "receiver")
-LONG_MODES = ("udh8", "udh16", "payload", "sar")
 # SMPP settings with an input of their own, and how their text is read (anything else goes to "advanced")
 FORM_SETTINGS: dict[str, type] = {
     "host": str,
@@ -120,9 +122,10 @@ class FormProblem(Exception):
 def _number(text: str, typ: type) -> Any:
     """'2775' → 2775; text that is no number is passed on as is, so the service names the setting."""
     try:
-        return typ(text)
+        value = typ(text)
     except ValueError:
         return text
+    return value if math.isfinite(value) else text  # "inf" and "nan" are no settings
 
 
 def _setting_value(text: str) -> Any:
@@ -131,6 +134,8 @@ def _setting_value(text: str) -> Any:
     try:
         value = json.loads(text)
     except ValueError:
+        return text
+    if isinstance(value, float) and not math.isfinite(value):  # json reads NaN and Infinity
         return text
     if isinstance(value, bool | int | float | str):
         return value
@@ -176,8 +181,9 @@ def _route_error_field(exc: HongyanError) -> str:
 
 
 def _split_list(text: str) -> list[str]:
-    """'CN, HK，MO' → ['CN', 'HK', 'MO'] (ASCII or full-width commas, or whitespace)."""
-    return [item for item in text.replace("，", ",").replace(",", " ").split() if item]
+    """'CN, HK，MO' → ['CN', 'HK', 'MO']: comma-separated (ASCII or full-width; spaces inside an item, as
+    in '+86 138', are the service's to normalize)."""
+    return [item.strip() for item in re.split(r"[,，;；\n]", text) if item.strip()]
 
 
 # -- page ------------------------------------------------------------------------------------------

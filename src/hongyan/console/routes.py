@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from starlette.responses import RedirectResponse, Response
 
 from hongyan.accounts.service import authenticate_user, primary_account_for
 from hongyan.api.responses import JsonResponse
 from hongyan.config import Settings
-from hongyan.console import api_keys, dashboard, history, send, webhook_endpoints
+from hongyan.console import api_keys, channels, dashboard, history, send, webhook_endpoints
 from hongyan.console.context import (
     FETCH_HEADER,
     CheckedForm,
@@ -143,10 +143,14 @@ def install(app: FastAPI, settings: Settings) -> None:
         history.router,
         api_keys.router,
         webhook_endpoints.router,
+        channels.router,
         fallback,
     ):
-        app.include_router(area)
+        # signed-in pages learn the user's platform role: the layout shows staff pages to staff only
+        staff_aware = [] if area is router else [Depends(channels.with_platform_role)]
+        app.include_router(area, dependencies=staff_aware)
     app.add_exception_handler(LoginRequired, _login_required)
+    app.add_exception_handler(channels.StaffOnly, channels.staff_only)
     app.add_exception_handler(CsrfRejected, _csrf_rejected)
 
     @app.get("/", include_in_schema=False)
