@@ -15,7 +15,7 @@ from hongyan.channels.models import Channel, Route
 from hongyan.channels.routing import normalize_prefix
 from hongyan.channels.smpp.connector import LONG_MODES
 from hongyan.core import ids
-from hongyan.core.clock import utcnow
+from hongyan.core.clock import isoformat, utcnow
 from hongyan.core.errors import Conflict, InvalidRequest, NotFound
 
 KINDS = ("smpp", "sandbox")
@@ -206,15 +206,11 @@ async def delete_route(session: AsyncSession, route_id: str) -> None:
 
 
 def channel_json(c: Channel, status: dict[str, Any] | None = None) -> dict[str, Any]:
-    from hongyan.core.clock import isoformat
-
     return {"id": c.id, "name": c.name, "kind": c.kind, "enabled": c.enabled, "config": redact(c.config),
             "created_at": isoformat(c.created_at), "updated_at": isoformat(c.updated_at), "status": status}
 
 
 def route_json(r: Route) -> dict[str, Any]:
-    from hongyan.core.clock import isoformat
-
     return {"id": r.id, "name": r.name, "channel_id": r.channel_id, "account_id": r.account_id,
             "priority": r.priority, "weight": r.weight, "countries": r.countries, "prefixes": r.prefixes,
             "message_types": r.message_types, "enabled": r.enabled, "created_at": isoformat(r.created_at)}

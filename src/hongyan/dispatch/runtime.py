@@ -415,7 +415,6 @@ class Runtime:
                 w.set_result(None)
 
     async def _apply_receipts(self, pending: list[tuple[DeliveryReceipt, float]]) -> None:
-        transitions: list[Transition] = []
         unmatched: list[tuple[DeliveryReceipt, float]] = []
         by_message: list[tuple[DeliveryReceipt, float]] = []
         async with self.db.write() as session:
