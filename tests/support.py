@@ -23,12 +23,23 @@ class AccountFixture:
         return {"Authorization": f"Bearer {self.token}"}
 
 
-async def make_account(db: Database, *, name: str = "Acme", scopes: tuple[str, ...] = ("send", "read", "billing", "admin")) -> AccountFixture:
+FUNDED = 1_000_000 * 1_000_000  # ¥1,000,000: more than any test sends
+
+
+async def make_account(
+    db: Database, *, name: str = "Acme", scopes: tuple[str, ...] = ("send", "read", "billing", "admin"),
+    balance_micros: int = FUNDED,
+) -> AccountFixture:
+    """An account with an API key and (by default) a balance large enough that billing never gets in the way."""
     from hongyan.accounts import service
+    from hongyan.billing.recharge import top_up
 
     async with db.write() as session:
         account = await service.create_account(session, name=name)
         created = await service.create_api_key(session, account_id=account.id, name="test", scopes=scopes)
+        if balance_micros:
+            await top_up(session, account_id=account.id, amount_micros=balance_micros, currency=account.currency,
+                         actor="test", note="test funds")
     return AccountFixture(account.id, created.token, created.key.id)
 
 

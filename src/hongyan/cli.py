@@ -54,11 +54,11 @@ def _redact(url: str) -> str:
     return url
 
 
-async def _bootstrap(db: Database) -> Bootstrap | None:
+async def _bootstrap(db: Database, settings: Settings) -> Bootstrap | None:
     from hongyan.accounts.service import bootstrap_if_empty
     from hongyan.channels.registry import ensure_sandbox_channel
 
-    created = await bootstrap_if_empty(db)
+    created = await bootstrap_if_empty(db, trial_credit_micros=settings.bootstrap_credit_micros)
     await ensure_sandbox_channel(db)
     return created
 
@@ -84,7 +84,7 @@ def serve(
     first_start: list[Bootstrap | None] = []
 
     async def bootstrap(db: Database) -> int:
-        first_start.append(await _bootstrap(db))
+        first_start.append(await _bootstrap(db, settings))
         return 0
 
     _with_db(settings, bootstrap)
@@ -168,7 +168,8 @@ def send(
             return 2
         request = SubmitRequest(text=text, recipients=[Recipient(to=n) for n in split_recipients(to)],
                                 message_type=message_type, default_region=acc.default_region)
-        result = await submit_batch(db, settings, request, account_id=acc.id, source="cli")
+        result = await submit_batch(db, settings, request, account_id=acc.id, source="cli", currency=acc.currency,
+                                    actor="cli")
         typer.echo(f"batch {result.batch_id}: {len(result.accepted)} accepted, {len(result.rejected)} rejected")
         for m in result.accepted:
             typer.echo(f"  {m.id}  {m.to}  {m.encoding} x{m.segments}")

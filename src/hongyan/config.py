@@ -46,8 +46,23 @@ class Settings(BaseSettings):
     default_validity_hours: int = Field(48, description="Validity period: a message not final by then expires.")
     currency: str = Field("CNY", description="Currency of the default price list.")
     default_price_micros: int = Field(
-        40_000, description="Price per segment in micro-units (1/1,000,000) until rate cards exist: ¥0.04."
+        40_000,
+        description="Price per segment in micro-units (1/1,000,000) when no rate card matches (¥0.04); "
+        "operators normally publish a rate card instead.",
     )
+
+    # -- billing ------------------------------------------------------------------------------
+    min_recharge_micros: int = Field(10_000_000, description="Smallest customer recharge (¥10).")
+    recharge_bonus_rules: str = Field(
+        "", description='Recharge bonus tiers, "amount=percent,…" in currency units, e.g. "1000=5,5000=8".'
+    )
+    bootstrap_credit_micros: int = Field(
+        100_000_000, description="Trial credit (bonus) for the account created on first start (¥100), so the "
+        "embedded sandbox can send at once; 0 for none."
+    )
+    payment_provider: str = Field("sandbox", description="Payment provider for customer recharges: sandbox.")
+    package_expiry_notice_days: int = Field(7, description="Days before a package expires that `package.expiring` is sent.")
+    billing_sweep_s: float = Field(60.0, description="Seconds between package expiry / subscription renewal sweeps.")
 
     # -- workers ------------------------------------------------------------------------------
     embedded_workers: bool = Field(True, description="`serve` also runs dispatcher, intake, webhooks, scheduler.")

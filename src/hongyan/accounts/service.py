@@ -197,8 +197,11 @@ class Bootstrap:
     account_id: str
 
 
-async def bootstrap_if_empty(db: Database, *, email: str = "admin@hongyan.local") -> Bootstrap | None:
-    """On first start: an account, an admin user with a random password and an API key (shown once)."""
+async def bootstrap_if_empty(
+    db: Database, *, email: str = "admin@hongyan.local", trial_credit_micros: int = 0
+) -> Bootstrap | None:
+    """On first start: an account, an admin user with a random password and an API key (shown once), and
+    an optional trial credit so the sandbox can send at once."""
     async with db.write() as session:
         if await session.scalar(select(func.count()).select_from(User)):
             return None
@@ -209,4 +212,9 @@ async def bootstrap_if_empty(db: Database, *, email: str = "admin@hongyan.local"
             display_name="Administrator", platform_role="platform_admin",
         )
         created = await create_api_key(session, account_id=account.id, name="default", created_by=user.id)
+        if trial_credit_micros > 0:
+            from hongyan.billing.recharge import grant_bonus
+
+            await grant_bonus(session, account_id=account.id, amount_micros=trial_credit_micros,
+                              currency=account.currency, note="trial credit (first start)")
         return Bootstrap(email=email, password=password, api_key=created.token, account_id=account.id)

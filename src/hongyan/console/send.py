@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from hongyan.billing.pricing import price_per_segment
+from hongyan.billing.rates import PriceList, load_price_list
 from hongyan.config import Settings
 from hongyan.console.context import CheckedForm, Console, FieldErrors, SignedIn, form_text
 from hongyan.console.send_form import (
@@ -79,7 +79,14 @@ def _form(form: Any) -> SendForm:
     )
 
 
-def _counter(console: Console, form: SendForm) -> dict[str, Any]:
+async def _price_list(console: Console) -> PriceList:
+    assert console.user is not None
+    async with console.db.read() as session:
+        return await load_price_list(session, _settings(console), account_id=console.account_id,
+                                     currency=console.user.currency)
+
+
+def _counter(console: Console, form: SendForm, prices: PriceList) -> dict[str, Any]:
     """Characters, encoding, segments and price per recipient of the text as typed (placeholders included)."""
     assert console.user is not None
     if not form.text:
@@ -93,12 +100,7 @@ def _counter(console: Console, form: SendForm) -> dict[str, Any]:
             "price": money(0, console.user.currency),
         }
     seg = segment(form.text)
-    price = price_per_segment(
-        _settings(console),
-        account_id=console.account_id,
-        country=console.user.default_region,
-        message_type=form.message_type,
-    )
+    price = prices.price(console.user.default_region, form.message_type)
     return {
         "characters": seg.characters,
         "encoding": encoding_name(seg.encoding),
@@ -110,12 +112,13 @@ def _counter(console: Console, form: SendForm) -> dict[str, Any]:
     }
 
 
-def build_preview(console: Console, form: SendForm, *, live: bool) -> SendPreview:
+async def build_preview(console: Console, form: SendForm, *, live: bool) -> SendPreview:
     """What would be sent. `live` (while typing): say nothing about fields not filled in yet."""
     assert console.user is not None
     t = console.t
+    prices = await _price_list(console)
     preview = SendPreview(
-        form=form, counter=_counter(console, form), variables=parse_template(form.text).variables
+        form=form, counter=_counter(console, form, prices), variables=parse_template(form.text).variables
     )
     try:
         preview.parsed = parse_recipients(form)
@@ -126,7 +129,7 @@ def build_preview(console: Console, form: SendForm, *, live: bool) -> SendPrevie
         return preview
     request = submit_request(form, preview.parsed, default_region=console.user.default_region)
     try:
-        _rows, result = prepare(request, _settings(console), account_id=console.account_id)
+        _rows, result = prepare(request, _settings(console), account_id=console.account_id, prices=prices)
     except HongyanError as exc:
         console.field_error(preview.errors, form_field_for(exc.field, form), exc)
         return preview
@@ -182,14 +185,14 @@ def _render_form(console: Console, preview: SendPreview, *, status: int = 200) -
 @router.get("/send")
 async def send_page(console: SignedIn) -> Any:
     form = SendForm()
-    preview = SendPreview(form=form, counter=_counter(console, form), variables=())
+    preview = SendPreview(form=form, counter=_counter(console, form, await _price_list(console)), variables=())
     return _render_form(console, preview)
 
 
 @router.post("/api/preview")
 async def send_preview(console: SignedIn, form: CheckedForm) -> Any:
     """The live counter and preview, as JSON with an HTML fragment (console.js calls it while typing)."""
-    preview = build_preview(console, _form(form), live=True)
+    preview = await build_preview(console, _form(form), live=True)
     preview_html = console.setup.templates.get_template("_send_preview.html").render(
         console.page_context(preview=preview)
     )
@@ -211,7 +214,7 @@ async def send_submit(console: SignedIn, form: CheckedForm) -> Any:
     """review → the confirm page; confirm → submit and go to the history; edit → back to the form."""
     send_form = _form(form)
     action = form_text(form, "action", "review")
-    preview = build_preview(console, send_form, live=False)
+    preview = await build_preview(console, send_form, live=False)
     if action == "edit" or not preview.ready:
         return _render_form(console, preview, status=200 if action == "edit" else 422)
     if action != "confirm":
@@ -220,7 +223,8 @@ async def send_submit(console: SignedIn, form: CheckedForm) -> Any:
     request = submit_request(send_form, preview.parsed, default_region=console.user.default_region)
     try:
         result = await submit_batch(
-            console.db, _settings(console), request, account_id=console.account_id, source="console"
+            console.db, _settings(console), request, account_id=console.account_id, source="console",
+            currency=console.user.currency, actor=f"user:{console.user.user_id}",
         )
     except HongyanError as exc:
         console.field_error(preview.errors, form_field_for(exc.field, send_form), exc)

@@ -22,6 +22,13 @@ PREFIXES = {
     "channel": "chn",
     "webhook_endpoint": "whk",
     "event": "evt",
+    "journal_entry": "je",
+    "rate_card": "rc",
+    "rate_card_version": "rcv",
+    "product": "prd",
+    "package": "pkg",
+    "subscription": "sub",
+    "payment_order": "pay",
 }
 
 

@@ -14,9 +14,10 @@ from hongyan.accounts.service import AccountContext
 from hongyan.api.body import openapi_body, parse_body
 from hongyan.api.deps import DbDep, ReadAccount, SendAccount, SettingsDep
 from hongyan.api.responses import JsonResponse
-from hongyan.billing.pricing import price_per_segment
+from hongyan.billing import charging
+from hongyan.billing.rates import load_price_list
 from hongyan.config import Settings
-from hongyan.core.clock import isoformat
+from hongyan.core.clock import isoformat, utcnow
 from hongyan.core.errors import InvalidRequest, Unprocessable
 from hongyan.core.money import format_micros
 from hongyan.db.engine import Database
@@ -24,7 +25,7 @@ from hongyan.messaging import idempotency, inbound, queries
 from hongyan.messaging.encoding import segment
 from hongyan.messaging.numbers import NumberProblem, normalize
 from hongyan.messaging.schemas import BatchCreate, MessageCreate, QuoteRequest
-from hongyan.messaging.submit import Recipient, SubmitRequest, SubmitResult, submit_batch
+from hongyan.messaging.submit import Recipient, SubmitRequest, SubmitResult, prepare, submit_batch
 
 router = APIRouter(prefix="/v1", tags=["messages"])
 
@@ -126,7 +127,8 @@ async def _submit(
                                     status_code=status_code, body=body)
 
     try:
-        await submit_batch(db, settings, submit, account_id=ctx.account_id, source="api", after_insert=remember)
+        await submit_batch(db, settings, submit, account_id=ctx.account_id, source="api", currency=ctx.currency,
+                           actor=f"key:{ctx.key_id}", after_insert=remember)
     except Exception as exc:
         if key is not None and fingerprint is not None and idempotency.is_conflict(exc):
             # a concurrent request with the same key committed first: answer with its response
@@ -204,7 +206,7 @@ async def send_batch(
 
 @router.post("/messages/quote", summary="Characters, encoding, segments and price, without sending",
              openapi_extra=openapi_body(QuoteRequest, {"text": "【鸿雁】您好 😀", "to": "+8613800138000"}))
-async def quote(request: Request, settings: SettingsDep, ctx: SendAccount) -> JsonResponse:
+async def quote(request: Request, db: DbDep, settings: SettingsDep, ctx: SendAccount) -> JsonResponse:
     data = await parse_body(request, QuoteRequest)
     seg = segment(data.text)
     country = None
@@ -213,19 +215,60 @@ async def quote(request: Request, settings: SettingsDep, ctx: SendAccount) -> Js
             country = normalize(data.to, ctx.default_region).region
         except NumberProblem as problem:
             raise Unprocessable(problem.code, problem.message, field="to") from problem
-    price = price_per_segment(settings, account_id=ctx.account_id, country=country, message_type=data.message_type)
-    return JsonResponse({
-        "encoding": seg.encoding,
-        "characters": seg.characters,
-        "units": seg.units,
-        "segments": seg.segment_count,
-        "unit_limit": seg.unit_limit,
-        "units_remaining": seg.units_remaining,
-        "segment_texts": list(seg.segments),
-        "price_per_segment": format_micros(price.per_segment_micros, price.currency),
-        "price": format_micros(price.per_segment_micros * seg.segment_count, price.currency),
-        "currency": price.currency,
-    })
+    async with db.read() as session:
+        prices = await load_price_list(session, settings, account_id=ctx.account_id, currency=ctx.currency)
+        price = prices.price(country or ctx.default_region, data.message_type)
+        body: dict[str, Any] = {
+            "encoding": seg.encoding,
+            "characters": seg.characters,
+            "units": seg.units,
+            "segments": seg.segment_count,
+            "unit_limit": seg.unit_limit,
+            "units_remaining": seg.units_remaining,
+            "segment_texts": list(seg.segments),
+            "price_per_segment": format_micros(price.per_segment_micros, price.currency),
+            "price": format_micros(price.per_segment_micros * seg.segment_count, price.currency),
+            "currency": price.currency,
+        }
+        if data.recipients is None and data.to is None:
+            return JsonResponse(body)
+        recipients = (
+            [Recipient(to=data.to, vars=_vars(data.vars))] if data.recipients is None else [
+                Recipient(to=r) if isinstance(r, str) else Recipient(to=r.to, vars=_vars(r.vars)) for r in data.recipients
+            ]
+        )
+        submit = SubmitRequest(text=data.text, recipients=recipients, message_type=data.message_type,
+                               default_region=ctx.default_region,
+                               field_prefix="to" if data.recipients is None else "recipients")
+        rows, result = prepare(submit, settings, account_id=ctx.account_id, prices=prices)
+        plan = await charging.plan_funding(session, rows, account_id=ctx.account_id, currency=ctx.currency,
+                                           lock=False, at=utcnow())
+    allocation = plan.allocation
+    body["batch"] = {
+        "recipients": len(recipients),
+        "accepted": len(result.accepted),
+        "rejected_count": len(result.rejected),
+        "segments": result.segments_total,
+        "price_total": format_micros(result.price_micros_total, result.currency),
+        "price_total_micros": result.price_micros_total,
+        "cash": format_micros(allocation.cash_micros, result.currency),
+        "cash_micros": allocation.cash_micros,
+        "package_units": allocation.units,
+        "available": format_micros(max(plan.available_micros, 0), result.currency),
+        "available_micros": max(plan.available_micros, 0),
+        "sufficient": allocation.cash_micros <= plan.available_micros,
+        "shortfall_micros": max(allocation.cash_micros - plan.available_micros, 0),
+        "messages": [
+            {"index": m.index, "to": m.to, "segments": m.segments, "price": format_micros(m.price_micros, result.currency),
+             "paid_by": source}
+            for m, source in zip(result.accepted[:1000], allocation.funding, strict=False)
+        ],
+        "rejected": [
+            {"index": r.index, "to": r.to, "code": r.code, "message": r.message, "field": r.field}
+            for r in result.rejected[:1000]
+        ],
+    }
+    return JsonResponse(body)
 
 
 @router.get("/messages/{message_id}", summary="One message with its status history")

@@ -49,10 +49,15 @@ class BatchCreate(_Strict):
 
 
 class QuoteRequest(_Strict):
-    """Count characters, encoding, segments and price without sending."""
+    """Count characters, encoding, segments and price without sending (dry run).
+
+    With `recipients` (the batch body's shape) the quote prices every recipient, says what would pay
+    (packages, cash) and whether the balance covers it — the same code path as the send, without the hold."""
 
     text: StrictStr
     to: StrictStr | None = None
+    vars: Vars | None = None
+    recipients: list[StrictStr | RecipientIn] | None = Field(None, description="As in POST /v1/batches.")
     message_type: MessageType = "notification"
 
 

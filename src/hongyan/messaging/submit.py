@@ -10,7 +10,8 @@ from typing import Any
 
 from sqlalchemy import insert
 
-from hongyan.billing.pricing import price_per_segment
+from hongyan.billing import charging
+from hongyan.billing.rates import PriceList, load_price_list, settings_price_list
 from hongyan.config import Settings
 from hongyan.core import ids
 from hongyan.core.clock import utcnow
@@ -107,8 +108,14 @@ def _check_text(text: str, settings: Settings, field_name: str) -> None:
         )
 
 
-def prepare(request: SubmitRequest, settings: Settings, *, account_id: str) -> tuple[list[dict[str, Any]], SubmitResult]:
-    """Validate and render every recipient (pure, no I/O). Returns message rows and the result to report."""
+def prepare(
+    request: SubmitRequest, settings: Settings, *, account_id: str, prices: PriceList | None = None
+) -> tuple[list[dict[str, Any]], SubmitResult]:
+    """Validate, render and price every recipient (pure, no I/O). Returns message rows and the result to report.
+
+    `prices` is the account's resolved price list (billing.rates.load_price_list); without it the platform
+    price from settings applies."""
+    prices = prices or settings_price_list(settings)
     if request.message_type not in MESSAGE_TYPES:
         raise Unprocessable(
             "invalid_message_type", f"message_type must be one of {', '.join(MESSAGE_TYPES)}.", field="message_type"
@@ -152,7 +159,7 @@ def prepare(request: SubmitRequest, settings: Settings, *, account_id: str) -> t
     batch_id = ids.new_id("bat")
     seg_cache: dict[str, Segmentation] = {}
     price_cache: dict[str | None, int] = {}
-    currency = settings.currency
+    currency = prices.currency
     seen: dict[str, int] = {}
     rows: list[dict[str, Any]] = []
     result = SubmitResult(
@@ -222,9 +229,7 @@ def prepare(request: SubmitRequest, settings: Settings, *, account_id: str) -> t
                 seg_cache[text] = seg
         per_segment = price_cache.get(number.region)
         if per_segment is None:
-            price = price_per_segment(
-                settings, account_id=account_id, country=number.region, message_type=request.message_type
-            )
+            price = prices.price(number.region, request.message_type)
             per_segment = price_cache[number.region] = price.per_segment_micros
             currency = price.currency
         message_id = message_ids[index]
@@ -245,6 +250,8 @@ def prepare(request: SubmitRequest, settings: Settings, *, account_id: str) -> t
                 "segment_count": seg.segment_count,
                 "price_micros": price_micros,
                 "currency": currency,
+                "funding": None,
+                "billing_state": None,
                 "status": status.value,
                 "error_code": None,
                 "carrier_error_code": None,
@@ -283,14 +290,20 @@ async def submit_batch(
     *,
     account_id: str,
     source: str,
+    currency: str | None = None,
+    actor: str = "system",
     after_insert: Any = None,
 ) -> SubmitResult:
-    """Validate, price and store a batch with its outbox rows in one transaction; returns ids at once.
+    """Validate, price, hold funds and store a batch with its outbox rows in one transaction; returns ids at once.
 
     `after_insert(session, result)` runs inside the same transaction (the API stores its idempotency
-    record there, so a retried request can never send twice).
+    record there, so a retried request can never send twice). Not enough balance refuses the whole batch
+    (`insufficient_balance`, HTTP 402): nothing is stored.
     """
-    rows, result = prepare(request, settings, account_id=account_id)
+    currency = currency or settings.currency
+    async with db.read() as session:
+        prices = await load_price_list(session, settings, account_id=account_id, currency=currency)
+    rows, result = prepare(request, settings, account_id=account_id, prices=prices)
     if not rows:
         first = result.rejected[0]
         raise Unprocessable(
@@ -314,6 +327,8 @@ async def submit_batch(
         for i in range(0, len(rows), chunk)
     ]
     async with db.write() as session:
+        await charging.hold_batch(session, rows, account_id=account_id, currency=result.currency,
+                                  batch_id=result.batch_id, actor=actor)
         session.add(
             Batch(
                 id=result.batch_id,

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, and_, bindparam, func, insert, literal, select, update
+from sqlalchemy import String, and_, bindparam, case, func, insert, literal, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hongyan.billing import charging
 from hongyan.core.clock import utcnow
 from hongyan.messaging.models import Message, MessageEvent
 from hongyan.messaging.states import FINAL, Status, allowed_from
@@ -41,12 +42,18 @@ _RETURNED = tuple(
         "carrier_error_code",
         "channel_id",
         "created_at",
+        "funding",
+        "billing_state",
+        "message_type",
     )
 )
 # queued → sending also returns what a connector needs, so dispatch does not read the rows again
 _RETURNED_FOR_SENDING = _RETURNED + tuple(
-    _M.c[name] for name in ("sender", "body", "encoding", "message_type", "priority", "to_country", "attempts")
+    _M.c[name] for name in ("sender", "body", "encoding", "priority", "to_country", "attempts")
 )
+
+
+_FINAL_VALUES = frozenset(s.value for s in FINAL)
 
 
 def _returned(to: Status) -> tuple[Any, ...]:
@@ -89,8 +96,19 @@ def _milestones(to: Status, now: datetime) -> dict[str, Any]:
     return out
 
 
+def _billing_state(to: Status) -> Any:
+    """SQL for message.billing_state when `to` is final: held funds become settled or released (the rule is
+    charging.final_billing_state; `sent_at` is the old value, set when the carrier took the message)."""
+    sent = charging.final_billing_state(to.value, sent=True)
+    unsent = charging.final_billing_state(to.value, sent=False)
+    outcome: Any = literal(sent) if sent == unsent else case((_M.c.sent_at.is_not(None), sent), else_=unsent)
+    return case((_M.c.billing_state == charging.HELD, outcome), else_=_M.c.billing_state)
+
+
 def _values_for(to: Status, now: datetime, t: Transition) -> dict[str, Any]:
     values: dict[str, Any] = {"status": to.value, "updated_at": now, **_milestones(to, now)}
+    if to in FINAL:
+        values["billing_state"] = _billing_state(to)
     if to is Status.SENDING:
         values["attempts"] = _M.c.attempts + 1
     if t.error_code is not None:
@@ -144,6 +162,9 @@ async def apply_transitions(
 
     if outcome.applied:
         await _record_history(session, outcome.applied, now, postgres)
+        final = [row for row in outcome.applied if row["status"] in _FINAL_VALUES]
+        if final:
+            await charging.settle_final(session, final, at=now)
         await webhooks.enqueue_message_status_events(session, outcome.applied, occurred_at=now)
     return outcome
 
@@ -205,6 +226,8 @@ async def _apply_individual(
     conn = await session.connection()
     for to, group in by_target.items():
         extra = _milestones(to, now)
+        if to in FINAL:
+            extra["billing_state"] = _billing_state(to)
         stmt = (
             update(table)
             .where(table.c.id == bindparam("b_id"), table.c.status == bindparam("b_from"))
@@ -262,6 +285,8 @@ async def _apply_individual_pg(
             "v_chns": [t.channel_id for t in group],
         }
         extra = _milestones(to, now)
+        if to in FINAL:
+            extra["billing_state"] = _billing_state(to)
         cond = [_M.c.id == rows.c.v_id, _M.c.status.in_([s.value for s in allowed_from(to)])]
         if account_id is not None:
             cond.append(_M.c.account_id == account_id)

@@ -25,7 +25,10 @@ MESSAGE_EVENT_TYPES = tuple(
     )
 )
 INBOUND_EVENT_TYPE = "message.received"
-EVENT_TYPES = (*MESSAGE_EVENT_TYPES, INBOUND_EVENT_TYPE)
+# account-level events (billing): not about one message
+ACCOUNT_EVENT_TYPES = ("balance.low", "package.expiring", "package.expired", "recharge.succeeded",
+                       "subscription.renewed", "subscription.past_due")
+EVENT_TYPES = (*MESSAGE_EVENT_TYPES, INBOUND_EVENT_TYPE, *ACCOUNT_EVENT_TYPES)
 
 
 def validate_url(url: str, *, field: str = "url") -> str:
@@ -168,6 +171,28 @@ async def enqueue_inbound_events(session: AsyncSession, rows: Iterable[dict[str,
                 "message_id": row["in_reply_to"], "payload": payload.decode(), "status": "pending", "attempts": 0,
                 "next_attempt_at": occurred_at, "created_at": occurred_at,
             })
+    if events:
+        await (await session.connection()).execute(insert(WebhookEvent.__table__), events)
+    return len(events)
+
+
+async def enqueue_account_event(
+    session: AsyncSession, *, account_id: str, event_type: str, data: dict[str, Any], occurred_at: datetime
+) -> int:
+    """One event per subscribed endpoint for something about the account itself (balance, packages)."""
+    assert event_type in ACCOUNT_EVENT_TYPES, event_type
+    by_account = await _endpoints_by_account(session, {account_id})
+    events = []
+    for ep in by_account.get(account_id, ()):
+        if ep.event_types and event_type not in ep.event_types:
+            continue
+        event_id = ids.new_id("evt")
+        payload = orjson.dumps({"id": event_id, "type": event_type, "created_at": isoformat(occurred_at), "data": data})
+        events.append({
+            "id": event_id, "account_id": account_id, "endpoint_id": ep.id, "event_type": event_type,
+            "message_id": None, "payload": payload.decode(), "status": "pending", "attempts": 0,
+            "next_attempt_at": occurred_at, "created_at": occurred_at,
+        })
     if events:
         await (await session.connection()).execute(insert(WebhookEvent.__table__), events)
     return len(events)

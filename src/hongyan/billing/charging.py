@@ -1,0 +1,327 @@
+"""Charging: hold at submit, settle / release / refund when a message reaches its final status.
+
+Hold (one entry per batch, in the submit transaction): every message is assigned what pays for it —
+a package (its segments in units, oldest-expiring eligible package first) or cash (its price) — by the
+account's draw order; the sums move from package/cash to the held balances. Not enough → the whole batch
+is refused with `insufficient_balance` and the amount missing; nothing is stored.
+
+Final status (in the transition transaction, messaging.transitions): per message
+- delivered, or undelivered/expired after the carrier took it → settle (held → revenue / consumed units),
+  unless the account refunds undelivered messages → refund (held → cash / package);
+- rejected, failed, canceled, expired before sending → release (held → cash / package).
+`message.billing_state` records which, so each message is settled exactly once (the status change that
+sets it is a conditional UPDATE) and `hongyan billing verify` can compare held balances with messages.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hongyan.billing import ledger
+from hongyan.billing.models import BillingProfile, LedgerAccount, Package
+from hongyan.billing.rates import get_profile
+from hongyan.core.clock import utcnow
+from hongyan.core.errors import HongyanError
+from hongyan.core.money import format_micros
+
+CASH = "cash"
+HELD, SETTLED, RELEASED, REFUNDED = "held", "settled", "released", "refunded"
+
+
+def insufficient_balance(*, currency: str, needed: int, available: int) -> HongyanError:
+    shortfall = needed - available
+    return HongyanError(
+        "insufficient_balance",
+        f"This send costs {format_micros(needed, currency)} {currency} but only "
+        f"{format_micros(max(available, 0), currency)} {currency} is available; recharge at least "
+        f"{format_micros(shortfall, currency)} {currency} or send to fewer recipients.",
+        status_code=402,
+        details={
+            "currency": currency, "needed": format_micros(needed, currency), "needed_micros": needed,
+            "available": format_micros(max(available, 0), currency), "available_micros": max(available, 0),
+            "shortfall": format_micros(shortfall, currency), "shortfall_micros": shortfall,
+        },
+    )
+
+
+@dataclass(slots=True)
+class EligiblePackage:
+    id: str
+    remaining: int
+    countries: list[str]
+    message_types: list[str]
+
+    def covers(self, country: str | None, message_type: str) -> bool:
+        return (not self.countries or country in self.countries) and (
+            not self.message_types or message_type in self.message_types
+        )
+
+
+@dataclass(slots=True)
+class Allocation:
+    """What a batch draws: cash micros and units per package; `funding[i]` for message i."""
+
+    cash_micros: int = 0
+    units: dict[str, int] = field(default_factory=dict)
+    funding: list[str] = field(default_factory=list)
+
+
+def allocate(
+    messages: Sequence[tuple[str | None, str, int, int]],
+    packages: Sequence[EligiblePackage],
+    *,
+    draw_order: str,
+    cash_available: int,
+) -> Allocation:
+    """Pure: assign each (country, message_type, segments, price_micros) to a package or cash.
+
+    packages_first: eligible packages (given oldest-expiring first) pay while they have units; cash_first:
+    cash pays while it lasts, packages take the rest. A message is never split between sources."""
+    remaining = {p.id: p.remaining for p in packages}
+    out = Allocation()
+    cash_left = cash_available
+    for country, message_type, segments, price in messages:
+        source = CASH
+        if draw_order != "cash_first" or price > cash_left:
+            for p in packages:
+                if remaining[p.id] >= segments and p.covers(country, message_type):
+                    source = p.id
+                    break
+        if source == CASH:
+            out.cash_micros += price
+            cash_left -= price
+        else:
+            remaining[source] -= segments
+            out.units[source] = out.units.get(source, 0) + segments
+        out.funding.append(source)
+    return out
+
+
+async def eligible_packages(session: AsyncSession, account_id: str, *, at: datetime) -> list[EligiblePackage]:
+    la = LedgerAccount.__table__
+    rows = await session.execute(
+        select(Package.id, la.c.balance, Package.countries, Package.message_types)
+        .join(la, la.c.id == Package.id.concat(":package:" + ledger.UNITS))
+        .where(Package.account_id == account_id, Package.status == "active", Package.starts_at <= at,
+               Package.expires_at > at, la.c.balance > 0)
+        .order_by(Package.expires_at, Package.id)
+    )
+    return [EligiblePackage(r.id, int(r.balance), list(r.countries or []), list(r.message_types or [])) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    entry_id: str | None
+    cash_micros: int
+    units: dict[str, int]
+    cash_balance_after: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    allocation: Allocation
+    available_micros: int  # cash the account may still spend (balance + credit limit)
+    profile: BillingProfile
+
+
+async def plan_funding(
+    session: AsyncSession, rows: Sequence[dict[str, Any]], *, account_id: str, currency: str, lock: bool, at: datetime
+) -> Plan:
+    """Decide what pays for each message row (no writes). `lock`: serialize with other holds of the account."""
+    profile = await get_profile(session, account_id)
+    cash_id = ledger.cash(account_id, currency)
+    if lock:  # PostgreSQL row lock; SQLite writers are serialized already
+        locked = await ledger.lock_for_update(session, cash_id)
+    else:
+        account = await session.get(LedgerAccount, cash_id)
+        locked = None if account is None else (account.balance, account.min_balance or 0)
+    balance, floor = locked if locked is not None else (0, 0)
+    packages = await eligible_packages(session, account_id, at=at)
+    allocation = allocate(
+        [(r["to_country"], r["message_type"], r["segment_count"], r["price_micros"]) for r in rows],
+        packages,
+        draw_order=profile.draw_order,
+        cash_available=balance - floor,
+    )
+    return Plan(allocation, balance - floor, profile)
+
+
+async def hold_batch(
+    session: AsyncSession,
+    rows: list[dict[str, Any]],
+    *,
+    account_id: str,
+    currency: str,
+    batch_id: str,
+    actor: str = "system",
+) -> Hold:
+    """Hold funds for `rows` (message rows about to be inserted; sets their funding and billing_state)."""
+    now = utcnow()
+    plan = await plan_funding(session, rows, account_id=account_id, currency=currency, lock=True, at=now)
+    allocation, profile = plan.allocation, plan.profile
+    cash_id = ledger.cash(account_id, currency)
+    for row, source in zip(rows, allocation.funding, strict=True):
+        row["funding"] = source
+        row["billing_state"] = HELD
+    if allocation.cash_micros > plan.available_micros:
+        raise insufficient_balance(currency=currency, needed=allocation.cash_micros, available=plan.available_micros)
+    postings: dict[str, int] = {}
+    if allocation.cash_micros:
+        postings[cash_id] = -allocation.cash_micros
+        postings[ledger.held(account_id, currency)] = allocation.cash_micros
+    units_total = sum(allocation.units.values())
+    for package_id, units in allocation.units.items():
+        postings[ledger.package_account(package_id)] = -units
+    if units_total:
+        postings[ledger.held(account_id, ledger.UNITS)] = units_total
+    if not postings:
+        return Hold(None, 0, {}, None)
+    try:
+        posted = await ledger.post(
+            session, account_id=account_id, kind="hold", postings=postings, reference=batch_id, actor=actor,
+            detail={"messages": len(rows), "cash_micros": allocation.cash_micros, "units": allocation.units}, at=now,
+        )
+    except ledger.InsufficientFunds as exc:  # only if the floor changed under us (credit limit lowered)
+        raise insufficient_balance(currency=currency, needed=exc.needed, available=exc.available) from exc
+    cash_after = posted.balances.get(cash_id)
+    if cash_after is not None:
+        await _low_balance_alert(session, profile, account_id=account_id, currency=currency,
+                                 before=cash_after + allocation.cash_micros, after=cash_after, at=now)
+    return Hold(posted.entry_id, allocation.cash_micros, allocation.units, cash_after)
+
+
+async def _low_balance_alert(
+    session: AsyncSession, profile: BillingProfile, *, account_id: str, currency: str, before: int, after: int,
+    at: datetime,
+) -> None:
+    """`balance.low` once when the available cash crosses below the account's threshold."""
+    threshold = profile.low_balance_threshold_micros
+    if threshold is None or not (after < threshold <= before):
+        return
+    from hongyan.webhooks import service as webhooks  # webhooks imports messaging; keep billing import-light
+
+    await session.execute(
+        update(BillingProfile).where(BillingProfile.account_id == account_id).values(low_balance_notified_at=at)
+    )
+    await webhooks.enqueue_account_event(
+        session, account_id=account_id, event_type="balance.low", occurred_at=at,
+        data={"balance": format_micros(after, currency), "balance_micros": after, "currency": currency,
+              "threshold": format_micros(threshold, currency), "threshold_micros": threshold},
+    )
+
+
+def final_billing_state(status: str, *, sent: bool) -> str:
+    """Pure: what a final status does to the held funds (before the account's refund policy)."""
+    if status == "delivered" or (status in ("undelivered", "expired") and sent):
+        return SETTLED
+    if status == "undelivered":  # a receipt came for it, so the carrier had it
+        return SETTLED
+    return RELEASED
+
+
+async def settle_final(session: AsyncSession, rows: Sequence[dict[str, Any]], *, at: datetime) -> None:
+    """Post settle/release/refund entries for messages that just reached a final status.
+
+    `rows` carry id, account_id, status, funding, billing_state (already updated by the transition),
+    price_micros, segment_count, currency."""
+    held_rows = [r for r in rows if r.get("funding") and r.get("billing_state") in (SETTLED, RELEASED)]
+    if not held_rows:
+        return
+    await _apply_refund_policy(session, held_rows)
+    by_account: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in held_rows:
+        by_account[r["account_id"]].append(r)
+    for account_id in sorted(by_account):
+        per_kind: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        counts: dict[str, int] = defaultdict(int)
+        for r in by_account[account_id]:
+            state = r["billing_state"]
+            kind = {SETTLED: "settle", RELEASED: "release", REFUNDED: "refund"}[state]
+            counts[kind] += 1
+            postings = per_kind[kind]
+            if r["funding"] == CASH:
+                amount, unit = int(r["price_micros"]), r["currency"]
+                source = ledger.cash(account_id, unit)
+                sink = ledger.ledger_id(account_id, "revenue", unit)
+            else:
+                amount, unit = int(r["segment_count"]), ledger.UNITS
+                source = ledger.package_account(r["funding"])
+                sink = ledger.ledger_id(account_id, "consumed", unit)
+            if amount == 0:
+                continue
+            postings[ledger.held(account_id, unit)] -= amount
+            postings[sink if state == SETTLED else source] += amount
+        for kind in ("settle", "release", "refund"):
+            if kind in per_kind and any(per_kind[kind].values()):
+                await ledger.post(session, account_id=account_id, kind=kind, postings=dict(per_kind[kind]),
+                                  detail={"messages": counts[kind]}, at=at)
+
+
+async def _apply_refund_policy(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Accounts that refund undelivered messages: turn their settled undelivered/expired rows into refunds."""
+    candidates = [r for r in rows if r["billing_state"] == SETTLED and r["status"] != "delivered"]
+    if not candidates:
+        return
+    accounts = {r["account_id"] for r in candidates}
+    refunding = set(await session.scalars(
+        select(BillingProfile.account_id).where(BillingProfile.account_id.in_(accounts),
+                                                BillingProfile.refund_undelivered.is_(True))
+    ))
+    if not refunding:
+        return
+    from hongyan.messaging.models import Message  # the message row records the outcome (billing_state)
+
+    refund_ids = [r["id"] for r in candidates if r["account_id"] in refunding]
+    for r in candidates:
+        if r["account_id"] in refunding:
+            r["billing_state"] = REFUNDED
+    await session.execute(
+        update(Message).where(and_(Message.id.in_(refund_ids), Message.billing_state == SETTLED))
+        .values(billing_state=REFUNDED)
+    )
+
+
+async def held_mismatches(session: AsyncSession) -> list[ledger.Problem]:
+    """Held balances must equal what the not-yet-final messages hold (cash: price, package: segments)."""
+    from hongyan.messaging.models import Message
+
+    problems: list[ledger.Problem] = []
+    cash_expected = dict(
+        ((acc, cur), int(total)) for acc, cur, total in (await session.execute(
+            select(Message.account_id, Message.currency, func.sum(Message.price_micros))
+            .where(Message.billing_state == HELD, Message.funding == CASH)
+            .group_by(Message.account_id, Message.currency)
+        )).all()
+    )
+    unit_expected = dict(
+        (acc, int(total)) for acc, total in (await session.execute(
+            select(Message.account_id, func.sum(Message.segment_count))
+            .where(Message.billing_state == HELD, Message.funding != CASH)
+            .group_by(Message.account_id)
+        )).all()
+    )
+    held_accounts = (await session.execute(
+        select(LedgerAccount.account_id, LedgerAccount.currency, LedgerAccount.balance).where(LedgerAccount.kind == "held")
+    )).all()
+    seen: set[tuple[str, str]] = set()
+    for acc, cur, balance in held_accounts:
+        seen.add((acc, cur))
+        expected = unit_expected.get(acc, 0) if cur == ledger.UNITS else cash_expected.get((acc, cur), 0)
+        if balance != expected:
+            problems.append(ledger.Problem("held_matches_messages", ledger.held(acc, cur),
+                                           f"held balance {balance}, messages awaiting a final status hold {expected}"))
+    for (acc, cur), expected in cash_expected.items():
+        if (acc, cur) not in seen and expected:
+            problems.append(ledger.Problem("held_matches_messages", ledger.held(acc, cur), f"no held balance, messages hold {expected}"))
+    for acc, expected in unit_expected.items():
+        if (acc, ledger.UNITS) not in seen and expected:
+            problems.append(ledger.Problem("held_matches_messages", ledger.held(acc, ledger.UNITS),
+                                           f"no held balance, messages hold {expected} units"))
+    return problems

@@ -1,0 +1,262 @@
+"""The double-entry journal: the only code that changes a balance.
+
+`post()` writes one balanced entry and moves every balance it touches with a conditional UPDATE
+(`balance + amount >= min_balance`), so a floor can never be crossed whatever runs concurrently; the
+ledger rows are updated in id order, which gives every transaction the same lock order (no deadlocks
+between holds, settlements and recharges of the same account).
+
+Ledger account ids are deterministic (`acc_…:cash:CNY`, `pkg_…:package:SMS`), so posting never needs a
+lookup; an account is created on first use.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hongyan.billing.models import JournalEntry, JournalLine, LedgerAccount
+from hongyan.core import ids
+from hongyan.core.clock import utcnow
+
+UNITS = "SMS"  # the "currency" of package units: one unit pays one segment
+
+# customer-side balances: never below their floor (0, or minus the credit limit for cash)
+FLOORED_KINDS = frozenset({"cash", "held", "package"})
+# platform-side counterparts: money in from outside, revenue, promotions, operator adjustments, breakage
+CONTRA_KINDS = frozenset({"funding", "revenue", "bonus", "adjustment", "sales", "expired", "issued", "consumed"})
+
+ENTRY_KINDS = (
+    "recharge", "bonus", "package_purchase", "subscription_fee", "hold", "settle", "release", "refund",
+    "expiry", "adjustment", "credit_limit",
+)
+
+_LA = LedgerAccount.__table__
+
+
+def ledger_id(owner: str, kind: str, currency: str) -> str:
+    return f"{owner}:{kind}:{currency}"
+
+
+def cash(account_id: str, currency: str) -> str:
+    return ledger_id(account_id, "cash", currency)
+
+
+def held(account_id: str, currency: str) -> str:
+    return ledger_id(account_id, "held", currency)
+
+
+def package_account(package_id: str) -> str:
+    return ledger_id(package_id, "package", UNITS)
+
+
+def parse_id(ledger_account_id: str) -> tuple[str, str, str]:
+    owner, kind, currency = ledger_account_id.rsplit(":", 2)
+    return owner, kind, currency
+
+
+class UnbalancedEntry(ValueError):
+    """A programming error: the postings of one entry do not add up to zero in some currency."""
+
+
+class InsufficientFunds(Exception):
+    """A floored balance would go below its floor; nothing of the entry was applied (caller rolls back)."""
+
+    def __init__(self, ledger_account_id: str, *, available: int, needed: int) -> None:
+        super().__init__(f"{ledger_account_id}: {needed} needed, {available} available")
+        self.ledger_account_id = ledger_account_id
+        self.available = available
+        self.needed = needed
+
+    @property
+    def shortfall(self) -> int:
+        return self.needed - self.available
+
+
+@dataclass(frozen=True, slots=True)
+class Posted:
+    entry_id: str
+    balances: dict[str, int]  # ledger account id → balance after the entry
+
+
+def check_balanced(postings: Mapping[str, int]) -> None:
+    totals: dict[str, int] = defaultdict(int)
+    for ledger_account_id, amount in postings.items():
+        totals[parse_id(ledger_account_id)[2]] += amount
+    unbalanced = {c: t for c, t in totals.items() if t != 0}
+    if unbalanced:
+        raise UnbalancedEntry(f"entry does not balance: {unbalanced}")
+
+
+async def post(
+    session: AsyncSession,
+    *,
+    account_id: str,
+    kind: str,
+    postings: Mapping[str, int],
+    reference: str | None = None,
+    note: str | None = None,
+    actor: str = "system",
+    actor_ip: str | None = None,
+    idempotency_key: str | None = None,
+    detail: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> Posted:
+    """Write one balanced entry in the caller's transaction; raises InsufficientFunds (apply nothing more)."""
+    if kind not in ENTRY_KINDS:
+        raise ValueError(f"unknown journal entry kind {kind!r}")
+    postings = {k: v for k, v in postings.items() if v != 0}
+    check_balanced(postings)
+    now = at or utcnow()
+    entry_id = ids.new_id("je")
+    conn = await session.connection()
+    # the entry first: a repeated idempotency key fails here, before any balance moved
+    await conn.execute(
+        insert(JournalEntry.__table__).values(
+            id=entry_id, account_id=account_id, kind=kind, reference=reference, note=note, actor=actor,
+            actor_ip=actor_ip, idempotency_key=idempotency_key, detail=detail or {}, created_at=now,
+        )
+    )
+    balances: dict[str, int] = {}
+    for ledger_account_id in sorted(postings):
+        balances[ledger_account_id] = await _move(session, ledger_account_id, postings[ledger_account_id], now)
+    if postings:
+        await conn.execute(
+            insert(JournalLine.__table__),
+            [
+                {"entry_id": entry_id, "ledger_account_id": la, "currency": parse_id(la)[2], "amount": amount,
+                 "balance_after": balances[la], "created_at": now}
+                for la, amount in sorted(postings.items())
+            ],
+        )
+    return Posted(entry_id, balances)
+
+
+async def _move(session: AsyncSession, ledger_account_id: str, amount: int, now: datetime) -> int:
+    conn = await session.connection()
+    stmt = (
+        update(_LA)
+        .where(_LA.c.id == ledger_account_id)
+        .where(_LA.c.min_balance.is_(None) | (_LA.c.balance + amount >= _LA.c.min_balance))
+        .values(balance=_LA.c.balance + amount, updated_at=now)
+        .returning(_LA.c.balance)
+    )
+    balance = (await conn.execute(stmt)).scalar()
+    if balance is not None:
+        return int(balance)
+    current = (await conn.execute(select(_LA.c.balance, _LA.c.min_balance).where(_LA.c.id == ledger_account_id))).first()
+    if current is None:
+        await ensure_account(session, ledger_account_id, now=now)
+        balance = (await conn.execute(stmt)).scalar()
+        if balance is not None:
+            return int(balance)
+        current = (await conn.execute(select(_LA.c.balance, _LA.c.min_balance).where(_LA.c.id == ledger_account_id))).first()
+        assert current is not None
+    floor = current.min_balance or 0
+    raise InsufficientFunds(ledger_account_id, available=current.balance - floor, needed=-amount)
+
+
+async def ensure_account(session: AsyncSession, ledger_account_id: str, *, now: datetime | None = None) -> None:
+    """Create a ledger account if it does not exist (concurrent creators are fine: ON CONFLICT DO NOTHING)."""
+    owner, kind, currency = parse_id(ledger_account_id)
+    now = now or utcnow()
+    values = {
+        "id": ledger_account_id, "account_id": owner, "kind": kind, "currency": currency, "balance": 0,
+        "min_balance": 0 if kind in FLOORED_KINDS else None, "created_at": now, "updated_at": now,
+    }
+    if session.bind.dialect.name == "postgresql":
+        stmt: Any = pg_insert(_LA).values(values).on_conflict_do_nothing(index_elements=["id"])
+    else:
+        stmt = sqlite_insert(_LA).values(values).on_conflict_do_nothing(index_elements=["id"])
+    await (await session.connection()).execute(stmt)
+
+
+async def lock_for_update(session: AsyncSession, ledger_account_id: str) -> tuple[int, int] | None:
+    """Balance and floor of one account, row-locked on PostgreSQL (SQLite writers are serialized anyway).
+
+    Used to serialize decisions that read before they write (allocating a batch between packages and cash)."""
+    query = select(_LA.c.balance, _LA.c.min_balance).where(_LA.c.id == ledger_account_id)
+    if session.bind.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = (await (await session.connection()).execute(query)).first()
+    if row is None:
+        return None
+    return int(row.balance), int(row.min_balance or 0)
+
+
+async def balances_of(session: AsyncSession, account_id: str) -> dict[str, LedgerAccount]:
+    rows = await session.scalars(select(LedgerAccount).where(LedgerAccount.account_id == account_id))
+    return {r.id: r for r in rows}
+
+
+async def set_floor(session: AsyncSession, ledger_account_id: str, floor: int) -> bool:
+    """Change a floored account's floor (credit limit); refused (False) when the balance is already below it."""
+    await ensure_account(session, ledger_account_id)
+    result = await session.execute(
+        update(_LA).where(_LA.c.id == ledger_account_id, _LA.c.balance >= floor).values(min_balance=floor, updated_at=utcnow())
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    check: str
+    subject: str
+    detail: str
+
+
+async def verify(session: AsyncSession) -> list[Problem]:
+    """Prove journal and balances agree. Run in one snapshot (REPEATABLE READ on PostgreSQL)."""
+    problems: list[Problem] = []
+    conn = await session.connection()
+    line = JournalLine.__table__
+    unbalanced = await conn.execute(
+        select(line.c.entry_id, line.c.currency, func.sum(line.c.amount))
+        .group_by(line.c.entry_id, line.c.currency)
+        .having(func.sum(line.c.amount) != 0)
+    )
+    for entry_id, currency, total in unbalanced:
+        problems.append(Problem("entry_balanced", entry_id, f"{currency} lines add up to {total}, not 0"))
+    sums = select(line.c.ledger_account_id.label("la"), func.sum(line.c.amount).label("total")).group_by(
+        line.c.ledger_account_id
+    ).subquery()
+    mismatched = await conn.execute(
+        select(_LA.c.id, _LA.c.balance, func.coalesce(sums.c.total, 0))
+        .select_from(_LA.outerjoin(sums, sums.c.la == _LA.c.id))
+        .where(_LA.c.balance != func.coalesce(sums.c.total, 0))
+    )
+    for la, balance, total in mismatched:
+        problems.append(Problem("balance_matches_journal", la, f"balance {balance}, journal lines add up to {total}"))
+    below = await conn.execute(
+        select(_LA.c.id, _LA.c.balance, _LA.c.min_balance).where(
+            _LA.c.min_balance.is_not(None), _LA.c.balance < _LA.c.min_balance
+        )
+    )
+    for la, balance, floor in below:
+        problems.append(Problem("floor", la, f"balance {balance} is below its floor {floor}"))
+    orphan = await conn.execute(
+        select(line.c.ledger_account_id).where(~line.c.ledger_account_id.in_(select(_LA.c.id))).limit(10)
+    )
+    for (la,) in orphan:
+        problems.append(Problem("line_account_exists", la, "journal line on an unknown ledger account"))
+    return problems
+
+
+async def begin_snapshot(session: AsyncSession) -> None:
+    """Make the session's transaction one consistent snapshot for multi-statement checks."""
+    if session.bind.dialect.name == "postgresql":
+        await session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+
+
+def group_postings(pairs: Iterable[tuple[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for la, amount in pairs:
+        out[la] += amount
+    return dict(out)
