@@ -29,9 +29,19 @@ def test_migrate_then_send(tmp_path: Path) -> None:
     assert no_account.returncode == 2 and "no account" in no_account.stderr
     user = _run("admin", "create-user", "ops@example.com", "--password", "correct horse battery", data_dir=tmp_path)
     assert user.returncode == 0, user.stderr
+    account_id = next(w for w in user.stdout.split() if w.startswith("acc_")).strip(",.()")
+    broke = _run("send", "--to", "13800000001", "--text", "你好", data_dir=tmp_path)
+    assert broke.returncode == 1 and "insufficient_balance" in broke.stderr  # a new account has no money
+    topped = _run("billing", "top-up", account_id, "10", "--note", "bank transfer 42", data_dir=tmp_path)
+    assert topped.returncode == 0, topped.stderr
+    assert "credited 10.00 CNY" in topped.stdout
     sent = _run("send", "--to", "13800000001; 12; 13800000001", "--text", "你好", data_dir=tmp_path)
     assert sent.returncode == 0, sent.stderr
     assert "1 accepted, 2 rejected" in sent.stdout
     assert "invalid_phone_number" in sent.stdout and "duplicate_phone_number" in sent.stdout
+    balance = _run("billing", "balance", account_id, data_dir=tmp_path)
+    assert "balance 9.96 CNY" in balance.stdout and "held 0.04" in balance.stdout, balance.stdout
+    verified = _run("billing", "verify", data_dir=tmp_path)
+    assert verified.returncode == 0 and "ledger OK" in verified.stdout, verified.stdout
     weak = _run("admin", "create-user", "x@example.com", "--password", "short", data_dir=tmp_path)
     assert weak.returncode == 1 and "password_too_short" in weak.stderr

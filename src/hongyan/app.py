@@ -18,6 +18,9 @@ from hongyan.api import errors
 from hongyan.api.body import SCHEMAS
 from hongyan.api.limits import RequestLimits
 from hongyan.api.responses import JsonResponse
+from hongyan.billing.package_routes import router as billing_packages_router
+from hongyan.billing.payment_routes import router as billing_payments_router
+from hongyan.billing.routes import router as billing_router
 from hongyan.channels.routes import router as channels_router
 from hongyan.config import Settings, get_settings
 from hongyan.db.engine import Database
@@ -74,6 +77,9 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
     app.include_router(webhooks_router)
     app.include_router(keys_router)
     app.include_router(channels_router)
+    app.include_router(billing_router)
+    app.include_router(billing_payments_router)
+    app.include_router(billing_packages_router)
     app.include_router(health_router)
     try:
         from hongyan.console.routes import install as install_console

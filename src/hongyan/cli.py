@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from hongyan.accounts.service import Bootstrap
+from hongyan.billing.cli import billing_cli
 from hongyan.config import Settings, get_settings
 from hongyan.db.engine import Database
 
@@ -23,6 +24,7 @@ channel_cli = typer.Typer(help="Carrier channels (SMPP binds, sandbox).", no_arg
 app.add_typer(channel_cli, name="channel")
 route_cli = typer.Typer(help="Routes: which channel carries which traffic.", no_args_is_help=True)
 app.add_typer(route_cli, name="route")
+app.add_typer(billing_cli, name="billing")
 
 
 def _logging(settings: Settings) -> None:

@@ -6,10 +6,11 @@ Create Date: 2026-11-25 07:10:35.252228
 """
 from __future__ import annotations
 
-from alembic import op
 import sqlalchemy as sa
-import hongyan.db.base
+from alembic import op
 from sqlalchemy.dialects import postgresql
+
+import hongyan.db.base
 
 revision = '0003'
 down_revision = '0002'
