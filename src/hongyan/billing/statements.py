@@ -131,7 +131,7 @@ async def usage_summary(
         if g in ("day", "month"):
             columns.append(_period(Message.created_at, g, postgres).label(g))
         else:
-            columns.append({"country": Message.to_country}.get(g, getattr(Message, g)).label(g))
+            columns.append((Message.to_country if g == "country" else getattr(Message, g)).label(g))
     settled = Message.billing_state == charging.SETTLED
     cash = Message.funding == charging.CASH
     query = select(
