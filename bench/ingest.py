@@ -53,7 +53,8 @@ class Server:
         self.log = data_dir / f"server-{self.port}.log"
         env = dict(os.environ, HONGYAN_DATA_DIR=str(data_dir), HONGYAN_DATABASE_URL=db_url,
                    HONGYAN_PORT=str(self.port), HONGYAN_SANDBOX_DELAY_MS="0", HONGYAN_LOG_LEVEL="WARNING",
-                   HONGYAN_SANDBOX_OUTCOMES="delivered:100")
+                   HONGYAN_SANDBOX_OUTCOMES="delivered:100",
+                   HONGYAN_BOOTSTRAP_CREDIT_MICROS=str(10**15))  # ¥1,000,000,000: billing never the limit
         if smpp is not None:  # a real SMPP channel to the simulator, and a route that sends everything there
             cli = [sys.executable, "-m", "hongyan.cli"]
             subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True)

@@ -84,6 +84,8 @@ def allocate(
 
     packages_first: eligible packages (given oldest-expiring first) pay while they have units; cash_first:
     cash pays while it lasts, packages take the rest. A message is never split between sources."""
+    if not packages:  # the common case: everything in cash, no per-message decisions
+        return Allocation(cash_micros=sum(m[3] for m in messages), funding=[CASH] * len(messages))
     remaining = {p.id: p.remaining for p in packages}
     out = Allocation()
     cash_left = cash_available
@@ -145,7 +147,8 @@ async def plan_funding(
     balance, floor = locked if locked is not None else (0, 0)
     packages = await eligible_packages(session, account_id, at=at)
     allocation = allocate(
-        [(r["to_country"], r["message_type"], r["segment_count"], r["price_micros"]) for r in rows],
+        [(r["to_country"], r["message_type"], r["segment_count"], r["price_micros"]) for r in rows] if packages
+        else [(None, "", 0, r["price_micros"]) for r in rows],
         packages,
         draw_order=profile.draw_order,
         cash_available=balance - floor,
