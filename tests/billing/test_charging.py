@@ -201,3 +201,19 @@ async def test_top_up_then_verify_detects_tampering(db: Database) -> None:
     problems = await verify_all(db)
     assert [p.check for p in problems] == ["balance_matches_journal"]
     assert problems[0].subject == ledger.cash(acc.account_id, "CNY")
+
+
+async def test_cancel_releases_and_scheduled_sends_hold(db: Database, app: Any) -> None:
+    acc = await make_account(db, balance_micros=1_000_000)
+    async with await _client(app, acc) as client:
+        r = await client.post("/v1/batches", json={"text": "hi", "scheduled_at": "2099-01-01T00:00:00+08:00",
+                                                   "recipients": ["+8613800000010", "+8613800000011"]})
+        assert r.status_code == 202, r.text
+        assert await _held(db, acc.account_id) == 2 * PRICE  # a scheduled send holds its price now
+        canceled = await client.post(f"/v1/batches/{r.json()['id']}/cancel")
+        assert canceled.status_code == 200, canceled.text
+    assert await _held(db, acc.account_id) == 0 and await _cash(db, acc.account_id) == 1_000_000
+    async with db.read() as session:
+        states = set(await session.scalars(select(Message.billing_state).where(Message.account_id == acc.account_id)))
+    assert states == {"released"}
+    assert await verify_all(db) == []

@@ -376,7 +376,7 @@ async def operator_verify(db: DbDep, ctx: OperatorAccount) -> JsonResponse:
 async def verify_all(db: Database) -> list[ledger.Problem]:
     from hongyan.billing.charging import held_mismatches
 
-    async with db.write() as session:  # one snapshot; writes nothing
+    async with db.read() as session:  # one snapshot (REPEATABLE READ on PostgreSQL, a WAL read on SQLite)
         await ledger.begin_snapshot(session)
         problems = await ledger.verify(session)
         problems += await held_mismatches(session)
