@@ -137,7 +137,7 @@ async def test_low_balance_alert_once_when_crossing(db: Database, app: Any) -> N
         bad = await client.patch("/v1/billing/settings", json={"low_balance_threshold": "ten"})
         assert bad.status_code == 400 and bad.json()["error"]["field"] == "low_balance_threshold"
         for i in range(4):  # 0.20 → 0.16 → 0.12 → 0.08 (crosses) → 0.04
-            assert (await client.post("/v1/messages", json={"to": f"+86138000100{i:02d}", "text": "hi"})).status_code == 202
+            assert (await client.post("/v1/messages", json={"to": f"+86138{i:03d}00001", "text": "hi"})).status_code == 202
         assert (await client.get("/v1/billing/balance")).json()["low_balance"] is True
     async with db.read() as session:
         events = list(await session.scalars(select(WebhookEvent).where(WebhookEvent.event_type == "balance.low")))

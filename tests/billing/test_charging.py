@@ -93,7 +93,7 @@ async def test_refund_policy_returns_undelivered(db: Database, app: Any) -> None
 async def test_insufficient_balance_refuses_whole_batch(db: Database, app: Any) -> None:
     acc = await make_account(db, balance_micros=3 * PRICE)  # covers 3 messages
     async with await _client(app, acc) as client:
-        r = await client.post("/v1/batches", json={"text": "hi", "recipients": [f"+861380000{i:04d}" for i in range(10, 14)]})
+        r = await client.post("/v1/batches", json={"text": "hi", "recipients": [f"+86138{i:03d}00001" for i in range(4)]})
         assert r.status_code == 402, r.text
         error = r.json()["error"]
         assert error["code"] == "insufficient_balance"
@@ -103,7 +103,7 @@ async def test_insufficient_balance_refuses_whole_batch(db: Database, app: Any) 
         async with db.read() as session:
             assert not list(await session.scalars(select(Message.id).where(Message.account_id == acc.account_id)))
         assert await _cash(db, acc.account_id) == 3 * PRICE
-        ok = await client.post("/v1/batches", json={"text": "hi", "recipients": [f"+861380000{i:04d}" for i in range(10, 13)]})
+        ok = await client.post("/v1/batches", json={"text": "hi", "recipients": [f"+86138{i:03d}00001" for i in range(3)]})
         assert ok.status_code == 202, ok.text
     assert await _cash(db, acc.account_id) == 0
     assert await verify_all(db) == []
@@ -114,10 +114,10 @@ async def test_credit_limit_allows_going_below_zero(db: Database, app: Any) -> N
     async with db.write() as session:
         await set_credit_limit(session, account_id=acc.account_id, currency="CNY", limit_micros=2 * PRICE)
     async with await _client(app, acc) as client:
-        r = await client.post("/v1/batches", json={"text": "hi", "recipients": ["+8613800000010", "+8613800000011"]})
+        r = await client.post("/v1/batches", json={"text": "hi", "recipients": ["+8613810000001", "+8613820000001"]})
         assert r.status_code == 202, r.text
         assert await _cash(db, acc.account_id) == -2 * PRICE
-        again = await client.post("/v1/messages", json={"to": "+8613800000012", "text": "hi"})
+        again = await client.post("/v1/messages", json={"to": "+8613830000001", "text": "hi"})
         assert again.status_code == 402 and again.json()["error"]["code"] == "insufficient_balance"
         balance = (await client.get("/v1/billing/balance")).json()
     assert balance["balance"] == "-0.08" and balance["available"] == "0.00" and balance["credit_limit"] == "0.08"
@@ -150,8 +150,9 @@ async def test_concurrent_batches_never_overdraw(db: Database, app: Any) -> None
 
     async def send(i: int, size: int) -> tuple[int, int]:
         async with await _client(app, acc) as client:
+            # …00001: the sandbox always delivers, so no release hands money back during the test
             r = await client.post("/v1/batches", json={"text": "hi", "recipients": [
-                f"+86139{i:03d}{k:05d}" for k in range(10, 10 + size)]})
+                f"+8613{k}{i:03d}00001" for k in range(size)]})
             return r.status_code, size
 
     results = await asyncio.gather(*(send(i, s) for i, s in enumerate(sizes)))
@@ -165,7 +166,7 @@ async def test_concurrent_batches_never_overdraw(db: Database, app: Any) -> None
     # greedy arrival order may leave a remainder smaller than the next batch; fill it with singles
     async with await _client(app, acc) as client:
         while await _cash(db, acc.account_id) >= PRICE:
-            assert (await client.post("/v1/messages", json={"to": f"+8613700{accepted:06d}", "text": "hi"})).status_code == 202
+            assert (await client.post("/v1/messages", json={"to": f"+86137{accepted:03d}00001", "text": "hi"})).status_code == 202
             accepted += 1
         assert (await client.post("/v1/messages", json={"to": "+8613699999999", "text": "hi"})).status_code == 402
     assert accepted == n
@@ -180,7 +181,7 @@ async def test_fifty_single_messages_exactly_n_accepted(db: Database, app: Any) 
 
     async def send(i: int) -> int:
         async with await _client(app, acc) as client:
-            return (await client.post("/v1/messages", json={"to": f"+86139{i:08d}", "text": "hi"})).status_code
+            return (await client.post("/v1/messages", json={"to": f"+86139{i:03d}00001", "text": "hi"})).status_code
 
     codes = await asyncio.gather(*(send(i) for i in range(50)))
     assert codes.count(202) == n and codes.count(402) == 50 - n
