@@ -57,7 +57,7 @@ async def _run_ops(db_url: str, ops: list[tuple[str, int]]) -> None:
                         now = utcnow()
                         session.add(Package(id=package_id, account_id=account_id, product_id=None, subscription_id=None,
                                             name="p", units_total=size, price_micros=size, currency="CNY", countries=[],
-                                            message_types=[], status="active", starts_at=now,
+                                            message_types=[], status="active", units_expired=0, starts_at=now,
                                             expires_at=now + timedelta(days=1), created_at=now))
                         await ledger.post(session, account_id=account_id, kind="package_purchase", postings={
                             cash: -size, ledger.ledger_id(account_id, "sales", "CNY"): size,

@@ -151,7 +151,9 @@ async def test_preview_counts_prices_and_lists_bad_recipients(signed_in: httpx.A
         "units_remaining": 145,
         "price": "¥0.08",
     }
-    assert body["totals"] == {"messages": 2, "rejected": 2, "segments": 4, "price": "¥0.16", "recipients": 4}
+    assert body["totals"] == {"messages": 2, "rejected": 2, "segments": 4, "price": "¥0.16", "recipients": 4,
+                              "cash": "¥0.16", "package_units": 0, "available": "¥1000000.00", "sufficient": True,
+                              "shortfall": "¥0.00"}
     assert body["errors"] == {}
     assert 'data-code="duplicate_phone_number"' in body["preview_html"]
     assert "与第 2 个号码相同" in body["preview_html"]

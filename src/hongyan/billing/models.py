@@ -161,6 +161,7 @@ class Package(Base):
     subscription_id: Mapped[str | None] = mapped_column(String(30))
     name: Mapped[str] = mapped_column(String(200))
     units_total: Mapped[int] = mapped_column(BigInteger)
+    units_expired: Mapped[int] = mapped_column(BigInteger, default=0)  # written off at (or after) expiry
     price_micros: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
     countries: Mapped[list[str]] = mapped_column(JsonType, default=list)

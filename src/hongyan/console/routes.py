@@ -14,7 +14,7 @@ from starlette.responses import RedirectResponse, Response
 from hongyan.accounts.service import authenticate_user, primary_account_for
 from hongyan.api.responses import JsonResponse
 from hongyan.config import Settings
-from hongyan.console import api_keys, channels, dashboard, history, send, webhook_endpoints
+from hongyan.console import api_keys, billing, channels, dashboard, history, send, webhook_endpoints
 from hongyan.console.context import (
     FETCH_HEADER,
     CheckedForm,
@@ -143,6 +143,7 @@ def install(app: FastAPI, settings: Settings) -> None:
         history.router,
         api_keys.router,
         webhook_endpoints.router,
+        billing.router,
         channels.router,
         fallback,
     ):

@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from hongyan.billing.charging import Plan, plan_funding
 from hongyan.billing.rates import PriceList, load_price_list
 from hongyan.config import Settings
 from hongyan.console.context import CheckedForm, Console, FieldErrors, SignedIn, form_text
@@ -25,6 +26,7 @@ from hongyan.console.send_form import (
 )
 from hongyan.console.session import Flash
 from hongyan.console.templating import encoding_name, money
+from hongyan.core.clock import utcnow
 from hongyan.core.errors import HongyanError
 from hongyan.messaging.encoding import segment
 from hongyan.messaging.numbers import normalize
@@ -45,6 +47,7 @@ class SendPreview:
     errors: FieldErrors = field(default_factory=FieldErrors)
     parsed: ParsedRecipients | None = None
     result: SubmitResult | None = None
+    funding: Plan | None = None  # what would pay (packages, cash) and the balance available, as at submit
     samples: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
 
@@ -62,6 +65,20 @@ class SendPreview:
             "segments": self.result.segments_total,
             "price": money(self.result.price_micros_total, self.result.currency),
             "recipients": len(self.parsed.recipients) if self.parsed else 0,
+            **self._funding_totals(),
+        }
+
+    def _funding_totals(self) -> dict[str, Any]:
+        if self.funding is None or self.result is None:
+            return {}
+        cash = self.funding.allocation.cash_micros
+        available = self.funding.available_micros
+        return {
+            "cash": money(cash, self.result.currency),
+            "package_units": sum(self.funding.allocation.units.values()),
+            "available": money(max(available, 0), self.result.currency),
+            "sufficient": cash <= available,
+            "shortfall": money(max(cash - available, 0), self.result.currency),
         }
 
 
@@ -134,6 +151,10 @@ async def build_preview(console: Console, form: SendForm, *, live: bool) -> Send
         console.field_error(preview.errors, form_field_for(exc.field, form), exc)
         return preview
     preview.result = result
+    if _rows:
+        async with console.db.read() as session:
+            preview.funding = await plan_funding(session, _rows, account_id=console.account_id,
+                                                 currency=console.user.currency, lock=False, at=utcnow())
     for message in result.accepted[:PREVIEW_SAMPLES]:
         preview.samples.append(
             {

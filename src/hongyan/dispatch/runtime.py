@@ -78,7 +78,8 @@ class Runtime:
         await self.reload_channels()
         if not self.queue.durable:
             await self.recover()
-        loops = [self._relay_loop(), self._receipt_loop(), self._sweep_loop(), self._reload_loop(), self.webhooks.run()]
+        loops = [self._relay_loop(), self._receipt_loop(), self._sweep_loop(), self._reload_loop(), self.webhooks.run(),
+                 self._billing_loop()]
         loops += [self._dispatch_loop(i) for i in range(self.dispatchers)]
         self._tasks = [asyncio.create_task(c) for c in loops]
 
@@ -554,6 +555,25 @@ class Runtime:
             parked, self._parked = self._parked, []
             self._receipts.extend(parked)
             self._receipt_wakeup.set()
+
+    async def _billing_loop(self) -> None:
+        """Package expiry (with notices beforehand) and subscription renewals, every billing_sweep_s.
+
+        Each package and subscription changes in its own conditional transaction, so several workers may
+        run this at once without expiring or renewing anything twice (issue 9 adds a leader lease)."""
+        from hongyan.billing import packages
+
+        while not self._stopping:
+            try:
+                await packages.sweep_once(self.db, self.settings)
+            except Exception:
+                self.stats.errors += 1
+                log.exception("billing sweep failed")
+            try:
+                await asyncio.wait_for(self._stop_event.wait(), timeout=self.settings.billing_sweep_s)
+                break
+            except TimeoutError:
+                pass
 
     async def _sweep_loop(self) -> None:
         while not self._stopping:

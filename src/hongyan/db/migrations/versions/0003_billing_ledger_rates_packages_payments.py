@@ -114,6 +114,7 @@ def upgrade() -> None:
     sa.Column('subscription_id', sa.String(length=30), nullable=True),
     sa.Column('name', sa.String(length=200), nullable=False),
     sa.Column('units_total', sa.BigInteger(), nullable=False),
+    sa.Column('units_expired', sa.BigInteger(), nullable=False),
     sa.Column('price_micros', sa.BigInteger(), nullable=False),
     sa.Column('currency', sa.String(length=3), nullable=False),
     sa.Column('countries', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),

@@ -1,0 +1,394 @@
+"""SMS packages and monthly subscriptions: the product catalog, purchases, expiry and renewal.
+
+A package is units (segments) bought for cash and valid until `expires_at`; its remainder is the ledger
+account `<pkg>:package:SMS`, drawn by sends before cash (billing.charging). Expiry writes the remainder
+off with an `expiry` entry after a `package.expiring` notice; a subscription charges its fee each month
+and grants an allowance package that ends with the period, so allowances reset.
+
+Every change is a conditional UPDATE in its own transaction (status='active', or the period being
+renewed), so two sweepers — several workers, or a restart mid-sweep — never expire or renew twice.
+"""
+
+from __future__ import annotations
+
+import calendar
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hongyan.billing import ledger
+from hongyan.billing.charging import insufficient_balance
+from hongyan.billing.models import LedgerAccount, Package, Product, Subscription
+from hongyan.billing.rates import RATE_MESSAGE_TYPES
+from hongyan.config import Settings
+from hongyan.core import ids
+from hongyan.core.clock import isoformat, utcnow
+from hongyan.core.errors import InvalidRequest, NotFound
+from hongyan.core.money import format_micros
+from hongyan.db.engine import Database
+
+log = logging.getLogger(__name__)
+PRODUCT_KINDS = ("package", "subscription")
+
+
+def add_months(start: datetime, months: int, anchor_day: int) -> datetime:
+    """Same time `months` later on `anchor_day`, clamped to the month's end (Jan 31 → Feb 28 → Mar 31)."""
+    month_index = start.month - 1 + months
+    year, month = start.year + month_index // 12, month_index % 12 + 1
+    day = min(anchor_day, calendar.monthrange(year, month)[1])
+    return start.replace(year=year, month=month, day=day)
+
+
+# -- catalog --------------------------------------------------------------------------------------------------
+
+
+async def create_product(
+    session: AsyncSession, *, kind: str, name: str, currency: str, price_micros: int, units: int,
+    validity_days: int = 365, countries: list[str] | None = None, message_types: list[str] | None = None,
+) -> Product:
+    if kind not in PRODUCT_KINDS:
+        raise InvalidRequest("invalid_product_kind", "kind is package or subscription.", field="kind")
+    if not name.strip():
+        raise InvalidRequest("name_required", "Give the product a name.", field="name")
+    if len(currency) != 3 or not currency.isalpha():
+        raise InvalidRequest("invalid_currency", "currency is an ISO 4217 code such as CNY.", field="currency")
+    if price_micros < 0:
+        raise InvalidRequest("invalid_amount", "The price cannot be negative.", field="price")
+    if units <= 0 or units > 10**10:
+        raise InvalidRequest("invalid_units", "units is a positive number of segments.", field="units")
+    if kind == "package" and not 1 <= validity_days <= 3660:
+        raise InvalidRequest("invalid_validity", "validity_days is between 1 and 3660.", field="validity_days")
+    countries = [c.upper() for c in countries or []]
+    for i, c in enumerate(countries):
+        if len(c) != 2 or not c.isalpha():
+            raise InvalidRequest("invalid_country", f"'{c}' is not an ISO 3166 two-letter code.", field=f"countries[{i}]")
+    for i, t in enumerate(message_types or []):
+        if t not in RATE_MESSAGE_TYPES:
+            raise InvalidRequest("invalid_message_type", f"message_types[{i}] is one of {', '.join(RATE_MESSAGE_TYPES)}.",
+                                 field=f"message_types[{i}]")
+    product = Product(
+        id=ids.new_id("prd"), kind=kind, name=name.strip()[:200], currency=currency.upper(), price_micros=price_micros,
+        units=units, validity_days=validity_days if kind == "package" else 0, countries=countries,
+        message_types=list(message_types or []), active=True, created_at=utcnow(),
+    )
+    session.add(product)
+    await session.flush()
+    return product
+
+
+async def list_products(session: AsyncSession, *, currency: str | None = None, active_only: bool = True) -> list[Product]:
+    query = select(Product).order_by(Product.kind, Product.units, Product.id)
+    if currency:
+        query = query.where(Product.currency == currency)
+    if active_only:
+        query = query.where(Product.active.is_(True))
+    return list(await session.scalars(query))
+
+
+async def set_product_active(session: AsyncSession, product_id: str, active: bool) -> Product:
+    product = await session.get(Product, product_id)
+    if product is None:
+        raise NotFound("product_not_found", "No such product.", field="product_id")
+    product.active = active
+    return product
+
+
+def product_json(p: Product) -> dict[str, Any]:
+    return {
+        "id": p.id, "kind": p.kind, "name": p.name, "currency": p.currency,
+        "price": format_micros(p.price_micros, p.currency), "price_micros": p.price_micros, "units": p.units,
+        "unit_price": format_micros(p.price_micros // p.units, p.currency) if p.units else None,
+        "validity_days": p.validity_days or None, "period": "month" if p.kind == "subscription" else None,
+        "countries": p.countries, "message_types": p.message_types, "active": p.active,
+    }
+
+
+# -- purchases ------------------------------------------------------------------------------------------------
+
+
+async def _sellable(session: AsyncSession, product_id: str, kind: str, currency: str) -> Product:
+    product = await session.get(Product, product_id)
+    if product is None or not product.active or product.kind != kind:
+        raise NotFound("product_not_found", f"No such {kind} on sale.", field="product_id")
+    if product.currency != currency:
+        raise InvalidRequest("currency_mismatch", f"The product is sold in {product.currency}; the account pays in "
+                             f"{currency}.", field="product_id")
+    return product
+
+
+async def _charge_and_grant(
+    session: AsyncSession, *, account_id: str, currency: str, product: Product, entry_kind: str, starts_at: datetime,
+    expires_at: datetime, subscription_id: str | None, actor: str, idempotency_key: str | None = None,
+) -> Package:
+    """Cash pays the price; the units go to a new package (one entry, balanced in money and in units)."""
+    package = Package(
+        id=ids.new_id("pkg"), account_id=account_id, product_id=product.id, subscription_id=subscription_id,
+        name=product.name, units_total=product.units, price_micros=product.price_micros, currency=currency,
+        countries=list(product.countries or []), message_types=list(product.message_types or []), status="active",
+        units_expired=0, starts_at=starts_at, expires_at=expires_at, expiry_notified_at=None, created_at=utcnow(),
+    )
+    session.add(package)
+    await session.flush()
+    try:
+        await ledger.post(
+            session, account_id=account_id, kind=entry_kind, reference=package.id, actor=actor,
+            idempotency_key=idempotency_key, detail={"product_id": product.id, "units": product.units},
+            postings={
+                ledger.cash(account_id, currency): -product.price_micros,
+                ledger.ledger_id(account_id, "sales", currency): product.price_micros,
+                ledger.ledger_id(account_id, "issued", ledger.UNITS): -product.units,
+                ledger.package_account(package.id): product.units,
+            },
+        )
+    except ledger.InsufficientFunds as exc:
+        raise insufficient_balance(currency=currency, needed=exc.needed, available=exc.available) from exc
+    return package
+
+
+async def purchase_package(session: AsyncSession, *, account_id: str, currency: str, product_id: str, actor: str) -> Package:
+    product = await _sellable(session, product_id, "package", currency)
+    now = utcnow()
+    return await _charge_and_grant(
+        session, account_id=account_id, currency=currency, product=product, entry_kind="package_purchase",
+        starts_at=now, expires_at=now + timedelta(days=product.validity_days), subscription_id=None, actor=actor,
+    )
+
+
+async def subscribe(session: AsyncSession, *, account_id: str, currency: str, product_id: str, actor: str) -> Subscription:
+    product = await _sellable(session, product_id, "subscription", currency)
+    now = utcnow()
+    end = add_months(now, 1, now.day)
+    subscription = Subscription(
+        id=ids.new_id("sub"), account_id=account_id, product_id=product.id, status="active", period_start=now,
+        period_end=end, anchor_day=now.day, cancel_at_period_end=False, created_at=now, canceled_at=None,
+    )
+    session.add(subscription)
+    await session.flush()
+    await _charge_and_grant(
+        session, account_id=account_id, currency=currency, product=product, entry_kind="subscription_fee",
+        starts_at=now, expires_at=end, subscription_id=subscription.id, actor=actor,
+        idempotency_key=f"sub:{subscription.id}:{isoformat(now)}",
+    )
+    return subscription
+
+
+async def cancel_subscription(session: AsyncSession, *, account_id: str, subscription_id: str) -> Subscription:
+    """Stops renewal: the paid period and its allowance run to their end."""
+    subscription = await session.get(Subscription, subscription_id)
+    if subscription is None or subscription.account_id != account_id:
+        raise NotFound("subscription_not_found", "No such subscription.", field="subscription_id")
+    if subscription.status == "active":
+        subscription.cancel_at_period_end = True
+    elif subscription.status == "past_due":
+        subscription.status, subscription.canceled_at = "canceled", utcnow()
+    return subscription
+
+
+async def account_packages(session: AsyncSession, account_id: str) -> list[dict[str, Any]]:
+    la = LedgerAccount.__table__
+    rows = (await session.execute(
+        select(Package, la.c.balance)
+        .outerjoin(la, la.c.id == Package.id.concat(":package:" + ledger.UNITS))
+        .where(Package.account_id == account_id)
+        .order_by(Package.status, Package.expires_at, Package.id)
+    )).all()
+    out = []
+    for package, balance in rows:
+        remaining = int(balance or 0) if package.status == "active" else 0
+        out.append({
+            "id": package.id, "name": package.name, "product_id": package.product_id,
+            "subscription_id": package.subscription_id, "status": package.status, "units_total": package.units_total,
+            "units_remaining": remaining, "units_expired": package.units_expired,
+            "units_used": package.units_total - int(balance or 0) - package.units_expired,
+            "price": format_micros(package.price_micros, package.currency), "currency": package.currency,
+            "countries": package.countries, "message_types": package.message_types,
+            "starts_at": isoformat(package.starts_at), "expires_at": isoformat(package.expires_at),
+        })
+    return out
+
+
+async def list_subscriptions(session: AsyncSession, account_id: str) -> list[Subscription]:
+    return list(await session.scalars(
+        select(Subscription).where(Subscription.account_id == account_id).order_by(Subscription.created_at.desc())
+    ))
+
+
+def subscription_json(s: Subscription) -> dict[str, Any]:
+    return {"id": s.id, "product_id": s.product_id, "status": s.status, "period_start": isoformat(s.period_start),
+            "period_end": isoformat(s.period_end), "cancel_at_period_end": s.cancel_at_period_end,
+            "created_at": isoformat(s.created_at), "canceled_at": isoformat(s.canceled_at)}
+
+
+# -- sweep ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class SweepReport:
+    expired: int = 0
+    notified: int = 0
+    renewed: int = 0
+    past_due: int = 0
+    canceled: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+async def sweep_once(db: Database, settings: Settings, now: datetime | None = None) -> SweepReport:
+    """Expire due packages (and units released back to already expired ones), send expiry notices, renew
+    subscriptions. Each item in its own transaction."""
+    now = now or utcnow()
+    report = SweepReport()
+    la = LedgerAccount.__table__
+    async with db.read() as session:
+        due = list(await session.scalars(
+            select(Package.id).outerjoin(la, la.c.id == Package.id.concat(":package:" + ledger.UNITS)).where(
+                ((Package.status == "active") & (Package.expires_at <= now))
+                | ((Package.status == "expired") & (la.c.balance > 0))
+            ).limit(1000)
+        ))
+        notice_before = now + timedelta(days=settings.package_expiry_notice_days)
+        to_notify = list(await session.scalars(
+            select(Package.id).where(Package.status == "active", Package.expiry_notified_at.is_(None),
+                                     Package.expires_at > now, Package.expires_at <= notice_before).limit(1000)
+        ))
+        renewals = list(await session.scalars(
+            select(Subscription.id).where(Subscription.status == "active", Subscription.period_end <= now).limit(1000)
+        ))
+    for package_id in due:
+        await _guarded(report, f"expire {package_id}", _expire(db, package_id, now, report))
+    for package_id in to_notify:
+        await _guarded(report, f"notice {package_id}", _notify_expiring(db, package_id, now, report))
+    for subscription_id in renewals:
+        await _guarded(report, f"renew {subscription_id}", _renew(db, subscription_id, now, report))
+    return report
+
+
+async def _guarded(report: SweepReport, what: str, work: Any) -> None:
+    try:
+        await work
+    except IntegrityError:
+        pass  # a concurrent sweeper posted the same idempotent entry first
+    except Exception as exc:  # one bad item must not stop the others
+        log.exception("billing sweep: %s failed", what)
+        report.errors.append(f"{what}: {exc}")
+
+
+async def _expire(db: Database, package_id: str, now: datetime, report: SweepReport) -> None:
+    from hongyan.webhooks import service as webhooks
+
+    async with db.write() as session:
+        won = await session.execute(
+            update(Package).where(Package.id == package_id, Package.status == "active", Package.expires_at <= now)
+            .values(status="expired").execution_options(synchronize_session=False)
+        )
+        first_time = bool(won.rowcount)  # type: ignore[attr-defined]
+        package = await session.get(Package, package_id)
+        assert package is not None
+        if first_time is False and package.status != "expired":
+            return
+        locked = await ledger.lock_for_update(session, ledger.package_account(package_id))
+        remaining = locked[0] if locked else 0
+        if remaining > 0:
+            await session.execute(
+                update(Package).where(Package.id == package_id)
+                .values(units_expired=Package.units_expired + remaining).execution_options(synchronize_session=False)
+            )
+            await ledger.post(
+                session, account_id=package.account_id, kind="expiry", reference=package_id, at=now,
+                detail={"units": remaining},
+                postings={ledger.package_account(package_id): -remaining,
+                          ledger.ledger_id(package.account_id, "expired", ledger.UNITS): remaining},
+            )
+        if first_time:
+            report.expired += 1
+            await webhooks.enqueue_account_event(
+                session, account_id=package.account_id, event_type="package.expired", occurred_at=now,
+                data={"package_id": package_id, "name": package.name, "units_expired": remaining,
+                      "expires_at": isoformat(package.expires_at)},
+            )
+
+
+async def _notify_expiring(db: Database, package_id: str, now: datetime, report: SweepReport) -> None:
+    from hongyan.webhooks import service as webhooks
+
+    async with db.write() as session:
+        won = await session.execute(
+            update(Package).where(Package.id == package_id, Package.expiry_notified_at.is_(None))
+            .values(expiry_notified_at=now).execution_options(synchronize_session=False)
+        )
+        if not won.rowcount:  # type: ignore[attr-defined]
+            return
+        package = await session.get(Package, package_id)
+        assert package is not None
+        remaining = await session.scalar(
+            select(LedgerAccount.balance).where(LedgerAccount.id == ledger.package_account(package_id))) or 0
+        await webhooks.enqueue_account_event(
+            session, account_id=package.account_id, event_type="package.expiring", occurred_at=now,
+            data={"package_id": package_id, "name": package.name, "units_remaining": remaining,
+                  "expires_at": isoformat(package.expires_at)},
+        )
+        report.notified += 1
+
+
+async def _renew(db: Database, subscription_id: str, now: datetime, report: SweepReport) -> None:
+    from hongyan.accounts.models import Account
+    from hongyan.webhooks import service as webhooks
+
+    async with db.write() as session:
+        subscription = await session.get(Subscription, subscription_id)
+        if subscription is None or subscription.status != "active" or subscription.period_end > now:
+            return
+        old_end = subscription.period_end
+        if subscription.cancel_at_period_end:
+            await session.execute(
+                update(Subscription).where(Subscription.id == subscription_id, Subscription.period_end == old_end,
+                                           Subscription.status == "active")
+                .values(status="canceled", canceled_at=now).execution_options(synchronize_session=False)
+            )
+            report.canceled += 1
+            return
+        new_end = add_months(old_end, 1, subscription.anchor_day)
+        won = await session.execute(  # claim this period: a second sweeper finds period_end moved and stops
+            update(Subscription).where(Subscription.id == subscription_id, Subscription.period_end == old_end,
+                                       Subscription.status == "active")
+            .values(period_start=old_end, period_end=new_end).execution_options(synchronize_session=False)
+        )
+        if not won.rowcount:  # type: ignore[attr-defined]
+            return
+        account = await session.get(Account, subscription.account_id)
+        product = await session.get(Product, subscription.product_id)
+        assert account is not None and product is not None
+        try:
+            async with session.begin_nested():
+                await _charge_and_grant(
+                    session, account_id=account.id, currency=account.currency, product=product,
+                    entry_kind="subscription_fee", starts_at=old_end, expires_at=new_end,
+                    subscription_id=subscription_id, actor="system",
+                    idempotency_key=f"sub:{subscription_id}:{isoformat(old_end)}",
+                )
+        except Exception as exc:
+            if getattr(exc, "code", None) != "insufficient_balance":
+                raise
+            await session.execute(
+                update(Subscription).where(Subscription.id == subscription_id)
+                .values(status="past_due", period_start=old_end, period_end=old_end)
+                .execution_options(synchronize_session=False)
+            )
+            await webhooks.enqueue_account_event(
+                session, account_id=account.id, event_type="subscription.past_due", occurred_at=now,
+                data={"subscription_id": subscription_id, "fee": format_micros(product.price_micros, account.currency),
+                      "currency": account.currency, "period_start": isoformat(old_end)},
+            )
+            report.past_due += 1
+            return
+        await webhooks.enqueue_account_event(
+            session, account_id=account.id, event_type="subscription.renewed", occurred_at=now,
+            data={"subscription_id": subscription_id, "fee": format_micros(product.price_micros, account.currency),
+                  "currency": account.currency, "period_start": isoformat(old_end), "period_end": isoformat(new_end),
+                  "units": product.units},
+        )
+        report.renewed += 1
