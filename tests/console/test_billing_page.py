@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from hongyan.accounts import service as accounts
 from hongyan.billing import ledger
-from hongyan.billing.models import Package, PaymentOrder, Product
+from hongyan.billing.models import JournalEntry, Package, PaymentOrder, Product
 from hongyan.billing.recharge import top_up
 from hongyan.billing.routes import USAGE_CSV_COLUMNS
 from hongyan.console.templating import money
@@ -61,10 +61,12 @@ def kpi(page: str, name: str) -> str:
 
 
 async def signed_in_client(
-    app: Any, db: Database, account: AccountFixture, lang: str = "zh-CN"
+    app: Any, db: Database, account: AccountFixture, lang: str = "zh-CN", *, email: str = EMAIL,
+    platform_role: str | None = None,
 ) -> httpx.AsyncClient:
     async with db.write() as session:
-        await accounts.create_user(session, email=EMAIL, password=PASSWORD, account_id=account.account_id)
+        await accounts.create_user(session, email=email, password=PASSWORD, account_id=account.account_id,
+                                   platform_role=platform_role)
     client = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
         base_url="http://testserver",
@@ -72,7 +74,7 @@ async def signed_in_client(
     )
     login = await client.get("/console/login")
     response = await client.post(
-        "/console/login", data={"email": EMAIL, "password": PASSWORD, "csrf_token": csrf_of(login.text)}
+        "/console/login", data={"email": email, "password": PASSWORD, "csrf_token": csrf_of(login.text)}
     )
     assert response.status_code == 303, response.text
     return client
@@ -388,3 +390,37 @@ async def test_packages_and_the_catalog(
     assert (
         "¥350.00" in catalog.group(1) and "¥0.035" in catalog.group(1) and "≈¥33.333333" in catalog.group(1)
     )
+
+
+async def test_operator_top_up_box_for_platform_admins_only(
+    app: Any, db: Database, account: AccountFixture, member: httpx.AsyncClient
+) -> None:
+    customer = await make_account(db, name="Customer", balance_micros=0)
+    page = await member.get("/console/billing")
+    assert 'id="operator-top-up"' not in page.text  # a customer member does not see it …
+    denied = await post_form(member, "/console/billing/operator/top-up",
+                             {"account_id": customer.account_id, "top_up_amount": "100", "note": "x"})
+    assert denied.status_code in (403, 404)  # … nor can post it
+    staff = await signed_in_client(app, db, account, email="ops@example.com", platform_role="platform_admin")
+    try:
+        page = await staff.get("/console/billing")
+        assert 'id="operator-top-up"' in page.text
+        no_note = await post_form(staff, "/console/billing/operator/top-up",
+                                  {"account_id": customer.account_id, "top_up_amount": "100", "note": " "})
+        assert no_note.status_code == 422 and field_error(no_note.text, "note")
+        unknown = await post_form(staff, "/console/billing/operator/top-up",
+                                  {"account_id": "acc_nope", "top_up_amount": "100", "note": "wire"})
+        assert unknown.status_code == 422 and field_error(unknown.text, "account_id")
+        bad = await post_form(staff, "/console/billing/operator/top-up",
+                              {"account_id": customer.account_id, "top_up_amount": "1.0000001", "note": "wire"})
+        assert bad.status_code == 422 and field_error(bad.text, "top_up_amount")
+        ok = await post_form(staff, "/console/billing/operator/top-up",
+                             {"account_id": customer.account_id, "top_up_amount": "100", "note": "wire 8812"})
+        assert ok.status_code == 303
+    finally:
+        await staff.aclose()
+    orders = await orders_of(db, customer.account_id, "paid")
+    assert [o.amount_micros for o in orders] == [100_000_000] and orders[0].created_by.startswith("user:usr_")
+    async with db.read() as session:
+        entry = await session.scalar(select(JournalEntry).where(JournalEntry.reference == orders[0].id))
+    assert entry is not None and entry.note == "wire 8812" and entry.actor_ip is not None

@@ -85,6 +85,16 @@ async def get_profile(session: AsyncSession, account_id: str) -> BillingProfile:
     return profile
 
 
+async def profile_for_update(session: AsyncSession, account_id: str) -> BillingProfile:
+    """The account's billing profile as a row in the session (created with the defaults if missing)."""
+    profile = await session.get(BillingProfile, account_id)
+    if profile is None:
+        profile = await get_profile(session, account_id)
+        session.add(profile)
+        await session.flush()
+    return profile
+
+
 async def load_price_list(
     session: AsyncSession, settings: Settings, *, account_id: str, currency: str, at: datetime | None = None
 ) -> PriceList:

@@ -20,7 +20,7 @@ from hongyan.api.body import openapi_body, parse_body
 from hongyan.api.deps import BillingAccount, DbDep, OperatorAccount, SettingsDep
 from hongyan.api.responses import JsonResponse
 from hongyan.billing import ledger, rates, recharge, statements
-from hongyan.billing.models import BillingProfile, RateCard
+from hongyan.billing.models import RateCard
 from hongyan.core.clock import isoformat, utcnow
 from hongyan.core.errors import InvalidRequest, NotFound
 from hongyan.core.money import AmountError, format_micros, parse_amount
@@ -35,7 +35,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _amount(raw: object, field_name: str, *, signed: bool = False) -> int:
+def amount_param(raw: object, field_name: str, *, signed: bool = False) -> int:
     try:
         return parse_amount(raw, signed=signed)
     except AmountError as exc:
@@ -51,7 +51,7 @@ def _day(value: str | None, field_name: str) -> datetime | None:
         raise InvalidRequest("invalid_date", f"{field_name} is a date such as 2026-11-25.", field=field_name) from exc
 
 
-def _usage_filter(
+def usage_filter(
     day: str | None, start: str | None, end: str | None, message_type: str | None, country: str | None,
     campaign_id: str | None, batch_id: str | None, billing_state: str | None,
 ) -> statements.UsageFilter:
@@ -94,10 +94,10 @@ async def get_usage(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     cursor: str | None = None,
 ) -> Any:
-    filters = _usage_filter(day, start, end, message_type, country, campaign_id, batch_id, billing_state)
+    filters = usage_filter(day, start, end, message_type, country, campaign_id, batch_id, billing_state)
     if format == "csv":
         return StreamingResponse(
-            _usage_csv(db, ctx.account_id, filters), media_type="text/csv; charset=utf-8",
+            usage_csv(db, ctx.account_id, filters), media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": 'attachment; filename="usage.csv"'},
         )
     async with db.read() as session:
@@ -112,7 +112,7 @@ USAGE_CSV_COLUMNS = (
 )
 
 
-async def _usage_csv(db: Database, account_id: str, filters: statements.UsageFilter) -> AsyncIterator[bytes]:
+async def usage_csv(db: Database, account_id: str, filters: statements.UsageFilter) -> AsyncIterator[bytes]:
     """UTF-8 with BOM (Excel opens Chinese text correctly), written in chunks as rows are read."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -149,7 +149,7 @@ async def get_usage_summary(
     if not groups or bad:
         raise InvalidRequest("invalid_group_by", f"group_by takes {', '.join(statements.USAGE_GROUPS)} (comma-separated).",
                              field="group_by")
-    filters = _usage_filter(None, start, end, message_type, country, campaign_id, None, None)
+    filters = usage_filter(None, start, end, message_type, country, campaign_id, None, None)
     async with db.read() as session:
         rows = await statements.usage_summary(session, account_id=ctx.account_id, filters=filters, group_by=groups)
     return JsonResponse({"data": rows})
@@ -170,16 +170,21 @@ async def get_statements(
                                              start=first, end=None if last is None else last + timedelta(days=1))
     data = [statements.statement_json(p, ctx.currency) for p in periods]
     if format == "csv":
-        columns = [k for k in (data[0] if data else statements.statement_json(statements.StatementPeriod(""), "CNY"))
-                   if k != "micros"]
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(columns)
-        for row in data:
-            writer.writerow([row[c] for c in columns])
-        return StreamingResponse(iter([("\ufeff" + buffer.getvalue()).encode()]), media_type="text/csv; charset=utf-8",
-                                 headers={"Content-Disposition": f'attachment; filename="statement-{period}.csv"'})
+        return statement_csv(data, period)
     return JsonResponse({"period": period, "currency": ctx.currency, "data": data})
+
+
+def statement_csv(data: list[dict[str, Any]], period: str) -> StreamingResponse:
+    """Statement rows as CSV (UTF-8 with BOM), for the API and the console."""
+    columns = [k for k in (data[0] if data else statements.statement_json(statements.StatementPeriod(""), "CNY"))
+               if k != "micros"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(columns)
+    for row in data:
+        writer.writerow([row[c] for c in columns])
+    return StreamingResponse(iter([("\ufeff" + buffer.getvalue()).encode()]), media_type="text/csv; charset=utf-8",
+                             headers={"Content-Disposition": f'attachment; filename="statement-{period}.csv"'})
 
 
 @router.get("/v1/billing/ledger", summary="The account's journal entries with their lines")
@@ -230,10 +235,10 @@ class BillingSettingsUpdate(_Strict):
 async def update_billing_settings(request: Request, db: DbDep, ctx: BillingAccount) -> JsonResponse:
     data = await parse_body(request, BillingSettingsUpdate)
     async with db.write() as session:
-        profile = await _profile_for_update(session, ctx.account_id)
+        profile = await rates.profile_for_update(session, ctx.account_id)
         if data.low_balance_threshold is not None:
             profile.low_balance_threshold_micros = (
-                None if data.low_balance_threshold == "" else _amount(data.low_balance_threshold, "low_balance_threshold")
+                None if data.low_balance_threshold == "" else amount_param(data.low_balance_threshold, "low_balance_threshold")
             )
             profile.low_balance_notified_at = None
         if data.draw_order is not None:
@@ -241,15 +246,6 @@ async def update_billing_settings(request: Request, db: DbDep, ctx: BillingAccou
         profile.updated_at = utcnow()
         summary = await statements.balance_summary(session, account_id=ctx.account_id, currency=ctx.currency)
     return JsonResponse(summary)
-
-
-async def _profile_for_update(session: Any, account_id: str) -> BillingProfile:
-    profile = await session.get(BillingProfile, account_id)
-    if profile is None:
-        profile = await rates.get_profile(session, account_id)
-        session.add(profile)
-        await session.flush()
-    return profile
 
 
 # -- operator -----------------------------------------------------------------------------------------------
@@ -277,8 +273,8 @@ class TopUp(_Strict):
              openapi_extra=openapi_body(TopUp, {"amount": "1000.00", "note": "bank transfer 2026-11-25 ref 8812"}))
 async def operator_top_up(account_id: str, request: Request, db: DbDep, ctx: OperatorAccount) -> JsonResponse:
     data = await parse_body(request, TopUp)
-    amount = _amount(data.amount, "amount")
-    bonus = 0 if not data.bonus else _amount(data.bonus, "bonus")
+    amount = amount_param(data.amount, "amount")
+    bonus = 0 if not data.bonus else amount_param(data.bonus, "bonus")
     async with db.write() as session:
         customer = await _customer(session, account_id)
         order = await recharge.top_up(session, account_id=account_id, amount_micros=amount, currency=customer.currency,
@@ -299,7 +295,7 @@ class Adjustment(_Strict):
              openapi_extra=openapi_body(Adjustment, {"amount": "-12.50", "note": "duplicate top-up reversed"}))
 async def operator_adjust(account_id: str, request: Request, db: DbDep, ctx: OperatorAccount) -> JsonResponse:
     data = await parse_body(request, Adjustment)
-    amount = _amount(data.amount, "amount", signed=True)
+    amount = amount_param(data.amount, "amount", signed=True)
     async with db.write() as session:
         customer = await _customer(session, account_id)
         entry_id = await recharge.adjust(session, account_id=account_id, amount_micros=amount,
@@ -335,9 +331,9 @@ async def operator_update_account(account_id: str, request: Request, db: DbDep, 
     data = await parse_body(request, ProfileUpdate)
     async with db.write() as session:
         customer = await _customer(session, account_id)
-        profile = await _profile_for_update(session, account_id)
+        profile = await rates.profile_for_update(session, account_id)
         if data.credit_limit is not None:
-            limit = 0 if data.credit_limit.strip() in ("", "0") else _amount(data.credit_limit, "credit_limit")
+            limit = 0 if data.credit_limit.strip() in ("", "0") else amount_param(data.credit_limit, "credit_limit")
             await recharge.set_credit_limit(session, account_id=account_id, currency=customer.currency,
                                             limit_micros=limit)
         if data.refund_undelivered is not None:
@@ -359,7 +355,7 @@ async def operator_update_account(account_id: str, request: Request, db: DbDep, 
                 profile.rate_card_id = card.id
         if data.low_balance_threshold is not None:
             profile.low_balance_threshold_micros = (
-                None if data.low_balance_threshold == "" else _amount(data.low_balance_threshold, "low_balance_threshold")
+                None if data.low_balance_threshold == "" else amount_param(data.low_balance_threshold, "low_balance_threshold")
             )
         profile.updated_at = utcnow()
         summary = await statements.balance_summary(session, account_id=account_id, currency=customer.currency)
@@ -412,7 +408,7 @@ def _rate_rows(rates_in: list[RateIn]) -> list[rates.RateInput]:
     for i, r in enumerate(rates_in):
         micros = r.price_micros
         if r.price is not None:
-            micros = _amount(r.price, f"rates[{i}].price", signed=True)
+            micros = amount_param(r.price, f"rates[{i}].price", signed=True)
         if micros is None:
             raise InvalidRequest("invalid_price", "Give price (\"0.038\") or price_micros.", field=f"rates[{i}].price")
         raw.append({"country": r.country, "message_type": r.message_type, "tier": r.tier, "price_micros": micros})

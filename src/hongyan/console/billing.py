@@ -10,27 +10,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from starlette.datastructures import QueryParams
 
-from hongyan.accounts.service import AccountContext
-from hongyan.billing import packages, recharge, statements
+from hongyan.accounts.models import Account
+from hongyan.billing import packages, rates, recharge, statements
 from hongyan.billing import routes as billing_api
 from hongyan.billing.models import PaymentOrder, Product
 from hongyan.billing.payment_routes import invoice_pdf as render_order_invoice
 from hongyan.billing.payment_routes import pdf_response
 from hongyan.billing.rates import RATE_MESSAGE_TYPES
 from hongyan.config import Settings
+from hongyan.console.channels import platform_admin
 from hongyan.console.context import CheckedForm, Console, FieldErrors, SignedIn, form_text
 from hongyan.console.session import Flash
 from hongyan.console.templating import money
 from hongyan.core.clock import utcnow
-from hongyan.core.errors import HongyanError
+from hongyan.core.errors import HongyanError, NotFound
 from hongyan.core.money import parse_amount
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -45,19 +46,6 @@ STATEMENT_COLUMNS = ("recharged", "bonus", "packages", "usage", "adjustments")
 def _settings(console: Console) -> Settings:
     settings: Settings = console.request.app.state.settings
     return settings
-
-
-def _api_context(console: Console) -> AccountContext:
-    """The signed-in member's account as the billing API sees a caller (for the API's own writers)."""
-    user = console.user
-    assert user is not None
-    return AccountContext(
-        account_id=user.account_id,
-        default_region=user.default_region,
-        currency=user.currency,
-        user_id=user.user_id,
-        scopes=("billing",),
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +97,7 @@ class PageQuery:
 
     def usage_filter(self) -> statements.UsageFilter:
         """The API's own filter parsing (raises its InvalidRequest with the field at fault)."""
-        return billing_api._usage_filter(
+        return billing_api.usage_filter(
             self.day or None, None, None, self.message_type or None, self.country or None, None, None, None
         )
 
@@ -226,13 +214,13 @@ async def set_low_balance_alert(console: SignedIn, form: CheckedForm) -> Any:
     """The low-balance threshold, as PATCH /v1/billing/settings sets it ("" = off)."""
     text = form_text(form, "low_balance_threshold").strip()
     try:
-        threshold = None if text == "" else billing_api._amount(text, "low_balance_threshold")
+        threshold = None if text == "" else billing_api.amount_param(text, "low_balance_threshold")
     except HongyanError as exc:
         errors = FieldErrors()
         console.field_error(errors, "low_balance_threshold", exc)
         return await _render(console, status=422, errors=errors, threshold=text)
     async with console.db.write() as session:
-        profile = await billing_api._profile_for_update(session, console.account_id)
+        profile = await rates.profile_for_update(session, console.account_id)
         profile.low_balance_threshold_micros = threshold
         profile.low_balance_notified_at = None
         profile.updated_at = utcnow()
@@ -257,7 +245,7 @@ async def create_recharge(console: SignedIn, form: CheckedForm) -> Any:
     settings = _settings(console)
     text = form_text(form, "amount").strip()
     try:
-        amount = billing_api._amount(text, "amount")
+        amount = billing_api.amount_param(text, "amount")
         async with console.db.write() as session:
             order = await recharge.create_order(
                 session,
@@ -273,6 +261,36 @@ async def create_recharge(console: SignedIn, form: CheckedForm) -> Any:
         console.field_error(errors, "amount", exc)
         return await _render(console, status=422, errors=errors, amount=text)
     return console.redirect(f"/pay/{settings.payment_provider}/{order.id}")
+
+
+@router.post("/billing/operator/top-up")
+async def operator_top_up(
+    console: Annotated[Console, Depends(platform_admin)], form: CheckedForm
+) -> Any:
+    """Platform admins credit an account (bank transfer, contract): POST /v1/operator/billing/…/top-ups."""
+    assert console.user is not None
+    account_id = form_text(form, "account_id").strip()
+    text = form_text(form, "top_up_amount").strip()
+    note = form_text(form, "note")
+    errors = FieldErrors()
+    try:
+        amount = billing_api.amount_param(text, "top_up_amount")
+        async with console.db.write() as session:
+            customer = await session.get(Account, account_id) if account_id else None
+            if customer is None:
+                raise NotFound("account_not_found", "No such account.", field="account_id")
+            order = await recharge.top_up(
+                session, account_id=customer.id, amount_micros=amount, currency=customer.currency,
+                actor=f"user:{console.user.user_id}", note=note,
+                actor_ip=console.request.client.host if console.request.client else None,
+            )
+    except HongyanError as exc:
+        console.field_error(errors, {"amount": "top_up_amount"}.get(exc.field or "", exc.field or "top_up_amount"), exc)
+        return await _render(console, status=422, errors=errors, top_up_account=account_id, top_up_amount=text,
+                             top_up_note=note)
+    flash = Flash(kind="success", key="billing.flash.topped_up", params={
+        "amount": money(amount, customer.currency), "account": customer.id, "invoice": order.invoice_number or ""})
+    return console.redirect(f"{PAGE}#operator-top-up", flash=flash)
 
 
 @router.post("/billing/packages/{product_id}/buy")
@@ -305,7 +323,7 @@ async def usage_csv(console: SignedIn) -> Any:
         return console.redirect_error(f"{PAGE}#usage", exc)
     return console.finish(
         StreamingResponse(
-            billing_api._usage_csv(console.db, console.account_id, filters),
+            billing_api.usage_csv(console.db, console.account_id, filters),
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": 'attachment; filename="usage.csv"'},
         )
@@ -314,16 +332,15 @@ async def usage_csv(console: SignedIn) -> Any:
 
 @router.get("/billing/statements.csv")
 async def statements_csv(console: SignedIn, period: str = "month") -> Any:
-    """GET /v1/billing/statements?format=csv: the API route itself writes it (the CSV has no helper of its own)."""
-    response = await billing_api.get_statements(
-        console.db,
-        _api_context(console),
-        period="day" if period == "day" else "month",
-        start=None,
-        end=None,
-        format="csv",
-    )
-    return console.finish(response)
+    """GET /v1/billing/statements?format=csv for the signed-in account."""
+    assert console.user is not None
+    chosen = "day" if period == "day" else "month"
+    async with console.db.read() as session:
+        periods = await statements.statement(
+            session, account_id=console.account_id, currency=console.user.currency, period=chosen
+        )
+    data = [statements.statement_json(p, console.user.currency) for p in periods]
+    return console.finish(billing_api.statement_csv(data, chosen))
 
 
 @router.get("/billing/invoices/{order_id}.pdf")
