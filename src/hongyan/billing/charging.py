@@ -141,6 +141,9 @@ async def plan_funding(
     cash_id = ledger.cash(account_id, currency)
     if lock:  # PostgreSQL row lock; SQLite writers are serialized already
         locked = await ledger.lock_for_update(session, cash_id)
+        if locked is None:  # an account that never had cash (packages only): create the row to lock it
+            await ledger.ensure_account(session, cash_id)
+            locked = await ledger.lock_for_update(session, cash_id)
     else:
         account = await session.get(LedgerAccount, cash_id)
         locked = None if account is None else (account.balance, account.min_balance or 0)
