@@ -20,9 +20,10 @@ def money(micros: int | None, currency: str) -> str:
     """40000, CNY → ¥0.04 (micro-units, exact; a currency without a symbol gets its code after)."""
     if micros is None:
         return "—"
-    amount = format_micros(micros, currency)
+    amount = format_micros(abs(micros), currency)
     symbol = _CURRENCY_SYMBOLS.get(currency)
-    return f"{symbol}{amount}" if symbol else f"{amount} {currency}"
+    sign = "-" if micros < 0 else ""  # -¥0.16, not ¥-0.16 (statements, a balance on credit)
+    return f"{sign}{symbol}{amount}" if symbol else f"{sign}{amount} {currency}"
 
 
 def _as_datetime(value: datetime | str | None) -> datetime | None:
