@@ -218,3 +218,15 @@ async def test_cancel_releases_and_scheduled_sends_hold(db: Database, app: Any) 
         states = set(await session.scalars(select(Message.billing_state).where(Message.account_id == acc.account_id)))
     assert states == {"released"}
     assert await verify_all(db) == []
+
+
+@pytest.mark.parametrize(
+    ("status", "sent", "expected"),
+    [("delivered", True, "settled"), ("undelivered", True, "settled"), ("undelivered", False, "settled"),
+     ("expired", True, "settled"), ("expired", False, "released"), ("rejected", True, "released"),
+     ("rejected", False, "released"), ("failed", False, "released"), ("canceled", False, "released")],
+)
+def test_final_billing_state_table(status: str, sent: bool, expected: str) -> None:
+    from hongyan.billing.charging import final_billing_state
+
+    assert final_billing_state(status, sent=sent) == expected

@@ -225,11 +225,11 @@ async def _low_balance_alert(
 
 def final_billing_state(status: str, *, sent: bool) -> str:
     """Pure: what a final status does to the held funds (before the account's refund policy)."""
-    if status == "delivered" or (status in ("undelivered", "expired") and sent):
+    if status in ("delivered", "undelivered"):  # a receipt came for it: the carrier had it
         return SETTLED
-    if status == "undelivered":  # a receipt came for it, so the carrier had it
+    if status == "expired" and sent:  # the carrier took it and reported (or we timed out) expiry
         return SETTLED
-    return RELEASED
+    return RELEASED  # rejected, failed, canceled, expired before sending: it never reached a carrier
 
 
 async def settle_final(session: AsyncSession, rows: Sequence[dict[str, Any]], *, at: datetime) -> None:
