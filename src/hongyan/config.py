@@ -61,6 +61,9 @@ class Settings(BaseSettings):
         "embedded sandbox can send at once; 0 for none."
     )
     payment_provider: str = Field("sandbox", description="Payment provider for customer recharges: sandbox.")
+    payment_order_ttl_hours: int = Field(
+        24, description="Recharge orders not paid within this many hours show as expired (a late payment is still credited)."
+    )
     package_expiry_notice_days: int = Field(7, description="Days before a package expires that `package.expiring` is sent.")
     billing_sweep_s: float = Field(60.0, description="Seconds between package expiry / subscription renewal sweeps.")
 

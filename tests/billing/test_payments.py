@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import time
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -101,7 +102,6 @@ async def test_twenty_concurrent_callbacks_credit_once(db: Database, app: Any, s
         ("stale", 400, "payment_signature_expired"),
         ("amount", 409, "payment_amount_mismatch"),
         ("unknown_order", 404, "payment_order_not_found"),
-        ("canceled", 409, "payment_order_closed"),
         ("malformed", 400, "invalid_payment_notification"),
     ],
 )
@@ -129,9 +129,6 @@ async def test_bad_callbacks_are_refused(db: Database, app: Any, settings: Setti
             del data["currency"]
         body = orjson.dumps(data)
         headers = {payments.SIGNATURE_HEADER: provider.sign(body)}
-    elif tamper == "canceled":
-        async with _client(app) as c:
-            assert (await c.post(f"/pay/sandbox/{order_id}", data={"action": "cancel"})).status_code == 200
     async with _client(app, headers) as c:
         r = await c.post("/v1/billing/payments/sandbox/callback", content=body)
     assert r.status_code == status, r.text
@@ -152,3 +149,30 @@ async def test_recharge_amount_errors(db: Database, app: Any, amount: str, code:
     assert r.json()["error"]["code"] == code and r.json()["error"]["field"] == "amount"
     async with db.read() as session:
         assert not list(await session.scalars(select(PaymentOrder.id).where(PaymentOrder.account_id == acc.account_id)))
+
+
+async def test_payment_confirmed_after_cancel_or_expiry_is_still_credited(db: Database, app: Any,
+                                                                          settings: Settings) -> None:
+    """Money the provider confirms was received is never refused: a canceled or expired order is credited."""
+    acc = await make_account(db, balance_micros=0)
+    async with _client(app, acc.headers) as client:
+        first = (await client.post("/v1/billing/recharges", json={"amount": "20"})).json()["id"]
+        second = (await client.post("/v1/billing/recharges", json={"amount": "30"})).json()["id"]
+        canceled = await client.post(f"/pay/sandbox/{first}", data={"action": "cancel"})
+        assert canceled.status_code == 200 and "canceled" in canceled.text
+    async with db.write() as session:  # the second one is a day old
+        order = await session.get(PaymentOrder, second)
+        assert order is not None
+        order.created_at = order.created_at - timedelta(hours=settings.payment_order_ttl_hours + 1)
+    assert await payments.expire_stale_orders(db, settings) == 1
+    provider = payments.SandboxProvider(settings)
+    for order_id in (first, second):
+        async with db.read() as session:
+            order = await session.get(PaymentOrder, order_id)
+        assert order is not None and order.status in ("canceled", "expired")
+        headers, body = provider.notification(order)
+        async with _client(app, headers) as c:
+            r = await c.post("/v1/billing/payments/sandbox/callback", content=body)
+        assert r.status_code == 200 and r.json()["status"] == "credited", r.text
+    assert await _cash(db, acc.account_id) == 50_000_000
+    assert await verify_all(db) == []

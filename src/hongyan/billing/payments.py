@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Protocol
 
 import orjson
@@ -26,6 +27,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from hongyan.billing.models import PaymentOrder
 from hongyan.billing.recharge import credit_order
 from hongyan.config import Settings
+from hongyan.core.clock import utcnow
 from hongyan.core.errors import Conflict, InvalidRequest, NotFound
 from hongyan.db.engine import Database
 
@@ -137,7 +139,7 @@ async def handle_callback(
 
 
 async def cancel_order(db: Database, *, order_id: str, account_id: str | None = None) -> PaymentOrder:
-    """A pending order the customer gave up; a late 'paid' notification for it is refused, not credited."""
+    """A pending order the customer gave up (a payment confirmed later is still credited: money received)."""
     async with db.write() as session:
         order = await session.get(PaymentOrder, order_id)
         if order is None or (account_id is not None and order.account_id != account_id):
@@ -148,3 +150,15 @@ async def cancel_order(db: Database, *, order_id: str, account_id: str | None = 
         )
         await session.refresh(order)
         return order
+
+
+async def expire_stale_orders(db: Database, settings: Settings, *, now: datetime | None = None) -> int:
+    """Pending orders older than HONGYAN_PAYMENT_ORDER_TTL_HOURS become `expired` (so lists stop showing them
+    as awaiting payment); a late confirmed payment is still credited (recharge.PAYABLE)."""
+    cutoff = (now or utcnow()) - timedelta(hours=settings.payment_order_ttl_hours)
+    async with db.write() as session:
+        result = await session.execute(
+            update(PaymentOrder).where(PaymentOrder.status == "pending", PaymentOrder.created_at < cutoff)
+            .values(status="expired").execution_options(synchronize_session=False)
+        )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

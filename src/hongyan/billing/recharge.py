@@ -22,6 +22,7 @@ from hongyan.core.clock import utcnow
 from hongyan.core.errors import Conflict, InvalidRequest, NotFound
 from hongyan.core.money import MICROS, format_micros
 
+PAYABLE = ("pending", "canceled", "expired")  # statuses a confirmed payment may still turn into `paid`
 MAX_RECHARGE_MICROS = 10**16  # 10 billion units: far above any real order, far below int64 overflow
 
 
@@ -83,8 +84,11 @@ async def credit_order(
     session: AsyncSession, *, order_id: str, provider: str, provider_ref: str | None, amount_micros: int,
     currency: str, actor: str, actor_ip: str | None = None,
 ) -> tuple[PaymentOrder, bool]:
-    """Mark a pending order paid and credit it; (order, True) for the one call that credited, False for
-    repeats. A callback whose amount or currency differs from the order is refused, not credited."""
+    """Mark an order paid and credit it; (order, True) for the one call that credited, False for repeats.
+
+    A provider's confirmed payment is money received, so it is credited even when the order had been
+    canceled or had expired here (the customer paid in another tab, or late); only a `failed` order, or a
+    notification whose amount or currency differs from the order, is refused."""
     order = await session.get(PaymentOrder, order_id)
     if order is None or order.provider != provider:
         raise NotFound("payment_order_not_found", "No such payment order.", field="order_id")
@@ -92,7 +96,7 @@ async def credit_order(
         raise Conflict("payment_amount_mismatch", "The paid amount does not match the order.", field="amount")
     now = utcnow()
     won = await session.execute(
-        update(PaymentOrder).where(PaymentOrder.id == order_id, PaymentOrder.status == "pending")
+        update(PaymentOrder).where(PaymentOrder.id == order_id, PaymentOrder.status.in_(PAYABLE))
         .values(status="paid", paid_at=now, provider_ref=provider_ref)
         .execution_options(synchronize_session=False)
     )

@@ -557,15 +557,17 @@ class Runtime:
             self._receipt_wakeup.set()
 
     async def _billing_loop(self) -> None:
-        """Package expiry (with notices beforehand) and subscription renewals, every billing_sweep_s.
+        """Package expiry (with notices beforehand), subscription renewals and stale recharge orders, every
+        billing_sweep_s.
 
         Each package and subscription changes in its own conditional transaction, so several workers may
         run this at once without expiring or renewing anything twice (issue 9 adds a leader lease)."""
-        from hongyan.billing import packages
+        from hongyan.billing import packages, payments
 
         while not self._stopping:
             try:
                 await packages.sweep_once(self.db, self.settings)
+                await payments.expire_stale_orders(self.db, self.settings)
             except Exception:
                 self.stats.errors += 1
                 log.exception("billing sweep failed")
