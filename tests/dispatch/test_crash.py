@@ -1,5 +1,6 @@
 """kill -9 of the whole embedded server mid-run: after a restart every accepted message reaches a final
-state, exactly once in the history, and nothing accepted is lost."""
+state, exactly once in the history, nothing accepted is lost, and every message is charged exactly once
+(`hongyan billing verify` agrees)."""
 
 from __future__ import annotations
 
@@ -148,5 +149,13 @@ def test_kill9_then_restart_finishes_every_message(tmp_path: Path, backend: str,
                 final = [e for e in events if e in ("delivered", "undelivered")]
                 assert len(final) == 1, events
                 assert events[0] == "accepted"
+            # nothing double-charged: every message held once and settled once (delivered and undelivered
+            # both reached the carrier), from the ¥100 first-start credit
+            balance = c.get("/v1/billing/balance").json()
+            assert balance["held"] == "0.00", balance
+            assert balance["balance_micros"] == 100_000_000 - len(accepted) * 40_000, balance
+        verified = subprocess.run([sys.executable, "-m", "hongyan.cli", "billing", "verify"], env=server.env,
+                                  capture_output=True, text=True, timeout=120)
+        assert verified.returncode == 0 and "ledger OK" in verified.stdout, verified.stdout + verified.stderr
     finally:
         server.stop()
