@@ -9,11 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from hongyan.accounts import service as accounts
 from hongyan.billing import ledger, packages
-from hongyan.billing.models import JournalEntry, LedgerAccount, Package, Subscription
+from hongyan.billing.models import JournalEntry, LedgerAccount, Package, Product, Subscription
 from hongyan.billing.routes import verify_all
 from hongyan.config import Settings
 from hongyan.db.engine import Database
@@ -38,16 +38,51 @@ def test_month_end_anchoring(start: datetime, expected: list[datetime]) -> None:
     assert [first, second] == expected
 
 
-async def _units(db: Database, package_id: str) -> int:
+@pytest.mark.parametrize(
+    ("period_end", "now", "expected"),
+    [
+        # on time: the period that starts where the last one ended
+        (datetime(2026, 1, 31, tzinfo=UTC), datetime(2026, 1, 31, 0, 1, tzinfo=UTC),
+         (datetime(2026, 1, 31, tzinfo=UTC), datetime(2026, 2, 28, tzinfo=UTC))),
+        # renewed two months late: only the period containing now is charged
+        (datetime(2026, 1, 31, tzinfo=UTC), datetime(2026, 3, 31, 12, tzinfo=UTC),
+         (datetime(2026, 3, 31, tzinfo=UTC), datetime(2026, 4, 30, tzinfo=UTC))),
+    ],
+)
+def test_next_period(period_end: datetime, now: datetime, expected: tuple[datetime, datetime]) -> None:
+    assert packages.next_period(period_end, 31, now) == expected
+
+
+@pytest.mark.parametrize(
+    ("price_micros", "units", "text", "micros", "exact"),
+    [
+        (45_000_000, 1_000, "0.045", 45_000, True),
+        (400_000_000, 10_000, "0.04", 40_000, True),
+        (3_500_000_000, 100_000, "0.035", 35_000, True),
+        (1_000, 8_000, "0.000000125", 0, False),  # exact decimal below a micro-unit
+        (100_000, 3, "≈0.033333 (1/30)", 33_333, False),
+        (200_000, 3, "≈0.066667 (1/15)", 66_666, False),
+    ],
+)
+def test_tier_unit_prices(price_micros: int, units: int, text: str, micros: int, exact: bool) -> None:
+    product = Product(id="prd_x", kind="package", name="x", currency="CNY", price_micros=price_micros, units=units,
+                      validity_days=365, countries=[], message_types=[], active=True)
+    shown = packages.product_json(product)
+    assert (shown["unit_price"], shown["unit_price_micros"], shown["unit_price_exact"]) == (text, micros, exact)
+
+
+async def _balance(db: Database, ledger_account_id: str) -> int:
     async with db.read() as session:
-        row = await session.get(LedgerAccount, ledger.package_account(package_id))
+        row = await session.get(LedgerAccount, ledger_account_id)
         return row.balance if row else 0
+
+
+async def _units(db: Database, package_id: str) -> int:
+    return await _balance(db, ledger.package_account(package_id))
 
 
 async def _cash(db: Database, account_id: str) -> int:
-    async with db.read() as session:
-        row = await session.get(LedgerAccount, ledger.cash(account_id, "CNY"))
-        return row.balance if row else 0
+    return await _balance(db, ledger.cash(account_id, "CNY"))
 
 
 async def _product(db: Database, **kw: Any) -> str:
@@ -64,7 +99,7 @@ async def test_package_drawn_before_cash_oldest_first_and_only_where_eligible(
     small = await _product(db, name="3 SMS", units=3, price_micros=100_000, validity_days=10)
     big = await _product(db, name="1,000 SMS", validity_days=365)
     listed = (await client.get("/v1/billing/products")).json()["data"]
-    assert {p["name"]: p["unit_price"] for p in listed} == {"3 SMS": "0.033333", "1,000 SMS": "0.035"}
+    assert {p["name"]: p["unit_price"] for p in listed} == {"3 SMS": "≈0.033333 (1/30)", "1,000 SMS": "0.035"}
     cash0 = await _cash(db, account.account_id)
     late = (await client.post("/v1/billing/packages", json={"product_id": big})).json()
     early = (await client.post("/v1/billing/packages", json={"product_id": small})).json()
@@ -85,9 +120,26 @@ async def test_package_drawn_before_cash_oldest_first_and_only_where_eligible(
         async with db.read() as session:
             return not list(await session.scalars(select(Message.id).where(Message.done_at.is_(None))))
 
+    held_units = await _balance(db, ledger.held(account.account_id, ledger.UNITS))
+    assert held_units == 4  # in flight: held until the final status settles or releases them
+
     await wait_until(all_final, message="final")
+    assert await _balance(db, ledger.held(account.account_id, ledger.UNITS)) == 0
     mine = {p["id"]: p for p in (await client.get("/v1/billing/packages")).json()["data"]}
-    assert mine[early["id"]]["units_used"] + mine[early["id"]]["units_remaining"] <= 3
+    for package in mine.values():  # settled units count as used, released ones went back to the package
+        assert package["units_used"] + package["units_remaining"] == package["units_total"]
+    assert await verify_all(db) == []
+
+
+async def test_cash_first_draw_order(db: Database, client: httpx.AsyncClient, account: AccountFixture) -> None:
+    pack = (await client.post("/v1/billing/packages", json={"product_id": await _product(db)})).json()
+    r = await client.patch("/v1/billing/settings", json={"draw_order": "cash_first"})
+    assert r.status_code == 200, r.text
+    sent = await client.post("/v1/batches", json={"text": "hi", "recipients": ["+8613800000001"]})
+    assert sent.status_code == 202, sent.text
+    async with db.read() as session:
+        funding = list(await session.scalars(select(Message.funding).where(Message.batch_id == sent.json()["id"])))
+    assert funding == ["cash"] and await _units(db, pack["id"]) == 1000
     assert await verify_all(db) == []
 
 
@@ -105,6 +157,26 @@ async def test_purchase_needs_cash_and_the_right_currency(db: Database, app: Any
         assert gone.status_code == 404 and gone.json()["error"]["field"] == "product_id"
         assert (await c.get("/v1/billing/packages")).json()["data"] == []
     assert await _cash(db, poor.account_id) == 1_000_000
+    async with db.read() as session:  # the refused purchase left nothing behind
+        assert list(await session.scalars(select(Package.id))) == []
+        assert list(await session.scalars(select(JournalEntry.id).where(JournalEntry.kind == "package_purchase"))) == []
+    assert await verify_all(db) == []
+
+
+async def test_purchase_posts_one_balanced_entry(db: Database, account: AccountFixture) -> None:
+    product = await _product(db, units=1000, price_micros=35_000_000, validity_days=30)
+    async with db.write() as session:  # the account's currency is looked up when not given
+        package = await packages.purchase_package(session, account_id=account.account_id, product_id=product,
+                                                  actor="test")
+    assert package.status == "active" and package.expires_at - package.starts_at == timedelta(days=30)
+    acc = account.account_id
+    assert await _units(db, package.id) == 1000
+    assert await _balance(db, ledger.ledger_id(acc, "issued", ledger.UNITS)) == -1000
+    assert await _balance(db, ledger.ledger_id(acc, "sales", "CNY")) == 35_000_000
+    async with db.read() as session:
+        entries = list(await session.scalars(select(JournalEntry).where(JournalEntry.reference == package.id)))
+    assert [(e.kind, e.actor) for e in entries] == [("package_purchase", "test")]
+    assert await verify_all(db) == []
 
 
 async def test_expiry_notice_once_then_remainder_written_off(db: Database, settings: Settings, account: AccountFixture) -> None:
@@ -141,6 +213,11 @@ async def test_expiry_notice_once_then_remainder_written_off(db: Database, setti
     assert await _units(db, package.id) == 0
     async with db.read() as session:
         assert (await session.get(Package, package.id)).units_expired == 50  # type: ignore[union-attr]
+        entries = list(await session.scalars(select(JournalEntry).where(JournalEntry.kind == "expiry")))
+        types = [e.event_type for e in await session.scalars(select(WebhookEvent))]
+    assert len(entries) == 2 and types.count("package.expired") == 1  # written off again, announced once
+    assert await _balance(db, ledger.ledger_id(account.account_id, "expired", ledger.UNITS)) == 50
+    assert await verify_all(db) == []
 
 
 async def _subscription(db: Database, account_id: str, price: int = 20_000_000) -> Subscription:
@@ -149,13 +226,16 @@ async def _subscription(db: Database, account_id: str, price: int = 20_000_000) 
         return await packages.subscribe(session, account_id=account_id, currency="CNY", product_id=plan, actor="test")
 
 
-@pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True)
 async def test_renewal_charges_once_with_concurrent_sweepers(db: Database, settings: Settings, account: AccountFixture) -> None:
+    """Four sweepers at once (real concurrency on PostgreSQL; serialized writers on SQLite): one renewal."""
+    async with db.write() as session:
+        await webhooks.create_endpoint(session, account_id=account.account_id, url="http://127.0.0.1:9/h")
     sub = await _subscription(db, account.account_id)
     cash_after_first = await _cash(db, account.account_id)
     at = sub.period_end + timedelta(minutes=1)
     reports = await asyncio.gather(*(packages.sweep_once(db, settings, now=at) for _ in range(4)))
     assert sum(r.renewed for r in reports) == 1 and all(not r.errors for r in reports)
+    assert sum(r.expired for r in reports) == 1  # the first month's allowance, at its own expires_at
     assert await _cash(db, account.account_id) == cash_after_first - 20_000_000
     async with db.read() as session:
         renewed = await session.get(Subscription, sub.id)
@@ -163,6 +243,14 @@ async def test_renewal_charges_once_with_concurrent_sweepers(db: Database, setti
                                                 .order_by(Package.starts_at)))
     assert renewed is not None and renewed.period_start == sub.period_end
     assert [p.expires_at for p in allowances] == [sub.period_end, renewed.period_end]
+    async with db.read() as session:
+        fees = list(await session.scalars(select(JournalEntry).where(JournalEntry.kind == "subscription_fee")))
+        events = [e.event_type for e in await session.scalars(select(WebhookEvent))]
+    assert len(fees) == 2 and events.count("subscription.renewed") == 1
+    assert [p.status for p in allowances] == ["expired", "active"]
+    assert await _units(db, allowances[0].id) == 0 and await _units(db, allowances[1].id) == 500
+    report = await packages.sweep_once(db, settings, now=at)  # nothing left to do
+    assert (report.expired, report.renewed, report.errors) == (0, 0, [])
     assert await verify_all(db) == []
 
 
@@ -204,7 +292,45 @@ async def test_operator_catalog(db: Database, app: Any, account: AccountFixture)
         assert off.json()["active"] is False
         assert [p["active"] for p in (await op.get("/v1/operator/billing/products")).json()["data"]] == [False]
     async with db.write() as session:  # a deactivated product cannot be bought
-        await session.execute(update(Package).values(status="active"))
         with pytest.raises(Exception, match="No such package on sale"):
             await packages.purchase_package(session, account_id=account.account_id, currency="CNY",
                                             product_id=r.json()["id"], actor="t")
+
+
+async def test_subscriptions_api(db: Database, settings: Settings, app: Any, client: httpx.AsyncClient,
+                                 account: AccountFixture) -> None:
+    plan = await _product(db, kind="subscription", name="Monthly 500", units=500, price_micros=20_000_000)
+    cash0 = await _cash(db, account.account_id)
+    r = await client.post("/v1/billing/subscriptions", json={"product_id": plan})
+    assert r.status_code == 201, r.text
+    sub = r.json()
+    assert (sub["status"], sub["fee"], sub["fee_micros"], sub["currency"]) == ("active", "20.00", 20_000_000, "CNY")
+    assert await _cash(db, account.account_id) == cash0 - 20_000_000
+    allowance = [p for p in (await client.get("/v1/billing/packages")).json()["data"] if p["subscription_id"] == sub["id"]]
+    assert len(allowance) == 1 and allowance[0]["units_remaining"] == 500
+    assert allowance[0]["expires_at"] == sub["period_end"]
+    assert [s["id"] for s in (await client.get("/v1/billing/subscriptions")).json()["data"]] == [sub["id"]]
+    # a package product is not a plan, and another account's subscription does not exist for this one
+    package_product = await _product(db)
+    assert (await client.post("/v1/billing/subscriptions", json={"product_id": package_product})).status_code == 404
+    other = await make_account(db, name="Other")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t", headers=other.headers) as c:
+        stranger = await c.post(f"/v1/billing/subscriptions/{sub['id']}/cancel")
+        assert stranger.status_code == 404 and stranger.json()["error"]["code"] == "subscription_not_found"
+        assert (await c.get("/v1/billing/subscriptions")).json()["data"] == []
+    canceled = await client.post(f"/v1/billing/subscriptions/{sub['id']}/cancel")
+    assert canceled.status_code == 200 and canceled.json()["cancel_at_period_end"] is True
+    assert canceled.json()["status"] == "active"  # runs to the end of the paid period
+    end = datetime.fromisoformat(sub["period_end"].replace("Z", "+00:00"))
+    report = await packages.sweep_once(db, settings, now=end + timedelta(seconds=1))
+    assert (report.canceled, report.renewed, report.expired) == (1, 0, 1)
+    assert (await client.get("/v1/billing/subscriptions")).json()["data"][0]["status"] == "canceled"
+    assert await _cash(db, account.account_id) == cash0 - 20_000_000  # charged once
+    # canceling at once (at_period_end false) ends a fresh one immediately; its paid allowance stays
+    second = (await client.post("/v1/billing/subscriptions", json={"product_id": plan})).json()
+    now = await client.post(f"/v1/billing/subscriptions/{second['id']}/cancel", json={"at_period_end": False})
+    assert now.json()["status"] == "canceled" and now.json()["canceled_at"] is not None
+    remaining = [p["units_remaining"] for p in (await client.get("/v1/billing/packages")).json()["data"]
+                 if p["subscription_id"] == second["id"]]
+    assert remaining == [500]
+    assert await verify_all(db) == []

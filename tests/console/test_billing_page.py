@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from hongyan.accounts import service as accounts
+from console_pages import csrf_of, field_error, signed_in_client, text_of
 from hongyan.billing import ledger
 from hongyan.billing.models import JournalEntry, Package, PaymentOrder, Product
 from hongyan.billing.recharge import top_up
@@ -26,28 +26,6 @@ from hongyan.db.engine import Database
 from hongyan.messaging.models import Message
 from support import AccountFixture, make_account, wait_until
 
-EMAIL = "finance@example.com"
-PASSWORD = "correct horse battery"
-
-
-def csrf_of(page: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert match, "page has no CSRF field"
-    return match.group(1)
-
-
-def text_of(fragment: str) -> str:
-    return html.unescape(re.sub(r"<[^>]+>", "", fragment)).strip()
-
-
-def field_error(page: str, name: str) -> str:
-    """The text of the error shown next to one input ('' if none)."""
-    match = re.search(
-        rf'<p class="field-error" data-error-for="{re.escape(name)}"[^>]*>(.*?)</p>', page, re.S
-    )
-    assert match, f"no error slot for {name}"
-    return text_of(match.group(1))
-
 
 def signed(micros: int) -> str:
     """How the page writes a statement amount: -¥0.16 for money out."""
@@ -58,26 +36,6 @@ def kpi(page: str, name: str) -> str:
     match = re.search(rf'data-kpi="{name}">([^<]*)<', page)
     assert match, f"no KPI {name}"
     return html.unescape(match.group(1))
-
-
-async def signed_in_client(
-    app: Any, db: Database, account: AccountFixture, lang: str = "zh-CN", *, email: str = EMAIL,
-    platform_role: str | None = None,
-) -> httpx.AsyncClient:
-    async with db.write() as session:
-        await accounts.create_user(session, email=email, password=PASSWORD, account_id=account.account_id,
-                                   platform_role=platform_role)
-    client = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://testserver",
-        headers={"Accept-Language": lang},
-    )
-    login = await client.get("/console/login")
-    response = await client.post(
-        "/console/login", data={"email": email, "password": PASSWORD, "csrf_token": csrf_of(login.text)}
-    )
-    assert response.status_code == 303, response.text
-    return client
 
 
 @pytest.fixture

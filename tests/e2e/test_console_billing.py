@@ -122,3 +122,17 @@ def test_billing_page_recharge_and_screenshots(page: Any, server: Server, screen
     expect(page.locator("h1")).to_have_text("Billing")
     expect(page.locator("#usage-table")).to_contain_text("Settled")
     screenshot(page, screenshots / "billing-en.png")
+
+    # platform staff publish prices on the Pricing page; a bad line is reported with its line number
+    page.click('a.nav-item[href="/console/pricing"]')
+    expect(page.locator("h1")).to_have_text("Pricing")
+    page.fill("#card-name", "Standard CNY")
+    page.fill("#card-rates", "CN,*,*,0.045\nCN,marketing,*,0.055\nXX1,*,*,0.3")
+    page.click("#publish button[type=submit]")
+    expect(page.locator('[data-error-for="rates"]')).to_contain_text("Line 3")
+    page.fill("#card-rates", "CN,*,*,0.045\nCN,marketing,*,0.055\n*,*,*,0.35")
+    page.check('input[name="is_default"]')
+    page.click("#publish button[type=submit]")
+    expect(page.locator("#rate-cards")).to_contain_text("Standard CNY")
+    page.click("#rate-cards summary")
+    screenshot(page, screenshots / "pricing-en.png")

@@ -3,13 +3,16 @@ the catalog."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from hongyan.api.body import openapi_body, parse_body
 from hongyan.api.deps import BillingAccount, DbDep, OperatorAccount, ReadAccount
 from hongyan.api.responses import JsonResponse
 from hongyan.billing import packages
+from hongyan.billing.models import Product
 from hongyan.core.errors import InvalidRequest
 from hongyan.core.money import AmountError, parse_amount
 
@@ -22,6 +25,19 @@ class _Strict(BaseModel):
 
 class ProductChoice(_Strict):
     product_id: StrictStr
+
+
+class SubscriptionCancel(_Strict):
+    at_period_end: StrictBool = Field(True, description="true: stop renewing at the period end; false: now.")
+
+
+def _optional_body(extra: dict[str, Any]) -> dict[str, Any]:
+    extra["requestBody"]["required"] = False
+    return extra
+
+
+def _actor(ctx: Any) -> str:
+    return f"key:{ctx.key_id}" if ctx.key_id else f"user:{ctx.user_id}"
 
 
 class ProductCreate(_Strict):
@@ -48,7 +64,7 @@ async def buy_package(request: Request, db: DbDep, ctx: BillingAccount) -> JsonR
     data = await parse_body(request, ProductChoice)
     async with db.write() as session:
         package = await packages.purchase_package(session, account_id=ctx.account_id, currency=ctx.currency,
-                                                  product_id=data.product_id, actor=f"key:{ctx.key_id}")
+                                                  product_id=data.product_id, actor=_actor(ctx))
         mine = await packages.account_packages(session, ctx.account_id)
     return JsonResponse(next(p for p in mine if p["id"] == package.id), status_code=201)
 
@@ -65,23 +81,30 @@ async def subscribe(request: Request, db: DbDep, ctx: BillingAccount) -> JsonRes
     data = await parse_body(request, ProductChoice)
     async with db.write() as session:
         subscription = await packages.subscribe(session, account_id=ctx.account_id, currency=ctx.currency,
-                                                product_id=data.product_id, actor=f"key:{ctx.key_id}")
-    return JsonResponse(packages.subscription_json(subscription), status_code=201)
+                                                product_id=data.product_id, actor=_actor(ctx))
+        plan = await session.get(Product, subscription.product_id)
+    return JsonResponse(packages.subscription_json(subscription, plan), status_code=201)
 
 
 @router.get("/v1/billing/subscriptions", summary="The account's subscriptions")
 async def get_subscriptions(db: DbDep, ctx: ReadAccount) -> JsonResponse:
     async with db.read() as session:
         subs = await packages.list_subscriptions(session, ctx.account_id)
-    return JsonResponse({"data": [packages.subscription_json(s) for s in subs]})
+    return JsonResponse({"data": [packages.subscription_json(s, plan) for s, plan in subs]})
 
 
-@router.post("/v1/billing/subscriptions/{subscription_id}/cancel", summary="Stop renewing at the period's end")
-async def cancel_subscription(subscription_id: str, db: DbDep, ctx: BillingAccount) -> JsonResponse:
+@router.post("/v1/billing/subscriptions/{subscription_id}/cancel",
+             summary="Stop renewing (at the period's end by default); the paid allowance stays usable",
+             openapi_extra=_optional_body(openapi_body(SubscriptionCancel, {"at_period_end": True})))
+async def cancel_subscription(subscription_id: str, request: Request, db: DbDep, ctx: BillingAccount) -> JsonResponse:
+    # the body is optional: an empty POST cancels at the period end
+    data = await parse_body(request, SubscriptionCancel) if (await request.body()).strip() else SubscriptionCancel()
     async with db.write() as session:
         subscription = await packages.cancel_subscription(session, account_id=ctx.account_id,
-                                                          subscription_id=subscription_id)
-    return JsonResponse(packages.subscription_json(subscription))
+                                                          subscription_id=subscription_id,
+                                                          at_period_end=data.at_period_end)
+        plan = await session.get(Product, subscription.product_id)
+    return JsonResponse(packages.subscription_json(subscription, plan))
 
 
 @router.post("/v1/operator/billing/products", status_code=201, tags=["operator: billing"],

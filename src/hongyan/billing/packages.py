@@ -15,6 +15,8 @@ import calendar
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal, localcontext
+from fractions import Fraction
 from typing import Any
 
 from sqlalchemy import select, update
@@ -28,8 +30,8 @@ from hongyan.billing.rates import RATE_MESSAGE_TYPES
 from hongyan.config import Settings
 from hongyan.core import ids
 from hongyan.core.clock import isoformat, utcnow
-from hongyan.core.errors import InvalidRequest, NotFound
-from hongyan.core.money import format_micros
+from hongyan.core.errors import HongyanError, InvalidRequest, NotFound
+from hongyan.core.money import MICROS, format_micros
 from hongyan.db.engine import Database
 
 log = logging.getLogger(__name__)
@@ -98,20 +100,48 @@ async def set_product_active(session: AsyncSession, product_id: str, active: boo
     return product
 
 
+def unit_price_micros(p: Product) -> int:
+    """Price of one unit (segment) in micro-units, rounded down: what tiers are compared by."""
+    return p.price_micros // p.units
+
+
+def unit_price_text(p: Product) -> str:
+    """The exact unit price for display: a decimal when it ends (¥400 / 10,000 → "0.04"), otherwise rounded
+    to 6 places with the exact fraction of the currency unit (¥0.10 / 3 → "≈0.033333 (1/30)")."""
+    exact = Fraction(p.price_micros, p.units * MICROS)
+    denominator = exact.denominator
+    for prime in (2, 5):
+        while denominator % prime == 0:
+            denominator //= prime
+    if denominator == 1:  # a terminating decimal: show every digit (at most ~60 of them for 10^16 / 2^53)
+        with localcontext(prec=100):
+            return format(Decimal(exact.numerator) / Decimal(exact.denominator), "f")
+    return f"≈{format_micros(round(exact * MICROS), p.currency)} ({exact.numerator}/{exact.denominator})"
+
+
 def product_json(p: Product) -> dict[str, Any]:
     return {
         "id": p.id, "kind": p.kind, "name": p.name, "currency": p.currency,
         "price": format_micros(p.price_micros, p.currency), "price_micros": p.price_micros, "units": p.units,
-        "unit_price": format_micros(p.price_micros // p.units, p.currency) if p.units else None,
+        "unit_price": unit_price_text(p), "unit_price_micros": unit_price_micros(p),
+        "unit_price_exact": p.price_micros % p.units == 0,
         "validity_days": p.validity_days or None, "period": "month" if p.kind == "subscription" else None,
         "countries": p.countries, "message_types": p.message_types, "active": p.active,
+        "created_at": isoformat(p.created_at),
     }
 
 
 # -- purchases ------------------------------------------------------------------------------------------------
 
 
-async def _sellable(session: AsyncSession, product_id: str, kind: str, currency: str) -> Product:
+async def _sellable(session: AsyncSession, product_id: str, kind: str, account_id: str, currency: str | None) -> Product:
+    if currency is None:  # the account's own currency (callers with an AccountContext pass it)
+        from hongyan.accounts.models import Account
+
+        account = await session.get(Account, account_id)
+        if account is None:
+            raise NotFound("account_not_found", "No such account.", field="account_id")
+        currency = account.currency
     product = await session.get(Product, product_id)
     if product is None or not product.active or product.kind != kind:
         raise NotFound("product_not_found", f"No such {kind} on sale.", field="product_id")
@@ -150,17 +180,23 @@ async def _charge_and_grant(
     return package
 
 
-async def purchase_package(session: AsyncSession, *, account_id: str, currency: str, product_id: str, actor: str) -> Package:
-    product = await _sellable(session, product_id, "package", currency)
+async def purchase_package(
+    session: AsyncSession, *, account_id: str, product_id: str, actor: str, currency: str | None = None
+) -> Package:
+    """Buy a package from the cash balance: one `package_purchase` entry; 402 (nothing created) when short."""
+    product = await _sellable(session, product_id, "package", account_id, currency)
     now = utcnow()
     return await _charge_and_grant(
-        session, account_id=account_id, currency=currency, product=product, entry_kind="package_purchase",
+        session, account_id=account_id, currency=product.currency, product=product, entry_kind="package_purchase",
         starts_at=now, expires_at=now + timedelta(days=product.validity_days), subscription_id=None, actor=actor,
     )
 
 
-async def subscribe(session: AsyncSession, *, account_id: str, currency: str, product_id: str, actor: str) -> Subscription:
-    product = await _sellable(session, product_id, "subscription", currency)
+async def subscribe(
+    session: AsyncSession, *, account_id: str, product_id: str, actor: str, currency: str | None = None
+) -> Subscription:
+    """Start a monthly plan: the first month is charged now and its allowance granted until the period end."""
+    product = await _sellable(session, product_id, "subscription", account_id, currency)
     now = utcnow()
     end = add_months(now, 1, now.day)
     subscription = Subscription(
@@ -170,22 +206,32 @@ async def subscribe(session: AsyncSession, *, account_id: str, currency: str, pr
     session.add(subscription)
     await session.flush()
     await _charge_and_grant(
-        session, account_id=account_id, currency=currency, product=product, entry_kind="subscription_fee",
+        session, account_id=account_id, currency=product.currency, product=product, entry_kind="subscription_fee",
         starts_at=now, expires_at=end, subscription_id=subscription.id, actor=actor,
         idempotency_key=f"sub:{subscription.id}:{isoformat(now)}",
     )
     return subscription
 
 
-async def cancel_subscription(session: AsyncSession, *, account_id: str, subscription_id: str) -> Subscription:
-    """Stops renewal: the paid period and its allowance run to their end."""
+async def cancel_subscription(
+    session: AsyncSession, *, account_id: str, subscription_id: str, at_period_end: bool = True
+) -> Subscription:
+    """Stop renewing. `at_period_end` (default): the sweep cancels it at the period end; either way the paid
+    period's allowance stays usable until it expires (no refund). A past_due plan is canceled at once."""
+    subscription = await get_subscription(session, account_id=account_id, subscription_id=subscription_id)
+    if subscription.status == "active" and at_period_end:
+        subscription.cancel_at_period_end = True
+    elif subscription.status in ("active", "past_due"):
+        subscription.status, subscription.canceled_at = "canceled", utcnow()
+    await session.flush()
+    return subscription
+
+
+async def get_subscription(session: AsyncSession, *, account_id: str, subscription_id: str) -> Subscription:
+    """The account's own subscription; another account's is "not found" (never a hint that it exists)."""
     subscription = await session.get(Subscription, subscription_id)
     if subscription is None or subscription.account_id != account_id:
         raise NotFound("subscription_not_found", "No such subscription.", field="subscription_id")
-    if subscription.status == "active":
-        subscription.cancel_at_period_end = True
-    elif subscription.status == "past_due":
-        subscription.status, subscription.canceled_at = "canceled", utcnow()
     return subscription
 
 
@@ -205,23 +251,34 @@ async def account_packages(session: AsyncSession, account_id: str) -> list[dict[
             "subscription_id": package.subscription_id, "status": package.status, "units_total": package.units_total,
             "units_remaining": remaining, "units_expired": package.units_expired,
             "units_used": package.units_total - int(balance or 0) - package.units_expired,
-            "price": format_micros(package.price_micros, package.currency), "currency": package.currency,
-            "countries": package.countries, "message_types": package.message_types,
+            "price": format_micros(package.price_micros, package.currency), "price_micros": package.price_micros,
+            "currency": package.currency, "countries": package.countries, "message_types": package.message_types,
             "starts_at": isoformat(package.starts_at), "expires_at": isoformat(package.expires_at),
+            "created_at": isoformat(package.created_at),
         })
     return out
 
 
-async def list_subscriptions(session: AsyncSession, account_id: str) -> list[Subscription]:
-    return list(await session.scalars(
-        select(Subscription).where(Subscription.account_id == account_id).order_by(Subscription.created_at.desc())
-    ))
+async def list_subscriptions(session: AsyncSession, account_id: str) -> list[tuple[Subscription, Product | None]]:
+    """The account's subscriptions, newest first, each with its plan (for the fee and allowance)."""
+    rows = await session.execute(
+        select(Subscription, Product).outerjoin(Product, Product.id == Subscription.product_id)
+        .where(Subscription.account_id == account_id).order_by(Subscription.created_at.desc(), Subscription.id)
+    )
+    return [(s, p) for s, p in rows.all()]
 
 
-def subscription_json(s: Subscription) -> dict[str, Any]:
-    return {"id": s.id, "product_id": s.product_id, "status": s.status, "period_start": isoformat(s.period_start),
-            "period_end": isoformat(s.period_end), "cancel_at_period_end": s.cancel_at_period_end,
-            "created_at": isoformat(s.created_at), "canceled_at": isoformat(s.canceled_at)}
+def subscription_json(s: Subscription, plan: Product | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": s.id, "product_id": s.product_id, "status": s.status, "period_start": isoformat(s.period_start),
+        "period_end": isoformat(s.period_end), "anchor_day": s.anchor_day,
+        "cancel_at_period_end": s.cancel_at_period_end, "created_at": isoformat(s.created_at),
+        "canceled_at": isoformat(s.canceled_at),
+    }
+    if plan is not None:
+        out.update({"name": plan.name, "fee": format_micros(plan.price_micros, plan.currency),
+                    "fee_micros": plan.price_micros, "currency": plan.currency, "units_per_period": plan.units})
+    return out
 
 
 # -- sweep ----------------------------------------------------------------------------------------------------
@@ -334,6 +391,16 @@ async def _notify_expiring(db: Database, package_id: str, now: datetime, report:
         report.notified += 1
 
 
+def next_period(period_end: datetime, anchor_day: int, now: datetime) -> tuple[datetime, datetime]:
+    """The period to renew into: the one that starts at `period_end`, or — when renewal comes late (workers
+    were down for more than a month) — the period containing `now`; periods missed entirely are not charged."""
+    start = period_end
+    end = add_months(start, 1, anchor_day)
+    while end <= now:
+        start, end = end, add_months(end, 1, anchor_day)
+    return start, end
+
+
 async def _renew(db: Database, subscription_id: str, now: datetime, report: SweepReport) -> None:
     from hongyan.accounts.models import Account
     from hongyan.webhooks import service as webhooks
@@ -342,53 +409,58 @@ async def _renew(db: Database, subscription_id: str, now: datetime, report: Swee
         subscription = await session.get(Subscription, subscription_id)
         if subscription is None or subscription.status != "active" or subscription.period_end > now:
             return
-        old_end = subscription.period_end
+        old_start, old_end = subscription.period_start, subscription.period_end
+        # every change below is conditional on the period still being the one read: a concurrent sweeper
+        # (or a restart) that already handled it matches no row and stops here
+        same_period = (Subscription.id == subscription_id, Subscription.period_end == old_end,
+                       Subscription.status == "active")
         if subscription.cancel_at_period_end:
-            await session.execute(
-                update(Subscription).where(Subscription.id == subscription_id, Subscription.period_end == old_end,
-                                           Subscription.status == "active")
-                .values(status="canceled", canceled_at=now).execution_options(synchronize_session=False)
+            won = await session.execute(
+                update(Subscription).where(*same_period).values(status="canceled", canceled_at=now)
+                .execution_options(synchronize_session=False)
             )
-            report.canceled += 1
+            report.canceled += int(bool(won.rowcount))  # type: ignore[attr-defined]
             return
-        new_end = add_months(old_end, 1, subscription.anchor_day)
-        won = await session.execute(  # claim this period: a second sweeper finds period_end moved and stops
-            update(Subscription).where(Subscription.id == subscription_id, Subscription.period_end == old_end,
-                                       Subscription.status == "active")
-            .values(period_start=old_end, period_end=new_end).execution_options(synchronize_session=False)
+        new_start, new_end = next_period(old_end, subscription.anchor_day, now)
+        won = await session.execute(
+            update(Subscription).where(*same_period).values(period_start=new_start, period_end=new_end)
+            .execution_options(synchronize_session=False)
         )
         if not won.rowcount:  # type: ignore[attr-defined]
             return
         account = await session.get(Account, subscription.account_id)
         product = await session.get(Product, subscription.product_id)
         assert account is not None and product is not None
+        fee = {"fee": format_micros(product.price_micros, account.currency), "fee_micros": product.price_micros,
+               "currency": account.currency}
         try:
-            async with session.begin_nested():
+            async with session.begin_nested():  # the charge alone rolls back when cash is short
                 await _charge_and_grant(
                     session, account_id=account.id, currency=account.currency, product=product,
-                    entry_kind="subscription_fee", starts_at=old_end, expires_at=new_end,
+                    entry_kind="subscription_fee", starts_at=new_start, expires_at=new_end,
                     subscription_id=subscription_id, actor="system",
-                    idempotency_key=f"sub:{subscription_id}:{isoformat(old_end)}",
+                    # a second line of defence: the journal refuses a second fee for the same period
+                    idempotency_key=f"sub:{subscription_id}:{isoformat(new_start)}",
                 )
-        except Exception as exc:
-            if getattr(exc, "code", None) != "insufficient_balance":
+        except HongyanError as exc:
+            if exc.code != "insufficient_balance":
                 raise
+            # past_due keeps the last paid period (paid until period_end); no allowance for the new one
             await session.execute(
                 update(Subscription).where(Subscription.id == subscription_id)
-                .values(status="past_due", period_start=old_end, period_end=old_end)
+                .values(status="past_due", period_start=old_start, period_end=old_end)
                 .execution_options(synchronize_session=False)
             )
             await webhooks.enqueue_account_event(
                 session, account_id=account.id, event_type="subscription.past_due", occurred_at=now,
-                data={"subscription_id": subscription_id, "fee": format_micros(product.price_micros, account.currency),
-                      "currency": account.currency, "period_start": isoformat(old_end)},
+                data={"subscription_id": subscription_id, "product_id": product.id, **fee,
+                      "paid_until": isoformat(old_end), "shortfall": (exc.details or {}).get("shortfall")},
             )
             report.past_due += 1
             return
         await webhooks.enqueue_account_event(
             session, account_id=account.id, event_type="subscription.renewed", occurred_at=now,
-            data={"subscription_id": subscription_id, "fee": format_micros(product.price_micros, account.currency),
-                  "currency": account.currency, "period_start": isoformat(old_end), "period_end": isoformat(new_end),
-                  "units": product.units},
+            data={"subscription_id": subscription_id, "product_id": product.id, **fee,
+                  "period_start": isoformat(new_start), "period_end": isoformat(new_end), "units": product.units},
         )
         report.renewed += 1

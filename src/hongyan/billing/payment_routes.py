@@ -40,7 +40,7 @@ def order_json(order: PaymentOrder, settings: Settings) -> dict[str, Any]:
         "currency": order.currency, "invoice_number": order.invoice_number, "created_at": isoformat(order.created_at),
         "paid_at": isoformat(order.paid_at),
     }
-    if order.status == "pending" and order.provider in payments.PROVIDERS:
+    if order.status == "pending" and payments.accepts_payments(settings, order.provider):
         body["pay_url"] = payments.provider_for(settings, order.provider).checkout_url(order)
     if order.status == "paid":
         body["invoice_url"] = f"/v1/billing/recharges/{order.id}/invoice.pdf"
@@ -143,7 +143,11 @@ def _page(title: str, content: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(_PAGE.format(title=html.escape(title), content=content), status_code=status)
 
 
-async def _sandbox_order(db: Database, order_id: str) -> tuple[PaymentOrder, Account] | None:
+async def _sandbox_order(db: Database, settings: Settings, order_id: str) -> tuple[PaymentOrder, Account] | None:
+    """The order a sandbox page may show: a sandbox order, and only while the sandbox is the configured
+    provider (after a switch to a real provider, old sandbox orders must not become free credit)."""
+    if not payments.accepts_payments(settings, "sandbox"):
+        return None
     async with db.read() as session:
         order = await session.get(PaymentOrder, order_id)
         if order is None or order.provider != "sandbox":
@@ -154,8 +158,10 @@ async def _sandbox_order(db: Database, order_id: str) -> tuple[PaymentOrder, Acc
 
 
 @router.get("/pay/sandbox/{order_id}", include_in_schema=False)
-async def sandbox_pay_page(order_id: str, db: DbDep) -> HTMLResponse:
-    found = await _sandbox_order(db, order_id)
+async def sandbox_pay_page(order_id: str, db: DbDep, settings: SettingsDep) -> HTMLResponse:
+    """The sandbox's checkout page. No API key or login: the order id in the URL is the only secret (80 random
+    bits, like a provider's checkout link) — acceptable because the sandbox moves no real money."""
+    found = await _sandbox_order(db, settings, order_id)
     if found is None:
         return _page("Not found", "<h1>订单不存在 / No such order</h1>", 404)
     order, account = found
@@ -176,7 +182,9 @@ async def sandbox_pay_page(order_id: str, db: DbDep) -> HTMLResponse:
 
 @router.post("/pay/sandbox/{order_id}", include_in_schema=False)
 async def sandbox_pay(order_id: str, request: Request, db: DbDep, settings: SettingsDep) -> HTMLResponse:
-    found = await _sandbox_order(db, order_id)
+    """Pay: play the provider's server and hand a signed notification to the callback code; cancel: a
+    conditional pending → canceled. Like the page, authorized by knowing the order id only (sandbox)."""
+    found = await _sandbox_order(db, settings, order_id)
     if found is None:
         return _page("Not found", "<h1>订单不存在 / No such order</h1>", 404)
     order, _account = found
@@ -184,7 +192,12 @@ async def sandbox_pay(order_id: str, request: Request, db: DbDep, settings: Sett
     back = '<p><a href="/console/billing">返回费用中心 / Back to billing</a></p>'
     if action == "cancel":
         order = await payments.cancel_order(db, order_id=order_id)
+        if order.status != "canceled":  # paid (or expired) meanwhile: say what it is, not "canceled"
+            return _page("Order", f"<h1>未取消 / Not canceled</h1><p>状态 / status: <b>{html.escape(order.status)}</b>"
+                         f"</p>{back}", 409)
         return _page("Canceled", f"<h1>已取消 / Canceled</h1><p>状态 / status: {html.escape(order.status)}</p>{back}")
+    if action != "pay":
+        return _page("Bad request", f"<h1 class='err'>未知操作 / Unknown action</h1>{back}", 400)
     provider = payments.SandboxProvider(settings)
     headers, body = provider.notification(order)
     try:  # the same handling as a notification posted to /v1/billing/payments/sandbox/callback

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -51,8 +52,9 @@ class PaymentProvider(Protocol):
     def verify_callback(self, headers: dict[str, str], body: bytes) -> PaidNotice: ...
 
 
-_BAD_SIGNATURE = InvalidRequest("invalid_payment_signature", "The payment notification's signature is not valid.",
-                                field=SIGNATURE_HEADER)
+def _bad_signature() -> InvalidRequest:  # a fresh instance per raise: a shared one would pile up tracebacks
+    return InvalidRequest("invalid_payment_signature", "The payment notification's signature is not valid.",
+                          field=SIGNATURE_HEADER)
 
 
 class SandboxProvider:
@@ -61,7 +63,9 @@ class SandboxProvider:
     name = "sandbox"
 
     def __init__(self, settings: Settings) -> None:
-        self._key = hmac.new(settings.secret_key.encode(), b"payments-sandbox", hashlib.sha256).digest()
+        # the effective key: with HONGYAN_SECRET_KEY unset, `secret_key` is "" and anyone could sign
+        secret = settings.effective_secret_key().encode()
+        self._key = hmac.new(secret, b"payments-sandbox", hashlib.sha256).digest()
         self._base = settings.effective_public_url.rstrip("/")
 
     def checkout_url(self, order: PaymentOrder) -> str:
@@ -80,39 +84,61 @@ class SandboxProvider:
 
     def verify_callback(self, headers: dict[str, str], body: bytes) -> PaidNotice:
         header = {k.lower(): v for k, v in headers.items()}.get(SIGNATURE_HEADER, "")
-        parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
+        parts = dict(p.strip().split("=", 1) for p in header.split(",") if "=" in p)
         try:
             t = int(parts.get("t", ""))
         except ValueError:
-            raise _BAD_SIGNATURE from None
-        expected = hmac.new(self._key, f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, parts.get("v1", "")):
-            raise _BAD_SIGNATURE
+            raise _bad_signature() from None
+        expected = hmac.new(self._key, f"{t}.".encode() + body, hashlib.sha256).hexdigest().encode()
+        # bytes, not str: compare_digest raises TypeError on non-ASCII text (headers arrive as latin-1)
+        if not hmac.compare_digest(expected, parts.get("v1", "").encode("utf-8", "replace")):
+            raise _bad_signature()
         if abs(time.time() - t) > TOLERANCE_S:
             raise InvalidRequest("payment_signature_expired", "The payment notification is too old (over 5 minutes).",
                                  field=SIGNATURE_HEADER)
         try:
             data = orjson.loads(body)
-            notice = PaidNotice(str(data["order_id"]), str(data["transaction_id"]), int(data["amount_micros"]),
-                                str(data["currency"]))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            notice = PaidNotice(data["order_id"], data["transaction_id"], data["amount_micros"], data["currency"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
             raise InvalidRequest("invalid_payment_notification", "The payment notification is malformed.",
                                  field="body") from None
+        if not _well_formed(notice):
+            raise InvalidRequest("invalid_payment_notification", "The payment notification is malformed.",
+                                 field="body")
         if data.get("status") != "paid":
             raise InvalidRequest("invalid_payment_notification", "The notification does not say the order was paid.",
                                  field="status")
         return notice
 
 
-PROVIDERS = {"sandbox": SandboxProvider}
+def _well_formed(notice: PaidNotice) -> bool:
+    """Exact types: an amount of 20000000.9 must not pass as 20000000, nor `true` as 1."""
+    return (
+        isinstance(notice.order_id, str) and 0 < len(notice.order_id) <= 30
+        and isinstance(notice.provider_ref, str) and 0 < len(notice.provider_ref) <= 128
+        and type(notice.amount_micros) is int and isinstance(notice.currency, str)
+    )
+
+
+PROVIDERS: dict[str, Callable[[Settings], PaymentProvider]] = {"sandbox": SandboxProvider}
+# providers that move no real money: usable only while configured, so switching to a real provider
+# leaves no way to turn the old sandbox orders into free credit
+NO_REAL_MONEY = frozenset({"sandbox"})
 
 
 def provider_for(settings: Settings, name: str | None = None) -> PaymentProvider:
+    """The configured provider, or a named one (callbacks): a real provider's late notifications for orders
+    made before a switch are still money received; a sandbox is accepted only while it is configured."""
     name = name or settings.payment_provider
     cls = PROVIDERS.get(name)
-    if cls is None:
+    if cls is None or (name in NO_REAL_MONEY and name != settings.payment_provider):
         raise NotFound("payment_provider_not_found", f"No payment provider '{name}'.", field="provider")
     return cls(settings)
+
+
+def accepts_payments(settings: Settings, name: str) -> bool:
+    """Whether orders of provider `name` can still be paid (and show a pay_url)."""
+    return name in PROVIDERS and (name not in NO_REAL_MONEY or name == settings.payment_provider)
 
 
 async def handle_callback(

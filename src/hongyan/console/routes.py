@@ -14,7 +14,7 @@ from starlette.responses import RedirectResponse, Response
 from hongyan.accounts.service import authenticate_user, primary_account_for
 from hongyan.api.responses import JsonResponse
 from hongyan.config import Settings
-from hongyan.console import api_keys, billing, channels, dashboard, history, send, webhook_endpoints
+from hongyan.console import api_keys, billing, channels, dashboard, history, pricing, send, webhook_endpoints
 from hongyan.console.context import (
     FETCH_HEADER,
     CheckedForm,
@@ -145,6 +145,7 @@ def install(app: FastAPI, settings: Settings) -> None:
         webhook_endpoints.router,
         billing.router,
         channels.router,
+        pricing.router,
         fallback,
     ):
         # signed-in pages learn the user's platform role: the layout shows staff pages to staff only
