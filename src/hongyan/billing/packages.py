@@ -327,8 +327,12 @@ async def sweep_once(db: Database, settings: Settings, now: datetime | None = No
 async def _guarded(report: SweepReport, what: str, work: Any) -> None:
     try:
         await work
-    except IntegrityError:
-        pass  # a concurrent sweeper posted the same idempotent entry first
+    except IntegrityError as exc:
+        # the journal's unique idempotency key (uq_journal_entry_idempotency_key / journal_entry.idempotency_key):
+        # a concurrent sweeper already posted this period's fee; anything else is a real failure
+        if "idempotency_key" not in str(exc.orig):
+            log.exception("billing sweep: %s failed", what)
+            report.errors.append(f"{what}: {exc.orig}")
     except Exception as exc:  # one bad item must not stop the others
         log.exception("billing sweep: %s failed", what)
         report.errors.append(f"{what}: {exc}")
@@ -374,7 +378,8 @@ async def _notify_expiring(db: Database, package_id: str, now: datetime, report:
 
     async with db.write() as session:
         won = await session.execute(
-            update(Package).where(Package.id == package_id, Package.expiry_notified_at.is_(None))
+            update(Package).where(Package.id == package_id, Package.status == "active",
+                                  Package.expiry_notified_at.is_(None))
             .values(expiry_notified_at=now).execution_options(synchronize_session=False)
         )
         if not won.rowcount:  # type: ignore[attr-defined]
@@ -385,7 +390,8 @@ async def _notify_expiring(db: Database, package_id: str, now: datetime, report:
             select(LedgerAccount.balance).where(LedgerAccount.id == ledger.package_account(package_id))) or 0
         await webhooks.enqueue_account_event(
             session, account_id=package.account_id, event_type="package.expiring", occurred_at=now,
-            data={"package_id": package_id, "name": package.name, "units_remaining": remaining,
+            data={"package_id": package_id, "name": package.name, "subscription_id": package.subscription_id,
+                  "units_total": package.units_total, "units_remaining": remaining,
                   "expires_at": isoformat(package.expires_at)},
         )
         report.notified += 1
