@@ -230,3 +230,35 @@ def test_final_billing_state_table(status: str, sent: bool, expected: str) -> No
     from hongyan.billing.charging import final_billing_state
 
     assert final_billing_state(status, sent=sent) == expected
+
+
+async def test_hold_plans_again_when_a_package_ran_out_meanwhile(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only cash is locked while planning; if a package lost units between the plan and the posting (the
+    expiry sweep, a concurrent send), the hold plans again: the messages fall back to cash, not a 402."""
+    from hongyan.billing import charging, packages
+
+    acc = await make_account(db, balance_micros=1_000_000)
+    async with db.write() as session:
+        product = await packages.create_product(session, kind="package", name="5", currency="CNY",
+                                                price_micros=100_000, units=5)
+        package = await packages.purchase_package(session, account_id=acc.account_id, product_id=product.id,
+                                                  actor="t")
+    real = charging.eligible_packages
+    calls = 0
+
+    async def stale_once(session: Any, account_id: str, *, at: Any) -> list[charging.EligiblePackage]:
+        nonlocal calls
+        calls += 1
+        found = await real(session, account_id, at=at)
+        if calls == 1:  # the first plan sees a balance that is already gone
+            return [charging.EligiblePackage(p.id, p.remaining + 100, p.countries, p.message_types) for p in found]
+        return found
+
+    monkeypatch.setattr(charging, "eligible_packages", stale_once)
+    rows = [{"to_country": "CN", "message_type": "notification", "segment_count": 1, "price_micros": PRICE}
+            for _ in range(8)]
+    async with db.write() as session:
+        hold = await charging.hold_batch(session, rows, account_id=acc.account_id, currency="CNY", batch_id="bat_x")
+    assert calls == 2
+    assert hold.units == {package.id: 5} and hold.cash_micros == 3 * PRICE
+    assert [r["funding"] for r in rows] == [package.id] * 5 + ["cash"] * 3

@@ -32,6 +32,7 @@ from hongyan.core.errors import HongyanError
 from hongyan.core.money import format_micros
 
 CASH = "cash"
+HOLD_ATTEMPTS = 3
 HELD, SETTLED, RELEASED, REFUNDED = "held", "settled", "released", "refunded"
 
 
@@ -168,39 +169,60 @@ async def hold_batch(
     batch_id: str,
     actor: str = "system",
 ) -> Hold:
-    """Hold funds for `rows` (message rows about to be inserted; sets their funding and billing_state)."""
+    """Hold funds for `rows` (message rows about to be inserted; sets their funding and billing_state).
+
+    A package can run out or expire between planning and posting (only cash is locked while planning): the
+    hold then plans again, so the messages fall back to other packages or cash instead of being refused."""
     now = utcnow()
-    plan = await plan_funding(session, rows, account_id=account_id, currency=currency, lock=True, at=now)
-    allocation, profile = plan.allocation, plan.profile
     cash_id = ledger.cash(account_id, currency)
-    for row, source in zip(rows, allocation.funding, strict=True):
-        row["funding"] = source
-        row["billing_state"] = HELD
-    if allocation.cash_micros > plan.available_micros:
-        raise insufficient_balance(currency=currency, needed=allocation.cash_micros, available=plan.available_micros)
-    postings: dict[str, int] = {}
-    if allocation.cash_micros:
-        postings[cash_id] = -allocation.cash_micros
-        postings[ledger.held(account_id, currency)] = allocation.cash_micros
-    units_total = sum(allocation.units.values())
-    for package_id, units in allocation.units.items():
-        postings[ledger.package_account(package_id)] = -units
-    if units_total:
-        postings[ledger.held(account_id, ledger.UNITS)] = units_total
-    if not postings:
-        return Hold(None, 0, {}, None)
-    try:
-        posted = await ledger.post(
-            session, account_id=account_id, kind="hold", postings=postings, reference=batch_id, actor=actor,
-            detail={"messages": len(rows), "cash_micros": allocation.cash_micros, "units": allocation.units}, at=now,
-        )
-    except ledger.InsufficientFunds as exc:  # only if the floor changed under us (credit limit lowered)
-        raise insufficient_balance(currency=currency, needed=exc.needed, available=exc.available) from exc
+    for attempt in range(HOLD_ATTEMPTS):
+        plan = await plan_funding(session, rows, account_id=account_id, currency=currency, lock=True, at=now)
+        allocation, profile = plan.allocation, plan.profile
+        if allocation.cash_micros > plan.available_micros:
+            raise insufficient_balance(currency=currency, needed=allocation.cash_micros,
+                                       available=plan.available_micros)
+        postings = _hold_postings(account_id, currency, allocation)
+        if not postings:
+            _mark_held(rows, allocation)
+            return Hold(None, 0, {}, None)
+        try:
+            async with session.begin_nested():  # a refused posting leaves nothing behind
+                posted = await ledger.post(
+                    session, account_id=account_id, kind="hold", postings=postings, reference=batch_id, actor=actor,
+                    detail={"messages": len(rows), "cash_micros": allocation.cash_micros, "units": allocation.units},
+                    at=now,
+                )
+            break
+        except ledger.InsufficientFunds as exc:
+            if exc.ledger_account_id == cash_id:  # the floor moved under us (credit limit lowered)
+                raise insufficient_balance(currency=currency, needed=exc.needed, available=exc.available) from exc
+            if attempt == HOLD_ATTEMPTS - 1:
+                raise insufficient_balance(currency=currency, needed=allocation.cash_micros,
+                                           available=plan.available_micros) from exc
+    _mark_held(rows, allocation)
     cash_after = posted.balances.get(cash_id)
     if cash_after is not None:
         await _low_balance_alert(session, profile, account_id=account_id, currency=currency,
                                  before=cash_after + allocation.cash_micros, after=cash_after, at=now)
     return Hold(posted.entry_id, allocation.cash_micros, allocation.units, cash_after)
+
+
+def _hold_postings(account_id: str, currency: str, allocation: Allocation) -> dict[str, int]:
+    postings: dict[str, int] = {}
+    if allocation.cash_micros:
+        postings[ledger.cash(account_id, currency)] = -allocation.cash_micros
+        postings[ledger.held(account_id, currency)] = allocation.cash_micros
+    for package_id, units in allocation.units.items():
+        postings[ledger.package_account(package_id)] = -units
+    if allocation.units:
+        postings[ledger.held(account_id, ledger.UNITS)] = sum(allocation.units.values())
+    return postings
+
+
+def _mark_held(rows: list[dict[str, Any]], allocation: Allocation) -> None:
+    for row, source in zip(rows, allocation.funding, strict=True):
+        row["funding"] = source
+        row["billing_state"] = HELD
 
 
 async def _low_balance_alert(
