@@ -60,7 +60,12 @@ class Settings(BaseSettings):
         100_000_000, description="Trial credit (bonus) for the account created on first start (¥100), so the "
         "embedded sandbox can send at once; 0 for none."
     )
-    payment_provider: str = Field("sandbox", description="Payment provider for customer recharges: sandbox.")
+    payment_provider: str = Field(
+        "sandbox",
+        description="Payment provider for customer recharges: sandbox (no real money: customers can credit "
+        "themselves, for trials only) or none (operator top-ups only). Set none in production until a real "
+        "provider is configured.",
+    )
     payment_order_ttl_hours: int = Field(
         24, description="Recharge orders not paid within this many hours show as expired (a late payment is still credited)."
     )

@@ -345,3 +345,14 @@ def test_unset_secret_key_still_signs_with_a_secret(tmp_path: Path) -> None:
         assert _code(provider, {payments.SIGNATURE_HEADER: header}, body) == "invalid_payment_signature"
     same_dir = _sandbox(tmp_path, secret_key="")  # a restart reads the same generated key
     assert same_dir.verify_callback({payments.SIGNATURE_HEADER: provider.sign(body)}, body).amount_micros == 20_000_000
+
+
+async def test_payments_none_means_operator_top_ups_only(db: Database, app: Any, settings: Settings) -> None:
+    settings.payment_provider = "none"
+    acc = await make_account(db, balance_micros=0)
+    async with _client(app, acc.headers) as client:
+        r = await client.post("/v1/billing/recharges", json={"amount": "100"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "payments_disabled"
+    assert r.json()["error"]["field"] == "amount"
+    async with db.read() as session:
+        assert not list(await session.scalars(select(PaymentOrder.id).where(PaymentOrder.account_id == acc.account_id)))

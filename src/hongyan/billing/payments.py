@@ -25,6 +25,7 @@ import orjson
 from sqlalchemy import update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from hongyan.billing import recharge
 from hongyan.billing.models import PaymentOrder
 from hongyan.billing.recharge import credit_order
 from hongyan.config import Settings
@@ -130,6 +131,8 @@ def provider_for(settings: Settings, name: str | None = None) -> PaymentProvider
     """The configured provider, or a named one (callbacks): a real provider's late notifications for orders
     made before a switch are still money received; a sandbox is accepted only while it is configured."""
     name = name or settings.payment_provider
+    if name == "none" and not recharge.payments_enabled(settings):
+        recharge.raise_payments_disabled()
     cls = PROVIDERS.get(name)
     if cls is None or (name in NO_REAL_MONEY and name != settings.payment_provider):
         raise NotFound("payment_provider_not_found", f"No payment provider '{name}'.", field="provider")

@@ -19,7 +19,7 @@ from hongyan.billing.models import PaymentOrder
 from hongyan.config import Settings
 from hongyan.core import ids
 from hongyan.core.clock import utcnow
-from hongyan.core.errors import Conflict, InvalidRequest, NotFound
+from hongyan.core.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from hongyan.core.money import MICROS, format_micros
 
 PAYABLE = ("pending", "canceled", "expired")  # statuses a confirmed payment may still turn into `paid`
@@ -49,6 +49,16 @@ def bonus_for(amount_micros: int, rules: list[BonusRule]) -> int:
     return amount_micros * percent // 100
 
 
+def payments_enabled(settings: Settings) -> bool:
+    """`HONGYAN_PAYMENT_PROVIDER=none`: customers cannot recharge online (operator top-ups only)."""
+    return settings.payment_provider != "none"
+
+
+def raise_payments_disabled() -> None:
+    raise Forbidden("payments_disabled", "Recharging online is turned off on this platform; ask the platform "
+                    "operator to top up your account.", field="amount")
+
+
 def check_amount(amount_micros: int, *, minimum: int, currency: str, field_name: str = "amount") -> None:
     if amount_micros <= 0:
         raise InvalidRequest("invalid_amount", "The amount must be greater than zero.", field=field_name)
@@ -68,6 +78,8 @@ async def create_order(
     created_by: str,
 ) -> PaymentOrder:
     """A pending order for a customer recharge (the provider's pay page will settle it)."""
+    if not payments_enabled(settings):
+        raise_payments_disabled()
     check_amount(amount_micros, minimum=settings.min_recharge_micros, currency=currency)
     order = PaymentOrder(
         id=ids.new_id("pay"), account_id=account_id, provider=provider, amount_micros=amount_micros,

@@ -198,6 +198,7 @@ async def _render(
         page=page,
         message_types=RATE_MESSAGE_TYPES,
         min_recharge=settings.min_recharge_micros,
+        payments_enabled=recharge.payments_enabled(settings),
         bonus_rules=recharge.parse_bonus_rules(settings.recharge_bonus_rules),
         **values,
     )
