@@ -356,3 +356,16 @@ async def test_payments_none_means_operator_top_ups_only(db: Database, app: Any,
     assert r.json()["error"]["field"] == "amount"
     async with db.read() as session:
         assert not list(await session.scalars(select(PaymentOrder.id).where(PaymentOrder.account_id == acc.account_id)))
+
+
+def test_invoice_keeps_a_long_customer_name_on_the_page() -> None:
+    from datetime import UTC, datetime
+
+    from hongyan.billing.invoice import InvoiceData, render_invoice
+
+    pdf = render_invoice(InvoiceData(invoice_number="INV-20261125-ABCDEFGHJK", order_id="pay_x",
+                                     paid_at=datetime(2026, 11, 25, tzinfo=UTC), account_id="acc_x",
+                                     account_name="鸿雁科技有限公司" * 20, amount_micros=100_000_000, bonus_micros=0,
+                                     currency="CNY", provider="sandbox"))
+    text = PdfReader(io.BytesIO(pdf)).pages[0].extract_text()
+    assert "INV-20261125-ABCDEFGHJK" in text and "…" in text and "鸿雁科技有限公司" * 20 not in text

@@ -38,6 +38,15 @@ class InvoiceData:
     seller: str = "鸿雁 Hongyan"
 
 
+def _fit(text: str, width: float, size: float) -> str:
+    """Shorten with an ellipsis so a long customer name stays on the page."""
+    if pdfmetrics.stringWidth(text, FONT, size) <= width:
+        return text
+    while text and pdfmetrics.stringWidth(text + "…", FONT, size) > width:
+        text = text[:-1]
+    return text + "…"
+
+
 def render_invoice(data: InvoiceData) -> bytes:
     buffer = io.BytesIO()
     pdf = canvas.Canvas(buffer, pagesize=A4, invariant=True)  # invariant: same bytes for the same data
@@ -60,9 +69,10 @@ def render_invoice(data: InvoiceData) -> bytes:
         ("支付方式 / Paid by", PROVIDER_NAMES.get(data.provider, data.provider)),
     ]
     pdf.setFont(FONT, 11)
+    value_width = width - 40 * mm - 55 * mm
     for label, value in rows:
         pdf.drawString(x, y, label)
-        pdf.drawString(x + 55 * mm, y, value)
+        pdf.drawString(x + 55 * mm, y, _fit(value, value_width, 11))
         y -= 7 * mm
     y -= 6 * mm
     pdf.line(x, y + 4 * mm, width - 20 * mm, y + 4 * mm)
