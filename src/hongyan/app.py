@@ -18,6 +18,7 @@ from hongyan.api import errors
 from hongyan.api.body import SCHEMAS
 from hongyan.api.limits import RequestLimits
 from hongyan.api.responses import JsonResponse
+from hongyan.billing.operator_routes import router as billing_operator_router
 from hongyan.billing.package_routes import router as billing_packages_router
 from hongyan.billing.payment_routes import router as billing_payments_router
 from hongyan.billing.routes import router as billing_router
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
     app.include_router(keys_router)
     app.include_router(channels_router)
     app.include_router(billing_router)
+    app.include_router(billing_operator_router)
     app.include_router(billing_payments_router)
     app.include_router(billing_packages_router)
     app.include_router(health_router)

@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import select
 
 from hongyan.billing import ledger
+from hongyan.billing.charging import verify_all
 from hongyan.billing.models import BillingProfile, JournalEntry, LedgerAccount
 from hongyan.billing.recharge import set_credit_limit, top_up
-from hongyan.billing.routes import verify_all
 from hongyan.core.clock import utcnow
 from hongyan.db.engine import Database
 from hongyan.messaging.models import Message

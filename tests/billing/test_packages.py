@@ -13,8 +13,8 @@ from sqlalchemy import select
 
 from hongyan.accounts import service as accounts
 from hongyan.billing import ledger, packages
+from hongyan.billing.charging import verify_all
 from hongyan.billing.models import JournalEntry, LedgerAccount, Package, Product, Subscription
-from hongyan.billing.routes import verify_all
 from hongyan.config import Settings
 from hongyan.db.engine import Database
 from hongyan.messaging.models import Message

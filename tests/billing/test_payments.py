@@ -19,8 +19,8 @@ from pypdf import PdfReader
 from sqlalchemy import func, select
 
 from hongyan.billing import ledger, payments
+from hongyan.billing.charging import verify_all
 from hongyan.billing.models import JournalEntry, LedgerAccount, PaymentOrder
-from hongyan.billing.routes import verify_all
 from hongyan.config import Settings
 from hongyan.core.errors import HongyanError
 from hongyan.db.engine import Database

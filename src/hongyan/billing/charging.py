@@ -30,6 +30,7 @@ from hongyan.billing.rates import get_profile
 from hongyan.core.clock import utcnow
 from hongyan.core.errors import HongyanError
 from hongyan.core.money import format_micros
+from hongyan.db.engine import Database
 
 CASH = "cash"
 HOLD_ATTEMPTS = 3
@@ -352,4 +353,13 @@ async def held_mismatches(session: AsyncSession) -> list[ledger.Problem]:
         if (acc, ledger.UNITS) not in seen and expected:
             problems.append(ledger.Problem("held_matches_messages", ledger.held(acc, ledger.UNITS),
                                            f"no held balance, messages hold {expected} units"))
+    return problems
+
+
+async def verify_all(db: Database) -> list[ledger.Problem]:
+    """Every ledger check plus held balances against unfinished messages, in one snapshot."""
+    async with db.read() as session:  # one snapshot (REPEATABLE READ on PostgreSQL, a WAL read on SQLite)
+        await ledger.begin_snapshot(session)
+        problems = await ledger.verify(session)
+        problems += await held_mismatches(session)
     return problems

@@ -32,7 +32,7 @@ def _micros(text: str, *, signed: bool = False) -> int:
 def verify() -> None:
     """Prove journal and balances agree: entries balance, balances equal their lines, no floor crossed,
     held funds equal what unfinished messages hold. Exit code 1 on any problem."""
-    from hongyan.billing.routes import verify_all
+    from hongyan.billing.charging import verify_all
 
     async def main(db: Database) -> int:
         problems = await verify_all(db)
