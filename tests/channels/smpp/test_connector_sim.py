@@ -52,6 +52,9 @@ async def test_submit_window_and_receipts(smsc: SmscSim) -> None:
         await wait_until(lambda: _ready(len(sink.receipts) >= 300), message="300 receipts")
         assert {r.carrier_message_id for r in sink.receipts} == carrier_ids
         assert {r.status for r in sink.receipts} == {Status.DELIVERED}
+        # deliver_sm_resp goes out after our handler returns, so the simulator may count the last one a
+        # moment after the sink has it: poll its counter
+        await wait_until(lambda: _ready(smsc.stats()["dlr_acked"] >= 300), message="300 receipts acknowledged")
         stats = smsc.stats()
         assert stats["submit_sm"] == 300 and stats["dlr_acked"] == 300
         status = connector.status()
