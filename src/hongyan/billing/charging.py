@@ -236,9 +236,6 @@ async def _low_balance_alert(
         return
     from hongyan.webhooks import service as webhooks  # webhooks imports messaging; keep billing import-light
 
-    await session.execute(
-        update(BillingProfile).where(BillingProfile.account_id == account_id).values(low_balance_notified_at=at)
-    )
     await webhooks.enqueue_account_event(
         session, account_id=account_id, event_type="balance.low", occurred_at=at,
         data={"balance": format_micros(after, currency), "balance_micros": after, "currency": currency,

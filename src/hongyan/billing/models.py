@@ -87,7 +87,6 @@ class BillingProfile(Base):
     draw_order: Mapped[str] = mapped_column(String(16), default="packages_first")  # | cash_first
     refund_undelivered: Mapped[bool] = mapped_column(Boolean, default=False)
     low_balance_threshold_micros: Mapped[int | None] = mapped_column(BigInteger)
-    low_balance_notified_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 

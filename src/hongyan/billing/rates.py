@@ -79,7 +79,7 @@ async def get_profile(session: AsyncSession, account_id: str) -> BillingProfile:
     if profile is None:
         profile = BillingProfile(
             account_id=account_id, rate_card_id=None, tier="standard", draw_order="packages_first",
-            refund_undelivered=False, low_balance_threshold_micros=None, low_balance_notified_at=None,
+            refund_undelivered=False, low_balance_threshold_micros=None,
             updated_at=utcnow(),
         )
     return profile

@@ -236,7 +236,6 @@ async def update_billing_settings(request: Request, db: DbDep, ctx: BillingAccou
             profile.low_balance_threshold_micros = (
                 None if data.low_balance_threshold == "" else amount_param(data.low_balance_threshold, "low_balance_threshold")
             )
-            profile.low_balance_notified_at = None
         if data.draw_order is not None:
             profile.draw_order = data.draw_order
         profile.updated_at = utcnow()

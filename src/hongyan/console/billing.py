@@ -223,7 +223,6 @@ async def set_low_balance_alert(console: SignedIn, form: CheckedForm) -> Any:
     async with console.db.write() as session:
         profile = await rates.profile_for_update(session, console.account_id)
         profile.low_balance_threshold_micros = threshold
-        profile.low_balance_notified_at = None
         profile.updated_at = utcnow()
     assert console.user is not None
     flash = (

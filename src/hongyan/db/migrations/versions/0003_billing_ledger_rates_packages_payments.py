@@ -86,7 +86,6 @@ def upgrade() -> None:
     sa.Column('draw_order', sa.String(length=16), nullable=False),
     sa.Column('refund_undelivered', sa.Boolean(), nullable=False),
     sa.Column('low_balance_threshold_micros', sa.BigInteger(), nullable=True),
-    sa.Column('low_balance_notified_at', hongyan.db.base.UtcDateTime(timezone=True), nullable=True),
     sa.Column('updated_at', hongyan.db.base.UtcDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['account_id'], ['account.id'], name=op.f('fk_billing_profile_account_id_account')),
     sa.PrimaryKeyConstraint('account_id', name=op.f('pk_billing_profile'))
