@@ -45,3 +45,10 @@ def test_migrate_then_send(tmp_path: Path) -> None:
     assert verified.returncode == 0 and "ledger OK" in verified.stdout, verified.stdout
     weak = _run("admin", "create-user", "x@example.com", "--password", "short", data_dir=tmp_path)
     assert weak.returncode == 1 and "password_too_short" in weak.stderr
+
+
+def test_billing_commands_name_a_missing_account(tmp_path: Path) -> None:
+    assert _run("migrate", data_dir=tmp_path).returncode == 0
+    for args in (("balance", "acc_nope"), ("top-up", "acc_nope", "5", "--note", "x"), ("credit-limit", "acc_nope", "5")):
+        out = _run("billing", *args, data_dir=tmp_path)
+        assert out.returncode == 2 and "no account acc_nope" in out.stderr, (args, out.stderr)

@@ -69,6 +69,14 @@ async def create_account(session: AsyncSession, *, name: str, default_region: st
     return account
 
 
+async def get_account(session: AsyncSession, account_id: str) -> Account:
+    """An account by id, or 404 `account_not_found` (operator tools: top-ups, rate cards, purchases)."""
+    account = await session.get(Account, account_id) if account_id else None
+    if account is None:
+        raise NotFound("account_not_found", "No such account.", field="account_id")
+    return account
+
+
 async def create_user(
     session: AsyncSession, *, email: str, password: str, account_id: str | None, role: str = "owner",
     display_name: str = "", platform_role: str | None = None, locale: str = "zh-CN",

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from hongyan.accounts.models import Account
 from hongyan.config import get_settings
 from hongyan.core.money import AmountError, format_micros, parse_amount
 from hongyan.db.engine import Database
@@ -26,6 +27,15 @@ def _micros(text: str, *, signed: bool = False) -> int:
         return parse_amount(text, signed=signed)
     except AmountError as exc:
         raise typer.BadParameter(str(exc)) from exc
+
+
+async def _account(session: Any, account_id: str) -> Account:
+    """The account, or `no account …` and exit code 2 (nothing was changed)."""
+    acc = await session.get(Account, account_id)
+    if acc is None:
+        typer.echo(f"no account {account_id}", err=True)
+        raise typer.Exit(2)
+    return acc
 
 
 @billing_cli.command("verify")
@@ -47,15 +57,11 @@ def verify() -> None:
 @billing_cli.command("balance")
 def balance(account: str) -> None:
     """Show an account's balance, held funds, credit limit and package units."""
-    from hongyan.accounts.models import Account
     from hongyan.billing.statements import balance_summary
 
     async def main(db: Database) -> int:
         async with db.read() as session:
-            acc = await session.get(Account, account)
-            if acc is None:
-                typer.echo(f"no account {account}", err=True)
-                return 2
+            acc = await _account(session, account)
             s = await balance_summary(session, account_id=acc.id, currency=acc.currency)
         typer.echo(f"{acc.id} {acc.name}: balance {s['balance']} {s['currency']}, available {s['available']}, "
                    f"held {s['held']}, credit limit {s['credit_limit']}, package units {s['package_units']}")
@@ -71,17 +77,13 @@ def top_up(
     note: Annotated[str, typer.Option(help="Why (kept in the journal).")],
 ) -> None:
     """Credit an account (recorded as a paid order with an invoice, actor `cli`)."""
-    from hongyan.accounts.models import Account
     from hongyan.billing import recharge
 
     micros = _micros(amount)
 
     async def main(db: Database) -> int:
         async with db.write() as session:
-            acc = await session.get(Account, account)
-            if acc is None:
-                typer.echo(f"no account {account}", err=True)
-                return 2
+            acc = await _account(session, account)
             order = await recharge.top_up(session, account_id=acc.id, amount_micros=micros, currency=acc.currency,
                                           actor="cli", note=note)
         typer.echo(f"credited {format_micros(micros, acc.currency)} {acc.currency} to {acc.id} "
@@ -98,17 +100,13 @@ def adjust(
     note: Annotated[str, typer.Option(help="Why (kept in the journal).")],
 ) -> None:
     """Correct a balance (never below its floor)."""
-    from hongyan.accounts.models import Account
     from hongyan.billing import recharge
 
     micros = _micros(amount, signed=True)
 
     async def main(db: Database) -> int:
         async with db.write() as session:
-            acc = await session.get(Account, account)
-            if acc is None:
-                typer.echo(f"no account {account}", err=True)
-                return 2
+            acc = await _account(session, account)
             entry = await recharge.adjust(session, account_id=acc.id, amount_micros=micros, currency=acc.currency,
                                           actor="cli", note=note)
         typer.echo(f"adjusted {acc.id} by {format_micros(micros, acc.currency)} {acc.currency} (entry {entry})")
@@ -120,17 +118,13 @@ def adjust(
 @billing_cli.command("credit-limit")
 def credit_limit(account: str, amount: Annotated[str, typer.Argument(help='e.g. "500"; "0" for none.')]) -> None:
     """Let an account's balance go down to minus this amount."""
-    from hongyan.accounts.models import Account
     from hongyan.billing import recharge
 
     micros = 0 if amount.strip() == "0" else _micros(amount)
 
     async def main(db: Database) -> int:
         async with db.write() as session:
-            acc = await session.get(Account, account)
-            if acc is None:
-                typer.echo(f"no account {account}", err=True)
-                return 2
+            acc = await _account(session, account)
             await recharge.set_credit_limit(session, account_id=acc.id, currency=acc.currency, limit_micros=micros)
         typer.echo(f"credit limit of {acc.id}: {format_micros(micros, acc.currency)} {acc.currency}")
         return 0

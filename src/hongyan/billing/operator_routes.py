@@ -9,7 +9,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 from pydantic import AwareDatetime, Field, StrictBool, StrictInt, StrictStr
 
-from hongyan.accounts.models import Account
+from hongyan.accounts.service import get_account
 from hongyan.api.body import openapi_body, parse_body
 from hongyan.api.deps import DbDep, OperatorAccount
 from hongyan.api.responses import JsonResponse
@@ -23,13 +23,6 @@ from hongyan.core.money import format_micros
 
 router = APIRouter(tags=["operator: billing"])
 
-
-
-async def _customer(session: Any, account_id: str) -> Account:
-    account = await session.get(Account, account_id)
-    if account is None:
-        raise NotFound("account_not_found", "No such account.", field="account_id")
-    return account
 
 
 def _actor(ctx: Any) -> str:
@@ -50,7 +43,7 @@ async def operator_top_up(account_id: str, request: Request, db: DbDep, ctx: Ope
     amount = amount_param(data.amount, "amount")
     bonus = 0 if not data.bonus else amount_param(data.bonus, "bonus")
     async with db.write() as session:
-        customer = await _customer(session, account_id)
+        customer = await get_account(session, account_id)
         order = await recharge.top_up(session, account_id=account_id, amount_micros=amount, currency=customer.currency,
                                       actor=_actor(ctx), note=data.note, bonus_micros=bonus,
                                       actor_ip=request.client.host if request.client else None)
@@ -71,7 +64,7 @@ async def operator_adjust(account_id: str, request: Request, db: DbDep, ctx: Ope
     data = await parse_body(request, Adjustment)
     amount = amount_param(data.amount, "amount", signed=True)
     async with db.write() as session:
-        customer = await _customer(session, account_id)
+        customer = await get_account(session, account_id)
         entry_id = await recharge.adjust(session, account_id=account_id, amount_micros=amount,
                                          currency=customer.currency, actor=_actor(ctx), note=data.note,
                                          actor_ip=request.client.host if request.client else None)
@@ -92,7 +85,7 @@ class ProfileUpdate(Strict):
             summary="An account's balance and billing rules")
 async def operator_get_account(account_id: str, db: DbDep, ctx: OperatorAccount) -> JsonResponse:
     async with db.read() as session:
-        customer = await _customer(session, account_id)
+        customer = await get_account(session, account_id)
         summary = await statements.balance_summary(session, account_id=account_id, currency=customer.currency)
         profile = await rates.get_profile(session, account_id)
     return JsonResponse({**summary, "account_id": account_id, "name": customer.name, "rate_card_id": profile.rate_card_id})
@@ -104,7 +97,7 @@ async def operator_get_account(account_id: str, db: DbDep, ctx: OperatorAccount)
 async def operator_update_account(account_id: str, request: Request, db: DbDep, ctx: OperatorAccount) -> JsonResponse:
     data = await parse_body(request, ProfileUpdate)
     async with db.write() as session:
-        customer = await _customer(session, account_id)
+        customer = await get_account(session, account_id)
         profile = await rates.profile_for_update(session, account_id)
         if data.credit_limit is not None:
             limit = 0 if data.credit_limit.strip() in ("", "0") else amount_param(data.credit_limit, "credit_limit")
@@ -207,7 +200,7 @@ async def create_rate_card(request: Request, db: DbDep, ctx: OperatorAccount) ->
     rows = _rate_rows(data.rates)
     async with db.write() as session:
         if data.account_id is not None:
-            customer = await _customer(session, data.account_id)
+            customer = await get_account(session, data.account_id)
             if customer.currency != data.currency.upper():
                 raise InvalidRequest("currency_mismatch", f"The account pays in {customer.currency}.", field="currency")
         card = await rates.create_rate_card(session, name=data.name, currency=data.currency, account_id=data.account_id,

@@ -13,8 +13,7 @@ from hongyan.api.deps import BillingAccount, DbDep, OperatorAccount, ReadAccount
 from hongyan.api.responses import JsonResponse
 from hongyan.billing import packages
 from hongyan.billing.models import Product
-from hongyan.core.errors import InvalidRequest
-from hongyan.core.money import AmountError, parse_amount
+from hongyan.billing.routes import amount_param
 
 router = APIRouter(tags=["billing"])
 
@@ -114,10 +113,7 @@ async def cancel_subscription(subscription_id: str, request: Request, db: DbDep,
                                                         "countries": ["CN"]}))
 async def create_product(request: Request, db: DbDep, ctx: OperatorAccount) -> JsonResponse:
     data = await parse_body(request, ProductCreate)
-    try:
-        price = parse_amount(data.price, signed=True)
-    except AmountError as exc:
-        raise InvalidRequest("invalid_amount", f"price: {exc}.", field="price") from exc
+    price = amount_param(data.price, "price", signed=True)
     async with db.write() as session:
         product = await packages.create_product(
             session, kind=data.kind, name=data.name, currency=data.currency, price_micros=price, units=data.units,

@@ -136,12 +136,9 @@ def product_json(p: Product) -> dict[str, Any]:
 
 async def _sellable(session: AsyncSession, product_id: str, kind: str, account_id: str, currency: str | None) -> Product:
     if currency is None:  # the account's own currency (callers with an AccountContext pass it)
-        from hongyan.accounts.models import Account
+        from hongyan.accounts.service import get_account
 
-        account = await session.get(Account, account_id)
-        if account is None:
-            raise NotFound("account_not_found", "No such account.", field="account_id")
-        currency = account.currency
+        currency = (await get_account(session, account_id)).currency
     product = await session.get(Product, product_id)
     if product is None or not product.active or product.kind != kind:
         raise NotFound("product_not_found", f"No such {kind} on sale.", field="product_id")

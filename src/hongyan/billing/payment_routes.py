@@ -18,10 +18,11 @@ from hongyan.api.responses import JsonResponse
 from hongyan.billing import payments, recharge
 from hongyan.billing.invoice import InvoiceData, render_invoice
 from hongyan.billing.models import PaymentOrder
+from hongyan.billing.routes import amount_param
 from hongyan.config import Settings
 from hongyan.core.clock import isoformat
-from hongyan.core.errors import HongyanError, InvalidRequest, NotFound
-from hongyan.core.money import AmountError, format_micros, parse_amount
+from hongyan.core.errors import HongyanError, NotFound
+from hongyan.core.money import format_micros
 from hongyan.db.engine import Database
 
 router = APIRouter(tags=["billing"])
@@ -51,10 +52,7 @@ def order_json(order: PaymentOrder, settings: Settings) -> dict[str, Any]:
              openapi_extra=openapi_body(RechargeCreate, {"amount": "100.00"}))
 async def create_recharge(request: Request, db: DbDep, settings: SettingsDep, ctx: BillingAccount) -> JsonResponse:
     data = await parse_body(request, RechargeCreate)
-    try:
-        amount = parse_amount(data.amount)
-    except AmountError as exc:
-        raise InvalidRequest("invalid_amount", f"amount: {exc}.", field="amount") from exc
+    amount = amount_param(data.amount, "amount")
     provider = payments.provider_for(settings)
     async with db.write() as session:
         order = await recharge.create_order(session, settings, account_id=ctx.account_id, amount_micros=amount,

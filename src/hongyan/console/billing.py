@@ -18,7 +18,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from starlette.datastructures import QueryParams
 
-from hongyan.accounts.models import Account
+from hongyan.accounts.service import get_account
 from hongyan.billing import packages, rates, recharge, statements
 from hongyan.billing import routes as billing_api
 from hongyan.billing.models import PaymentOrder, Product
@@ -31,7 +31,7 @@ from hongyan.console.context import CheckedForm, Console, FieldErrors, SignedIn,
 from hongyan.console.session import Flash
 from hongyan.console.templating import money
 from hongyan.core.clock import utcnow
-from hongyan.core.errors import HongyanError, NotFound
+from hongyan.core.errors import HongyanError
 from hongyan.core.money import parse_amount
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -276,9 +276,7 @@ async def operator_top_up(
     try:
         amount = billing_api.amount_param(text, "top_up_amount")
         async with console.db.write() as session:
-            customer = await session.get(Account, account_id) if account_id else None
-            if customer is None:
-                raise NotFound("account_not_found", "No such account.", field="account_id")
+            customer = await get_account(session, account_id)
             order = await recharge.top_up(
                 session, account_id=customer.id, amount_micros=amount, currency=customer.currency,
                 actor=f"user:{console.user.user_id}", note=note,

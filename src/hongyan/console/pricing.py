@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from hongyan.billing import packages, rates
 from hongyan.billing.models import RateCard
+from hongyan.billing.routes import amount_param
 from hongyan.console.channels import PlatformAdmin
 from hongyan.console.context import CheckedForm, Console, FieldErrors, form_text
 from hongyan.console.session import Flash
@@ -117,10 +118,7 @@ async def create_product(console: PlatformAdmin, form: CheckedForm) -> Any:
     values = {name: form_text(form, name) for name in fields}
     errors = FieldErrors()
     try:
-        try:
-            price = parse_amount(values["price"], signed=True)
-        except AmountError as exc:
-            raise InvalidRequest("invalid_amount", f"price: {exc}.", field="price") from exc
+        price = amount_param(values["price"], "price", signed=True)
         units = _int(values["units"], "units", "invalid_units")
         validity = _int(values["validity_days"] or "365", "validity_days", "invalid_validity")
         async with console.db.write() as session:
