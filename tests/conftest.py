@@ -22,6 +22,10 @@ from hongyan.db.engine import Database
 from hongyan.db.migrate import upgrade
 from support import AccountFixture, make_account, truncate_all
 
+# fixed test-only keys (not secrets): every app, CLI call and migration in the run seals and opens alike
+os.environ.setdefault("HONGYAN_ENCRYPTION_KEYS", "t1:" + "dGVzdC1vbmx5LWVuY3J5cHRpb24ta2V5LTMyLWJ5dGU")
+os.environ.setdefault("HONGYAN_BLIND_INDEX_KEY", "dGVzdC1vbmx5LWJsaW5kLWluZGV4LWtleS0zMi1ieXRlcw")
+
 PG_ADMIN_URL = os.environ.get("HONGYAN_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -24,6 +24,7 @@ from hongyan.billing.payment_routes import router as billing_payments_router
 from hongyan.billing.routes import router as billing_router
 from hongyan.channels.routes import router as channels_router
 from hongyan.config import Settings, get_settings
+from hongyan.core import crypto
 from hongyan.db.engine import Database
 from hongyan.dispatch.queue import create_queue
 from hongyan.dispatch.runtime import Runtime
@@ -44,6 +45,7 @@ retries safe. Status changes are pushed to your webhooks, signed with HMAC-SHA25
 
 def create_app(settings: Settings | None = None, *, run_workers: bool | None = None, db: Database | None = None) -> FastAPI:
     settings = settings or get_settings()
+    crypto.configure(crypto.keyring_from_settings(settings))
     workers = settings.embedded_workers if run_workers is None else run_workers
 
     @asynccontextmanager

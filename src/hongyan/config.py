@@ -39,6 +39,47 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(8 * 1024 * 1024, description="Largest accepted request body.")
     max_header_bytes: int = Field(16 * 1024, description="Largest accepted total size of request headers.")
 
+    # -- security -----------------------------------------------------------------------------
+    encryption: str = Field(
+        "on",
+        description="on: phone numbers and message content are sealed with AES-256-GCM at rest. off must be "
+        "set explicitly (values written while off stay plaintext until `hongyan security re-encrypt`).",
+    )
+    encryption_keys: str = Field(
+        "",
+        description="Comma-separated <id>:<base64url 32-byte key> list; the first seals new data, the others "
+        "only open old data (rotation). Empty: one key generated once into <data_dir>/encryption_keys. "
+        "Create one with `hongyan security new-key`.",
+    )
+    blind_index_key: str = Field(
+        "",
+        description="base64url key (32+ bytes) of the HMAC blind index used to search by exact number. Empty: "
+        "generated once into <data_dir>/blind_index_key. Changing it needs `hongyan security re-encrypt`.",
+    )
+    password_min_length: int = Field(10, ge=8, description="Shortest accepted password.")
+    login_max_failures: int = Field(
+        5, ge=1, description="Wrong passwords in a row (per email, or 4x this per IP) before a lockout."
+    )
+    login_lockout_s: int = Field(900, ge=1, description="How long a login lockout lasts (doubles on repeat).")
+    api_rate_per_key: float = Field(
+        200.0, ge=0, description="Requests per second one API key may make (0: unlimited); bursts of 2 s allowed."
+    )
+    api_rate_per_ip: float = Field(
+        400.0, ge=0, description="Requests per second from one client IP across keys and the console (0: unlimited)."
+    )
+    trusted_proxies: str = Field(
+        "", description="Comma-separated CIDRs of reverse proxies whose X-Forwarded-For gives the client IP."
+    )
+    email_backend: str = Field(
+        "outbox",
+        description="outbox (emails kept in the database, readable by platform staff in the console) or smtp.",
+    )
+    smtp_url: str = Field("", description="smtp://user:pass@host:587 (STARTTLS) or smtps://…:465 for email_backend=smtp.")
+    email_from: str = Field("Hongyan <no-reply@hongyan.local>", description="From address of account emails.")
+    registration: str = Field(
+        "open", description="open (anyone can sign up, after email verification) or invite (members are invited)."
+    )
+
     # -- messaging ----------------------------------------------------------------------------
     default_region: str = Field("CN", description="Region (ISO 3166 alpha-2) for numbers without +country code.")
     max_batch_recipients: int = Field(10_000, description="Most recipients in one POST /v1/batches.")

@@ -1,6 +1,7 @@
 """Import every domain's models so metadata (Alembic, tests) sees all tables."""
 
 from hongyan.accounts import models as accounts  # noqa: F401
+from hongyan.audit import models as audit  # noqa: F401
 from hongyan.billing import models as billing  # noqa: F401
 from hongyan.channels import models as channels  # noqa: F401
 from hongyan.db.base import Base

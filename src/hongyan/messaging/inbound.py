@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hongyan.channels.base import InboundSms
 from hongyan.core import ids
 from hongyan.core.clock import utcnow
+from hongyan.core.crypto import blind_index
 from hongyan.messaging.models import InboundMessage, Message
 from hongyan.webhooks import service as webhooks
 
@@ -43,12 +44,12 @@ async def store_inbound(session: AsyncSession, messages: Sequence[InboundSms]) -
         sender = normalize_msisdn(sms.from_number)
         last = (
             await session.execute(
-                select(Message.id, Message.account_id).where(Message.to_number == sender).order_by(Message.id.desc()).limit(1)
+                select(Message.id, Message.account_id).where(Message.to_bidx == blind_index(sender)).order_by(Message.id.desc()).limit(1)
             )
         ).first()
         rows.append({
             "id": ids.new_id("inb"), "account_id": last.account_id if last else None, "channel_id": sms.channel_id,
-            "from_number": sender[:32], "to_number": sms.to_number[:32], "body": sms.body,
+            "from_number": sender[:32], "from_bidx": blind_index(sender[:32]), "to_number": sms.to_number[:32], "body": sms.body,
             "in_reply_to": last.id if last else None, "received_at": sms.received_at,
         })
     if rows:
@@ -65,5 +66,5 @@ async def list_inbound(session: AsyncSession, *, account_id: str, limit: int = 5
     if before:
         query = query.where(InboundMessage.id < before)
     if from_number:
-        query = query.where(InboundMessage.from_number == from_number)
+        query = query.where(InboundMessage.from_bidx == blind_index(from_number))
     return list((await session.scalars(query.order_by(InboundMessage.id.desc()).limit(limit))).all())

@@ -10,10 +10,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, SmallInteger, String, Text
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, SmallInteger, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from hongyan.db.base import Base, JsonType, UtcDateTime
+from hongyan.core.crypto import EncryptedBytes, EncryptedJson, EncryptedText
+from hongyan.db.base import Base, UtcDateTime
 
 
 class Batch(Base):
@@ -27,14 +28,14 @@ class Batch(Base):
     campaign_id: Mapped[str | None] = mapped_column(String(30), index=True)
     message_type: Mapped[str] = mapped_column(String(16))
     sender: Mapped[str | None] = mapped_column(String(32))
-    body_template: Mapped[str] = mapped_column(Text)
+    body_template: Mapped[str] = mapped_column(EncryptedText)  # content: sealed at rest (core.crypto)
     recipients_total: Mapped[int] = mapped_column(Integer)
     accepted_count: Mapped[int] = mapped_column(Integer)
     rejected_count: Mapped[int] = mapped_column(Integer)
     segments_total: Mapped[int] = mapped_column(Integer)
     price_micros_total: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
-    rejected: Mapped[list[dict[str, Any]]] = mapped_column(JsonType, default=list)
+    rejected: Mapped[list[dict[str, Any]]] = mapped_column(EncryptedJson, default=list)  # holds numbers
     client_ref: Mapped[str | None] = mapped_column(String(128))
     scheduled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
@@ -54,10 +55,11 @@ class Message(Base):
     campaign_id: Mapped[str | None] = mapped_column(String(30))
     message_type: Mapped[str] = mapped_column(String(16))  # verification | notification | marketing
     priority: Mapped[int] = mapped_column(SmallInteger)  # lane: 0 verification, 1 notification, 2 marketing
-    to_number: Mapped[str] = mapped_column(String(20))  # E.164
+    to_number: Mapped[str] = mapped_column(EncryptedText)  # E.164, sealed at rest (core.crypto)
+    to_bidx: Mapped[str | None] = mapped_column(String(32))  # blind index of to_number: exact-number search
     to_country: Mapped[str | None] = mapped_column(String(2))
     sender: Mapped[str | None] = mapped_column(String(32))
-    body: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(EncryptedText)
     encoding: Mapped[str] = mapped_column(String(8))
     segment_count: Mapped[int] = mapped_column(SmallInteger)
     price_micros: Mapped[int] = mapped_column(BigInteger)  # whole message (all segments)
@@ -83,8 +85,8 @@ class Message(Base):
 
 Index("ix_message_account_id", Message.account_id, Message.id)
 Index("ix_message_account_status", Message.account_id, Message.status, Message.id)
-# to_number first: serves "this account's messages to N" and "who last wrote to N" (matching replies)
-Index("ix_message_to_account", Message.to_number, Message.account_id)
+# number first: serves "this account's messages to N" and "who last wrote to N" (matching replies)
+Index("ix_message_to_bidx_account", Message.to_bidx, Message.account_id)
 Index("ix_message_batch_status", Message.batch_id, Message.status)
 Index("ix_message_status_expires", Message.status, Message.expires_at)
 
@@ -111,7 +113,7 @@ class IdempotencyRecord(Base):
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     request_hash: Mapped[str] = mapped_column(String(64))
     status_code: Mapped[int] = mapped_column(SmallInteger)
-    response_body: Mapped[bytes] = mapped_column(LargeBinary)
+    response_body: Mapped[bytes] = mapped_column(EncryptedBytes)  # echoes numbers: sealed
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
 
 
@@ -126,12 +128,13 @@ class InboundMessage(Base):
     id: Mapped[str] = mapped_column(String(30), primary_key=True)  # inb_…
     account_id: Mapped[str | None] = mapped_column(String(30))
     channel_id: Mapped[str] = mapped_column(String(30))
-    from_number: Mapped[str] = mapped_column(String(32))
-    to_number: Mapped[str] = mapped_column(String(32))
-    body: Mapped[str] = mapped_column(Text)
+    from_number: Mapped[str] = mapped_column(EncryptedText)  # a person's number: sealed at rest
+    from_bidx: Mapped[str | None] = mapped_column(String(32))
+    to_number: Mapped[str] = mapped_column(String(32))  # our number or short code
+    body: Mapped[str] = mapped_column(EncryptedText)
     in_reply_to: Mapped[str | None] = mapped_column(String(30))
     received_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 Index("ix_inbound_message_account", InboundMessage.account_id, InboundMessage.id)
-Index("ix_inbound_message_from", InboundMessage.from_number)
+Index("ix_inbound_message_from", InboundMessage.from_bidx)

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hongyan.core.clock import isoformat
+from hongyan.core.crypto import blind_index
 from hongyan.core.errors import Conflict, NotFound, Unprocessable
 from hongyan.core.money import format_micros
 from hongyan.messaging.models import Batch, Message, MessageEvent
@@ -86,7 +87,7 @@ async def list_messages(
     if statuses:
         query = query.where(Message.status.in_(statuses))
     if to:
-        query = query.where(Message.to_number == to)
+        query = query.where(Message.to_bidx == blind_index(to))
     if batch_id:
         query = query.where(Message.batch_id == batch_id)
     if since:

@@ -15,6 +15,7 @@ from hongyan.billing.rates import PriceList, load_price_list, settings_price_lis
 from hongyan.config import Settings
 from hongyan.core import ids
 from hongyan.core.clock import utcnow
+from hongyan.core.crypto import blind_index
 from hongyan.core.errors import Unprocessable
 from hongyan.db.engine import Database
 from hongyan.dispatch.models import OutboxItem
@@ -243,6 +244,7 @@ def prepare(
                 "message_type": request.message_type,
                 "priority": lane,
                 "to_number": number.e164,
+                "to_bidx": blind_index(number.e164),
                 "to_country": number.region,
                 "sender": request.sender,
                 "body": text,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, SmallInteger, String, Text
+from sqlalchemy import Boolean, ForeignKey, Index, SmallInteger, String
 from sqlalchemy.orm import Mapped, mapped_column
 
+from hongyan.core.crypto import EncryptedText
 from hongyan.db.base import Base, JsonType, UtcDateTime
 
 
@@ -33,7 +34,7 @@ class WebhookEvent(Base):
     endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoint.id"), index=True)
     event_type: Mapped[str] = mapped_column(String(48))
     message_id: Mapped[str | None] = mapped_column(String(30), index=True)
-    payload: Mapped[str] = mapped_column(Text)  # the exact JSON body that is signed and sent
+    payload: Mapped[str] = mapped_column(EncryptedText)  # the exact JSON body that is signed and sent (sealed)
     status: Mapped[str] = mapped_column(String(12))  # pending | delivered | failed
     attempts: Mapped[int] = mapped_column(SmallInteger, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime)
