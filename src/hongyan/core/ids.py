@@ -29,6 +29,8 @@ PREFIXES = {
     "package": "pkg",
     "subscription": "sub",
     "payment_order": "pay",
+    "email": "eml",
+    "auth_token": "tok",
 }
 
 
