@@ -113,7 +113,7 @@ def serve(
     typer.echo("", err=False)
     sys.stdout.flush()
     application = create_app(settings, run_workers=workers)
-    uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning", proxy_headers=True)
+    uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning", proxy_headers=False)  # client IP: api.client + HONGYAN_TRUSTED_PROXIES
 
 
 @app.command()

@@ -1,17 +1,20 @@
-"""/v1/api-keys: create (secret shown once), list, revoke."""
+"""/v1/api-keys: create (secret shown once), list, show, change, rotate with overlap, revoke."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictStr
 
-from hongyan.accounts import service
+from hongyan.accounts import keys
 from hongyan.accounts.models import ApiKey
 from hongyan.api.body import openapi_body, parse_body
+from hongyan.api.client import client_ip
 from hongyan.api.deps import AdminAccount, DbDep
 from hongyan.api.responses import JsonResponse
+from hongyan.audit.service import Actor
 from hongyan.core.clock import isoformat
 
 router = APIRouter(prefix="/v1/api-keys", tags=["api keys"])
@@ -20,34 +23,103 @@ router = APIRouter(prefix="/v1/api-keys", tags=["api keys"])
 class ApiKeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Annotated[StrictStr, Field(max_length=200)]
-    scopes: list[StrictStr] = Field(default_factory=lambda: ["send", "read"])
+    scopes: list[StrictStr] = Field(default_factory=lambda: ["send", "read"], max_length=8)
+    allowed_cidrs: list[StrictStr] = Field(default_factory=list, max_length=keys.MAX_CIDRS,
+                                           description="IPv4/IPv6 networks allowed to use the key; empty: any.")
+    expires_at: AwareDatetime | None = None
+    auth: Literal["bearer", "hmac"] = Field("bearer", description="hmac: requests must be signed; see docs/security.md.")
+    rate_limit_per_s: Annotated[float, Field(gt=0, le=100_000)] | None = None
+
+
+class ApiKeyUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Annotated[StrictStr, Field(max_length=200)] | None = None
+    scopes: Annotated[list[StrictStr], Field(max_length=8)] | None = None
+    allowed_cidrs: Annotated[list[StrictStr], Field(max_length=keys.MAX_CIDRS)] | None = None
+    expires_at: AwareDatetime | None = Field(None, description="New expiry; send null with clear_expiry to remove.")
+    clear_expiry: bool = False
+    rate_limit_per_s: Annotated[float, Field(gt=0, le=100_000)] | None = None
+    clear_rate_limit: bool = False
+
+
+class ApiKeyRotate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    overlap_hours: Annotated[float, Field(ge=0, le=keys.MAX_OVERLAP_HOURS)] = 24
 
 
 def key_json(k: ApiKey) -> dict[str, object]:
     return {"id": k.id, "name": k.name, "hint": "…" + k.secret_hint, "scopes": k.scopes,
+            "allowed_cidrs": k.allowed_cidrs, "auth": "hmac" if k.signing_secret else "bearer",
+            "rate_limit_per_s": k.rate_limit_per_s, "rotated_to": k.rotated_to,
             "created_at": isoformat(k.created_at), "last_used_at": isoformat(k.last_used_at),
-            "expires_at": isoformat(k.expires_at), "revoked_at": isoformat(k.revoked_at)}
+            "last_used_ip": k.last_used_ip, "expires_at": isoformat(k.expires_at), "revoked_at": isoformat(k.revoked_at)}
+
+
+def api_actor(ctx: keys.AccountContext, request: Request) -> Actor:
+    """The calling API key as the author of a change (audit log)."""
+    return Actor("api_key", ctx.key_id, ctx.key_name, client_ip(request))
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    return value.astimezone(UTC) if value is not None else None
 
 
 @router.post("", status_code=201, summary="Create an API key (the key is shown once)",
-             openapi_extra=openapi_body(ApiKeyCreate, {"name": "order-service", "scopes": ["send", "read"]}))
+             openapi_extra=openapi_body(ApiKeyCreate, {"name": "order-service", "scopes": ["send", "read"],
+                                                       "allowed_cidrs": ["203.0.113.0/24", "2001:db8::/32"]}))
 async def create_key(request: Request, db: DbDep, ctx: AdminAccount) -> JsonResponse:
     data = await parse_body(request, ApiKeyCreate)
     async with db.write() as session:
-        created = await service.create_api_key(session, account_id=ctx.account_id, name=data.name,
-                                               scopes=tuple(data.scopes))
+        created = await keys.create_api_key(
+            session, account_id=ctx.account_id, name=data.name, scopes=tuple(data.scopes),
+            allowed_cidrs=data.allowed_cidrs, expires_at=_as_utc(data.expires_at), signing=data.auth == "hmac",
+            rate_limit_per_s=data.rate_limit_per_s, actor=api_actor(ctx, request),
+        )
     return JsonResponse({**key_json(created.key), "key": created.token}, status_code=201)
 
 
 @router.get("", summary="List API keys")
 async def list_keys(db: DbDep, ctx: AdminAccount) -> JsonResponse:
     async with db.read() as session:
-        keys = await service.list_api_keys(session, account_id=ctx.account_id)
-    return JsonResponse({"data": [key_json(k) for k in keys]})
+        rows = await keys.list_api_keys(session, account_id=ctx.account_id)
+    return JsonResponse({"data": [key_json(k) for k in rows]})
+
+
+@router.get("/{key_id}", summary="Show an API key")
+async def get_key(key_id: str, db: DbDep, ctx: AdminAccount) -> JsonResponse:
+    async with db.read() as session:
+        key = await keys.get_api_key(session, account_id=ctx.account_id, key_id=key_id)
+        return JsonResponse(key_json(key))
+
+
+@router.patch("/{key_id}", summary="Change a key's name, scopes, IP allow-list, expiry or rate limit",
+              openapi_extra=openapi_body(ApiKeyUpdate, {"allowed_cidrs": ["198.51.100.7"]}))
+async def update_key(key_id: str, request: Request, db: DbDep, ctx: AdminAccount) -> JsonResponse:
+    data = await parse_body(request, ApiKeyUpdate)
+    async with db.write() as session:
+        key = await keys.update_api_key(
+            session, account_id=ctx.account_id, key_id=key_id, actor=api_actor(ctx, request), name=data.name,
+            scopes=data.scopes, allowed_cidrs=data.allowed_cidrs, expires_at=_as_utc(data.expires_at),
+            clear_expiry=data.clear_expiry, rate_limit_per_s=data.rate_limit_per_s,
+            clear_rate_limit=data.clear_rate_limit,
+        )
+        return JsonResponse(key_json(key))
+
+
+@router.post("/{key_id}/rotate", status_code=201, summary="Rotate: a new key now, the old one expires after the overlap",
+             openapi_extra=openapi_body(ApiKeyRotate, {"overlap_hours": 24}))
+async def rotate_key(key_id: str, request: Request, db: DbDep, ctx: AdminAccount) -> JsonResponse:
+    body = await request.body()
+    data = await parse_body(request, ApiKeyRotate) if body.strip() else ApiKeyRotate()
+    async with db.write() as session:
+        created = await keys.rotate_api_key(session, account_id=ctx.account_id, key_id=key_id,
+                                            overlap_hours=data.overlap_hours, actor=api_actor(ctx, request))
+        old = await keys.get_api_key(session, account_id=ctx.account_id, key_id=key_id)
+        return JsonResponse({**key_json(created.key), "key": created.token, "replaces": key_json(old)}, status_code=201)
 
 
 @router.delete("/{key_id}", summary="Revoke an API key")
-async def revoke_key(key_id: str, db: DbDep, ctx: AdminAccount) -> JsonResponse:
+async def revoke_key(key_id: str, request: Request, db: DbDep, ctx: AdminAccount) -> JsonResponse:
     async with db.write() as session:
-        await service.revoke_api_key(session, account_id=ctx.account_id, key_id=key_id)
+        await keys.revoke_api_key(session, account_id=ctx.account_id, key_id=key_id, actor=api_actor(ctx, request))
     return JsonResponse({"id": key_id, "revoked": True})

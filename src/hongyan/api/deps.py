@@ -1,4 +1,4 @@
-"""Shared route dependencies: the database, settings, and the calling account (API key)."""
+"""Shared route dependencies: the database, settings, and the calling account (API key or signature)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from hongyan.accounts.service import AccountContext, authenticate_api_key, touch_api_key
+from hongyan.accounts.keys import (
+    SIGNATURE_SCHEME,
+    AccountContext,
+    authenticate_api_key,
+    authenticate_signature,
+    touch_api_key,
+)
+from hongyan.api.client import client_ip
+from hongyan.api.rate_limit import RateLimiter
 from hongyan.config import Settings
 from hongyan.core.errors import Forbidden, Unauthorized
 from hongyan.db.engine import Database
@@ -23,7 +31,19 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
+def rate_limiter(request: Request) -> RateLimiter:
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    if limiter is None:
+        limiter = request.app.state.rate_limiter = RateLimiter()
+    return limiter
+
+
 async def current_account(request: Request) -> AccountContext:
+    settings = get_settings(request)
+    ip = client_ip(request)
+    limiter = rate_limiter(request)
+    # per IP before the key is checked: guessing keys is throttled like any other traffic
+    limiter.check(f"ip:{ip}", settings.api_rate_per_ip, what="IP address")
     header = request.headers.get("authorization")
     if not header:
         raise Unauthorized(
@@ -31,15 +51,22 @@ async def current_account(request: Request) -> AccountContext:
             headers={"WWW-Authenticate": "Bearer"},
         )
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("invalid_api_key", "Use the Bearer scheme: `Authorization: Bearer <key>`.",
-                           field="Authorization", headers={"WWW-Authenticate": "Bearer"})
     db = get_db(request)
-    ctx = await authenticate_api_key(db, token)
+    if scheme.upper() == SIGNATURE_SCHEME:
+        path_qs = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        ctx = await authenticate_signature(db, token, method=request.method, path_qs=path_qs,
+                                           body=await request.body(), ip=ip)
+    elif scheme.lower() == "bearer" and token.strip():
+        ctx = await authenticate_api_key(db, token, ip=ip)
+    else:
+        raise Unauthorized("invalid_api_key", f"Use `Authorization: Bearer <key>` or `{SIGNATURE_SCHEME} …`.",
+                           field="Authorization", headers={"WWW-Authenticate": "Bearer"})
+    if ctx.key_id:
+        limiter.check(f"key:{ctx.key_id}", ctx.rate_limit_per_s or settings.api_rate_per_key, what="API key")
     now = time.monotonic()
     if ctx.key_id and now - _last_touch.get(ctx.key_id, 0.0) > 60:
         _last_touch[ctx.key_id] = now
-        await touch_api_key(db, ctx.key_id)
+        await touch_api_key(db, ctx.key_id, ip)
     return ctx
 
 
