@@ -15,6 +15,7 @@ from hongyan.accounts.service import Bootstrap
 from hongyan.billing.cli import billing_cli
 from hongyan.config import Settings, get_settings
 from hongyan.db.engine import Database
+from hongyan.ops.encryption import security_cli
 
 app = typer.Typer(help="鸿雁 Hongyan: a self-hostable online SMS platform.", no_args_is_help=True,
                   add_completion=False)
@@ -25,6 +26,7 @@ app.add_typer(channel_cli, name="channel")
 route_cli = typer.Typer(help="Routes: which channel carries which traffic.", no_args_is_help=True)
 app.add_typer(route_cli, name="route")
 app.add_typer(billing_cli, name="billing")
+app.add_typer(security_cli, name="security")
 
 
 def _logging(settings: Settings) -> None:
