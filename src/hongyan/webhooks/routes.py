@@ -12,6 +12,7 @@ from hongyan.api.body import openapi_body, parse_body
 from hongyan.api.deps import AdminAccount, DbDep
 from hongyan.api.responses import JsonResponse
 from hongyan.core.clock import isoformat
+from hongyan.core.errors import NotFound
 from hongyan.webhooks import service
 from hongyan.webhooks.models import WebhookEndpoint, WebhookEvent
 
@@ -62,6 +63,10 @@ async def delete_webhook(endpoint_id: str, db: DbDep, ctx: AdminAccount) -> Json
 async def list_events(endpoint_id: str, db: DbDep, ctx: AdminAccount,
                       limit: Annotated[int, Query(ge=1, le=500)] = 50) -> JsonResponse:
     async with db.read() as session:
+        owned = await session.scalar(select(WebhookEndpoint.id).where(
+            WebhookEndpoint.id == endpoint_id, WebhookEndpoint.account_id == ctx.account_id))
+        if owned is None:  # unknown and another account's endpoint answer alike
+            raise NotFound("webhook_endpoint_not_found", "No such webhook endpoint.", field="id")
         rows = (await session.scalars(
             select(WebhookEvent).where(WebhookEvent.endpoint_id == endpoint_id, WebhookEvent.account_id == ctx.account_id)
             .order_by(WebhookEvent.id.desc()).limit(limit)

@@ -1,0 +1,195 @@
+"""Tenant isolation, for EVERY route with an id in its path (API and console), found at run time.
+
+Account A owns one object of each kind. Account B calls every such route with A's ids and with made-up
+ids of the same shape: the two answers must be identical (after swapping the ids), so B can neither read
+nor change A's objects, nor learn that they exist. A route with a path parameter this file does not know
+fails the test: new routes must be added here (that is the point).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from console_pages import csrf_of, signed_in_client
+from hongyan.accounts.models import ApiKey
+from hongyan.billing import packages
+from hongyan.core import ids
+from hongyan.db.engine import Database
+from hongyan.messaging.models import Batch, Message
+from hongyan.webhooks.models import WebhookEndpoint
+from support import AccountFixture, make_account, wait_until
+
+SECRET_TEXT = "isolation-secret-7731"
+
+# Routes with an id that are deliberately reachable without an account: capability URLs and signed callbacks.
+PUBLIC = {
+    "/pay/sandbox/{order_id}": "sandbox payment page: the unguessable order id is the capability (like a payment link)",
+    "/v1/billing/payments/{provider}/callback": "provider callback, authenticated by the provider's signature",
+    "/console/lang/{lang}": "language switch, no object",
+    "/console/{rest:path}": "console 404 page",
+}
+
+
+def all_routes(app: Any) -> list[tuple[str, str]]:
+    """(method, path) of every route with a path parameter, across included routers."""
+    found: list[tuple[str, str]] = []
+
+    def walk(routes: Any) -> None:
+        for route in routes:
+            original = getattr(route, "original_router", None)
+            if original is not None:
+                walk(original.routes)
+                continue
+            path = getattr(route, "path", "")
+            if "{" in path:
+                for method in sorted(getattr(route, "methods", None) or ()):
+                    if method != "HEAD":
+                        found.append((method, path))
+
+    walk(app.routes)
+    return sorted(set(found))
+
+
+async def objects_of_a(client: httpx.AsyncClient, db: Database, a: AccountFixture) -> dict[str, str]:
+    """One object of each kind owned by A; param name → id."""
+    h = a.headers
+    msg = await client.post("/v1/messages", json={"to": "13800138001", "text": SECRET_TEXT,
+                                                  "scheduled_at": "2099-01-01T00:00:00Z"}, headers=h)
+    assert msg.status_code == 202, msg.text
+    bat = await client.post("/v1/batches", json={"text": SECRET_TEXT, "recipients": [{"to": "13800138002"}],
+                                                 "scheduled_at": "2099-01-01T00:00:00Z"}, headers=h)
+    assert bat.status_code == 202, bat.text
+    hook = await client.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/a"}, headers=h)
+    key = await client.post("/v1/api-keys", json={"name": "a-key"}, headers=h)
+    order = await client.post("/v1/billing/recharges", json={"amount": "100"}, headers=h)
+    assert order.status_code == 201, order.text
+    async with db.write() as session:
+        plan = await packages.create_product(session, kind="subscription", name="plan", currency="CNY",
+                                             price_micros=1_000_000, units=100)
+        sub = await packages.subscribe(session, account_id=a.account_id, product_id=plan.id, actor="test")
+    return {
+        "message_id": msg.json()["id"], "batch_id": bat.json()["id"], "endpoint_id": hook.json()["id"],
+        "key_id": key.json()["id"], "order_id": order.json()["id"], "subscription_id": sub.id,
+        "account_id": a.account_id, "product_id": plan.id,
+        # operator-only kinds: B (a customer) is refused the same way for real and made-up ids
+        "ref": "chn_" + "0" * 26, "route_id": "rte_" + "0" * 26, "card_id": "rc_" + "0" * 26,
+        "channel_id": "chn_" + "0" * 26,
+    }
+
+
+def fake_like(value: str) -> str:
+    prefix = value.split("_", 1)[0]
+    return ids.new_id(prefix)
+
+
+def fill(path: str, values: dict[str, str]) -> str:
+    def sub(match: re.Match[str]) -> str:
+        name = match.group(1).split(":")[0]
+        if name not in values:
+            pytest.fail(f"{path}: add an object for path parameter '{name}' to objects_of_a (tenant isolation)")
+        return values[name]
+
+    return re.sub(r"\{([^}]+)\}", sub, path)
+
+
+BODIES = {"PATCH": {"name": "hijack", "spend_limit": "1"}, "POST": {}, "PUT": {}}
+
+
+async def test_api_routes_do_not_cross_accounts(app: Any, db: Database) -> None:
+    a = await make_account(db, name="A")
+    b = await make_account(db, name="B")
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        objects = await objects_of_a(client, db, a)
+        fakes = {k: fake_like(v) for k, v in objects.items()}
+        checked = 0
+        for method, path in all_routes(app):
+            if path in PUBLIC or path.startswith("/console"):
+                continue
+            real_url, fake_url = fill(path, objects), fill(path, fakes)
+            body = BODIES.get(method)
+            real = await client.request(method, real_url, json=body, headers=b.headers)
+            fake = await client.request(method, fake_url, json=body, headers=b.headers)
+            assert real.status_code == fake.status_code, (method, path, real.text, fake.text)
+            assert real.status_code >= 400, (method, path, real.status_code, real.text)
+            swapped = real.text
+            for name, value in objects.items():
+                swapped = swapped.replace(value, fakes[name])
+            assert swapped == fake.text, (method, path, real.text, fake.text)
+            assert SECRET_TEXT not in real.text
+            checked += 1
+        assert checked >= 15
+        # A's objects are untouched and still A's
+        for url in (f"/v1/messages/{objects['message_id']}", f"/v1/batches/{objects['batch_id']}",
+                    f"/v1/api-keys/{objects['key_id']}", f"/v1/billing/recharges/{objects['order_id']}"):
+            assert (await client.get(url, headers=a.headers)).status_code == 200, url
+    async with db.read() as session:
+        message = await session.get(Message, objects["message_id"])
+        key = await session.get(ApiKey, objects["key_id"])
+        endpoint = await session.get(WebhookEndpoint, objects["endpoint_id"])
+        batch = await session.get(Batch, objects["batch_id"])
+        batch_statuses = set((await session.scalars(select(Message.status).where(Message.batch_id == batch.id))).all())  # type: ignore[union-attr]
+    assert message is not None and message.status == "scheduled"
+    assert batch_statuses == {"scheduled"}
+    assert key is not None and key.revoked_at is None and key.rotated_to is None and key.name == "a-key"
+    assert endpoint is not None and endpoint.enabled
+
+
+async def test_list_filters_with_another_accounts_ids_are_empty(app: Any, db: Database) -> None:
+    a = await make_account(db, name="A")
+    b = await make_account(db, name="B")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
+        objects = await objects_of_a(client, db, a)
+        for url in (f"/v1/messages?batch={objects['batch_id']}", "/v1/messages?to=13800138001",
+                    f"/v1/billing/usage?batch_id={objects['batch_id']}", "/v1/billing/recharges", "/v1/webhooks",
+                    "/v1/api-keys", "/v1/billing/subscriptions", "/v1/inbound"):
+            r = await client.get(url, headers=b.headers)
+            assert r.status_code == 200, (url, r.text)
+            for value in (objects["message_id"], objects["batch_id"], objects["order_id"], objects["key_id"],
+                          objects["endpoint_id"], objects["subscription_id"], SECRET_TEXT):
+                assert value not in r.text, (url, value)
+
+
+async def test_console_pages_do_not_cross_accounts(app: Any, db: Database) -> None:
+    a = await make_account(db, name="A")
+    b = await make_account(db, name="B")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as api:
+        objects = await objects_of_a(api, db, a)
+    fakes = {k: fake_like(v) for k, v in objects.items()}
+    browser = await signed_in_client(app, db, b, "en", email="b-user@example.com")
+    token = csrf_of((await browser.get("/console")).text)
+    checked = 0
+    for method, path in all_routes(app):
+        if not path.startswith("/console") or path in PUBLIC:
+            continue
+        real_url, fake_url = fill(path, objects), fill(path, fakes)
+        data = {"csrf_token": token} if method == "POST" else None
+        real = await browser.request(method, real_url, data=data)
+        fake = await browser.request(method, fake_url, data=data)
+        assert real.status_code == fake.status_code, (method, path, real.status_code, fake.status_code)
+        assert real.status_code in (200, 303, 403, 404), (method, path, real.status_code)
+        if method == "GET":  # a page or fragment: the same as for an id that does not exist
+            swapped = real.text
+            for name, value in objects.items():
+                swapped = swapped.replace(value, fakes[name])
+            assert swapped == fake.text, (method, path)
+        assert real.headers.get("location") == fake.headers.get("location"), (method, path)
+        assert SECRET_TEXT not in real.text and "13800138001" not in real.text
+        if method == "POST" and real.status_code == 303:  # the flash says the same for both
+            shown_real = (await browser.get(real.headers["location"])).text
+            assert SECRET_TEXT not in shown_real
+        checked += 1
+    assert checked >= 10
+
+    async def still_scheduled() -> bool:
+        async with db.read() as session:
+            m = await session.get(Message, objects["message_id"])
+            k = await session.get(ApiKey, objects["key_id"])
+            return m is not None and m.status == "scheduled" and k is not None and k.revoked_at is None
+
+    assert await wait_until(still_scheduled, timeout=2, message="A's objects untouched")
