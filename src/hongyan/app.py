@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -17,6 +16,7 @@ from hongyan.accounts.routes import router as keys_router
 from hongyan.api import errors
 from hongyan.api.body import SCHEMAS
 from hongyan.api.limits import RequestLimits
+from hongyan.api.openapi import build_openapi
 from hongyan.api.responses import JsonResponse
 from hongyan.billing.operator_routes import router as billing_operator_router
 from hongyan.billing.package_routes import router as billing_packages_router
@@ -95,11 +95,7 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(SCHEMAS)
-            schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-            schema["security"] = [{"bearer": []}]
-            app.openapi_schema = schema
+            app.openapi_schema = build_openapi(app, SCHEMAS)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
