@@ -30,7 +30,7 @@ def run_schemathesis(url: str, token: str, report: Path, *extra: str) -> subproc
          "--checks", CHECKS, "--header", f"Authorization: Bearer {token}", "--generation-deterministic",
          "--continue-on-failure", "--request-timeout", "30", "--report", "junit", "--report-dir", str(report),
          *extra],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True, text=True, timeout=900, cwd=report.parent,  # its .schemathesis cache stays in tmp
     )
 
 
