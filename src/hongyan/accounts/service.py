@@ -61,18 +61,25 @@ async def get_account(session: AsyncSession, account_id: str) -> Account:
 
 async def create_user(
     session: AsyncSession, *, email: str, password: str, account_id: str | None, role: str = "owner",
-    display_name: str = "", platform_role: str | None = None, locale: str = "zh-CN",
+    display_name: str = "", platform_role: str | None = None, locale: str = "zh-CN", min_length: int = 10,
+    email_verified: bool = True,
 ) -> User:
+    """A user (and their membership). Only the length is checked here: sign-up, reset and change apply the
+    whole policy (accounts.passwords); the first-start administrator's password is random. Users made by
+    an operator or an invitation count as verified; self sign-up passes email_verified=False."""
     email = email.strip().lower()
     if "@" not in email:
         raise InvalidRequest("invalid_email", "Give a valid email address.", field="email")
-    if len(password) < 10:
-        raise InvalidRequest("password_too_short", "The password needs at least 10 characters.", field="password")
+    if len(password) < min_length:
+        raise InvalidRequest(
+            "password_too_short", f"The password needs at least {min_length} characters.", field="password"
+        )
     if await session.scalar(select(User.id).where(User.email == email)):
         raise InvalidRequest("email_taken", "A user with this email already exists.", field="email")
     user = User(
         id=ids.new_id("usr"), email=email, password_hash=hash_password(password), display_name=display_name,
         locale=locale, status="active", platform_role=platform_role, created_at=utcnow(),
+        email_verified_at=utcnow() if email_verified else None,
     )
     session.add(user)
     await session.flush()
