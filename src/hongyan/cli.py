@@ -14,6 +14,7 @@ import typer
 from hongyan.accounts.service import Bootstrap
 from hongyan.billing.cli import billing_cli
 from hongyan.config import Settings, get_settings
+from hongyan.core import crypto
 from hongyan.db.engine import Database
 from hongyan.ops.encryption import security_cli
 
@@ -39,6 +40,8 @@ def _migrate(settings: Settings) -> None:
     from hongyan.db.migrate import upgrade
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # the keys are made with the database (embedded default), not later by whichever write comes first
+    crypto.configure(crypto.keyring_from_settings(settings))
     upgrade(settings.effective_database_url)
 
 

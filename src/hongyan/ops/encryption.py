@@ -17,7 +17,16 @@ import typer
 from sqlalchemy import Table, select, tuple_, update
 
 from hongyan.config import get_settings
-from hongyan.core.crypto import EncryptedBytes, EncryptedJson, EncryptedText, Keyring, keyring, new_key_text
+from hongyan.core.crypto import (
+    DecryptionError,
+    EncryptedBytes,
+    EncryptedJson,
+    EncryptedText,
+    Keyring,
+    KeyringError,
+    keyring,
+    new_key_text,
+)
 from hongyan.db.engine import Database
 from hongyan.db.models import metadata
 
@@ -104,6 +113,7 @@ async def reencrypt(db: Database, *, decrypt: bool = False, reindex: bool = Fals
     """Seal every value with the active key (or, with decrypt, store plaintext); optionally rebuild
     blind indexes. Values already sealed with the active key are left alone (restartable)."""
     ring, report = keyring(), Report()
+    seal = ring.enabled and not decrypt  # encryption off: never seal (only --decrypt or --reindex work)
     for table_name, columns in sealed_columns().items():
         table = metadata.tables[table_name]
         indexes = {c: BLIND_INDEXES[(table_name, c)] for c in columns if (table_name, c) in BLIND_INDEXES}
@@ -120,14 +130,14 @@ async def reencrypt(db: Database, *, decrypt: bool = False, reindex: bool = Fals
                     label = ring.key_id_of(value)
                     if decrypt and label is not None:
                         new[c] = ring.open_bytes(value)
-                    elif not decrypt and label != ring.active_id:
+                    elif seal and label != ring.active_id:
                         new[c] = ring.seal_bytes(ring.open_bytes(value))
                     continue
                 label = ring.key_id_of(value)
                 plain = ring.open(value) if label is not None else value
                 if decrypt and label is not None:
                     new[c] = plain
-                elif not decrypt and label != ring.active_id:
+                elif seal and label != ring.active_id:
                     new[c] = ring.seal(plain)
                 if reindex and c in indexes:
                     bidx = ring.blind_index(plain)
@@ -145,9 +155,22 @@ security_cli = typer.Typer(help="Encryption at rest: keys, status, re-encryption
 
 
 def _run(main: Any) -> None:
+    """Run against the database; a key problem is one line on stderr and exit code 1, not a traceback."""
     from hongyan.cli import _with_db
 
-    raise typer.Exit(_with_db(get_settings(), main))
+    async def guarded(db: Database) -> int:
+        try:
+            return int(await main(db))
+        except (DecryptionError, KeyringError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            return 1
+
+    try:
+        keyring()
+    except KeyringError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    raise typer.Exit(_with_db(get_settings(), guarded))
 
 
 def _print(report: Report) -> None:
@@ -165,9 +188,8 @@ def new_key(key_id: Annotated[str, typer.Argument(help="Id of the new key (lette
 @security_cli.command("status")
 def status_command() -> None:
     """Rows per sealed column by the key that sealed them (plaintext: written while encryption was off)."""
-    ring = keyring()
-
     async def main(db: Database) -> int:
+        ring = keyring()
         typer.echo(f"encryption {'on' if ring.enabled else 'OFF'}; active key {ring.active_id}; "
                    f"keys {', '.join(ring.keys)}")
         _print(await status(db))
@@ -184,12 +206,11 @@ def reencrypt_command(
 ) -> None:
     """Rewrite sealed values with the active key (after adding a new key first in the list), seal
     plaintext rows, or --decrypt. Restartable; afterwards the old key can leave the list."""
-    if not keyring().enabled and not decrypt:
-        typer.echo("encryption is off (HONGYAN_ENCRYPTION=off): nothing to seal; use --decrypt to store plaintext",
-                   err=True)
-        raise typer.Exit(2)
-
     async def main(db: Database) -> int:
+        if not keyring().enabled and not (decrypt or reindex):
+            typer.echo("encryption is off (HONGYAN_ENCRYPTION=off): nothing to seal; --decrypt stores plaintext",
+                       err=True)
+            return 2
         report = await reencrypt(db, decrypt=decrypt, reindex=reindex, batch=batch)
         typer.echo(f"rewrote {report.rewritten} rows; rebuilt {report.reindexed} blind index values")
         _print(await status(db))
