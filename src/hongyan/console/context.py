@@ -66,10 +66,21 @@ class ConsoleUser:
     account_name: str
     default_region: str
     currency: str
+    email_verified: bool = True  # False: the layout offers to resend the verification email
+    mfa_enabled: bool = False
+
+
+MFA_ENROLMENT_PAGE = "/console/security/mfa"
+# what a member of an account that requires MFA may still open before enrolling
+MFA_ENROLMENT_PATHS = (MFA_ENROLMENT_PAGE, "/console/logout", "/console/lang/")
 
 
 class LoginRequired(Exception):
     """No valid session: pages redirect to the login form, background fetches get 401."""
+
+
+class MfaEnrolmentRequired(Exception):
+    """The account requires MFA and this member has none yet: every page leads to the enrolment page."""
 
 
 class CsrfRejected(Exception):
@@ -218,6 +229,9 @@ async def signed_in(console: Visitor) -> Console:
                     User.display_name,
                     User.status.label("user_status"),
                     User.password_hash,
+                    User.email_verified_at,
+                    User.mfa_enabled_at,
+                    Account.require_mfa,
                     Account.id,
                     Account.name,
                     Account.status.label("account_status"),
@@ -244,7 +258,11 @@ async def signed_in(console: Visitor) -> Console:
         account_name=row.name,
         default_region=row.default_region,
         currency=row.currency,
+        email_verified=row.email_verified_at is not None,
+        mfa_enabled=row.mfa_enabled_at is not None,
     )
+    if row.require_mfa and row.mfa_enabled_at is None and not console.request.url.path.startswith(MFA_ENROLMENT_PATHS):
+        raise MfaEnrolmentRequired
     return console
 
 

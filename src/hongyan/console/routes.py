@@ -11,21 +11,29 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, Request
 from starlette.responses import RedirectResponse, Response
 
-from hongyan.accounts.service import authenticate_user, primary_account_for
 from hongyan.api.responses import JsonResponse
 from hongyan.config import Settings
-from hongyan.console import api_keys, billing, channels, dashboard, history, pricing, send, webhook_endpoints
+from hongyan.console import (
+    api_keys,
+    auth_pages,
+    billing,
+    channels,
+    dashboard,
+    history,
+    pricing,
+    send,
+    webhook_endpoints,
+)
 from hongyan.console.context import (
     FETCH_HEADER,
     CheckedForm,
     Console,
     ConsoleSetup,
     CsrfRejected,
-    FieldErrors,
     LoginRequired,
+    MfaEnrolmentRequired,
     SignedIn,
     Visitor,
-    form_text,
     login_url,
     safe_next,
 )
@@ -40,33 +48,13 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 async def login_page(console: Visitor, next: str = "") -> Any:
     if console.session.logged_in:
         return console.redirect(safe_next(next))
-    return console.render("login.html", next=safe_next(next), email="")
+    return auth_pages.render_login(console, next=safe_next(next))
 
 
 @router.post("/login")
 async def login(console: Visitor, form: CheckedForm) -> Any:
-    email = form_text(form, "email").strip()
-    password = form_text(form, "password")
-    next_url = safe_next(form_text(form, "next"))
-    errors = FieldErrors()
-    if not email:
-        errors["email"] = (console.t("login.email_required"), None)
-    if not password:
-        errors["password"] = (console.t("login.password_required"), None)
-    if not errors:
-        async with console.db.write() as session:  # write: a successful login records last_login_at
-            user = await authenticate_user(session, email=email, password=password)
-            account = await primary_account_for(session, user.id) if user is not None else None
-        if user is None:
-            errors["password"] = (console.t("login.invalid"), None)
-        elif account is None:
-            errors["email"] = (console.t("login.no_account"), None)
-        else:
-            console.sign_in(user_id=user.id, account_id=account.id, password_hash=user.password_hash)
-            return console.redirect(next_url)
-    return console.render(
-        "login.html", status=401 if "password" in errors else 422, errors=errors, next=next_url, email=email
-    )
+    """Password step, throttled per email and IP; then the MFA step if the user has it (auth_pages)."""
+    return await auth_pages.password_login(console, form)
 
 
 @router.post("/logout")
@@ -146,14 +134,17 @@ def install(app: FastAPI, settings: Settings) -> None:
         billing.router,
         channels.router,
         pricing.router,
+        auth_pages.public,
+        auth_pages.router,
         fallback,
     ):
         # signed-in pages learn the user's platform role: the layout shows staff pages to staff only
-        staff_aware = [] if area is router else [Depends(channels.with_platform_role)]
+        staff_aware = [] if area in (router, auth_pages.public) else [Depends(channels.with_platform_role)]
         app.include_router(area, dependencies=staff_aware)
     app.add_exception_handler(LoginRequired, _login_required)
     app.add_exception_handler(channels.StaffOnly, channels.staff_only)
     app.add_exception_handler(CsrfRejected, _csrf_rejected)
+    app.add_exception_handler(MfaEnrolmentRequired, auth_pages.mfa_enrolment_required)
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:

@@ -31,6 +31,9 @@ class SessionData:
     user_id: str | None = None
     account_id: str | None = None
     password_mark: str | None = None
+    # password accepted, TOTP code still due (not logged in until it passes); set at this Unix time
+    mfa_pending_user_id: str | None = None
+    mfa_pending_since: float | None = None
     needs_cookie: bool = False  # new or renewed: the response must (re)set the cookie
 
     @classmethod
@@ -72,6 +75,9 @@ class SessionCodec:
                 "uid": session.user_id,
                 "aid": session.account_id,
                 "pwm": session.password_mark,
+                "mfa": [session.mfa_pending_user_id, session.mfa_pending_since]
+                if session.mfa_pending_user_id
+                else None,
             }
         )
 
@@ -85,8 +91,12 @@ class SessionCodec:
             return SessionData.anonymous()
         if not isinstance(data, dict) or not isinstance(data.get("sid"), str):
             return SessionData.anonymous()
+        mfa = data.get("mfa")
+        pending = mfa if isinstance(mfa, list) and len(mfa) == 2 else [None, None]
         return SessionData(
             sid=data["sid"],
+            mfa_pending_user_id=pending[0],
+            mfa_pending_since=pending[1],
             user_id=data.get("uid"),
             account_id=data.get("aid"),
             password_mark=data.get("pwm"),

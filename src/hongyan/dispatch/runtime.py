@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 DISPATCH = "dispatch"
 RECEIPT_PARK_LIMIT = timedelta(minutes=10)
+EMAIL_POLL_S = 10.0  # HONGYAN_EMAIL_BACKEND=smtp: how often pending account emails are sent
 _FINAL_VALUES = frozenset(s.value for s in FINAL)  # how long a receipt may wait for its submit response
 
 
@@ -81,6 +82,8 @@ class Runtime:
         loops = [self._relay_loop(), self._receipt_loop(), self._sweep_loop(), self._reload_loop(), self.webhooks.run(),
                  self._billing_loop()]
         loops += [self._dispatch_loop(i) for i in range(self.dispatchers)]
+        if self.settings.email_backend == "smtp":
+            loops.append(self._email_loop())
         self._tasks = [asyncio.create_task(c) for c in loops]
 
     async def stop(self, timeout: float = 15.0) -> None:
@@ -573,6 +576,22 @@ class Runtime:
                 log.exception("billing sweep failed")
             try:
                 await asyncio.wait_for(self._stop_event.wait(), timeout=self.settings.billing_sweep_s)
+                break
+            except TimeoutError:
+                pass
+
+    async def _email_loop(self) -> None:
+        """Account emails (verification, reset, invitations) over SMTP, every EMAIL_POLL_S."""
+        from hongyan.accounts.email import deliver_pending
+
+        while not self._stopping:
+            try:
+                await deliver_pending(self.db, self.settings)
+            except Exception:
+                self.stats.errors += 1
+                log.exception("email delivery failed")
+            try:
+                await asyncio.wait_for(self._stop_event.wait(), timeout=EMAIL_POLL_S)
                 break
             except TimeoutError:
                 pass
