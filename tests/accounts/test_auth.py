@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from datetime import timedelta
@@ -281,3 +282,17 @@ async def test_ip_lockout_at_four_times_the_limit(db: Database, settings: Settin
     refused = await _allowed(db, settings, email="fresh@example.cn", ip=ip)
     assert refused is not None and refused.code == "login_locked"
     assert await _allowed(db, settings, email="fresh@example.cn", ip="2001:db8::43") is None
+
+
+async def test_concurrent_failures_are_all_counted(db: Database, settings: Settings) -> None:
+    """First failures for a new key race on the insert (ON CONFLICT DO NOTHING) and then on the row lock."""
+    settings = settings.model_copy(update={"login_max_failures": 100})
+
+    async def fail_once() -> None:
+        async with db.write() as session:
+            await auth.record_login_failure(session, settings, email=EMAIL, ip="198.51.100.8")
+
+    await asyncio.gather(*(fail_once() for _ in range(8)))
+    async with db.read() as session:
+        rows = {r.key: r.failures for r in (await session.scalars(select(LoginThrottle))).all()}
+    assert rows == {auth.email_key(EMAIL): 8, auth.ip_key("198.51.100.8"): 8}
