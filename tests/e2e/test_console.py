@@ -213,6 +213,7 @@ def test_api_keys_create_shows_token_once_and_revoke(page: Any, server: Server, 
 
     key_id = token.input_value().split(".")[0]
     page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("tbody tr", has_text=key_id).locator("summary").click()  # the row's Manage menu
     page.locator(f"form[action='/console/keys/{key_id}/revoke'] button").click()
     expect(page.locator(".flash-success")).to_contain_text(key_id)
     expect(page.locator("#new-token")).to_have_count(0)  # never shown again
