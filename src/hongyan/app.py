@@ -12,12 +12,14 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from hongyan import __version__
+from hongyan.accounts.member_routes import members_router, sub_accounts_router
 from hongyan.accounts.routes import router as keys_router
 from hongyan.api import errors
 from hongyan.api.body import SCHEMAS
 from hongyan.api.limits import RequestLimits
 from hongyan.api.openapi import build_openapi
 from hongyan.api.responses import JsonResponse
+from hongyan.audit.routes import router as audit_router
 from hongyan.billing.operator_routes import router as billing_operator_router
 from hongyan.billing.package_routes import router as billing_packages_router
 from hongyan.billing.payment_routes import router as billing_payments_router
@@ -79,11 +81,14 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
     app.include_router(messages_router)
     app.include_router(webhooks_router)
     app.include_router(keys_router)
+    app.include_router(members_router)
+    app.include_router(sub_accounts_router)
     app.include_router(channels_router)
     app.include_router(billing_router)
     app.include_router(billing_operator_router)
     app.include_router(billing_payments_router)
     app.include_router(billing_packages_router)
+    app.include_router(audit_router)
     app.include_router(health_router)
     try:
         from hongyan.console.routes import install as install_console

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from console_pages import csrf_of, signed_in_client
+from hongyan.accounts import service as accounts
 from hongyan.accounts.models import ApiKey
 from hongyan.billing import packages
 from hongyan.core import ids
@@ -68,14 +69,21 @@ async def objects_of_a(client: httpx.AsyncClient, db: Database, a: AccountFixtur
     key = await client.post("/v1/api-keys", json={"name": "a-key"}, headers=h)
     order = await client.post("/v1/billing/recharges", json={"amount": "100"}, headers=h)
     assert order.status_code == 201, order.text
+    sub_account = await client.post("/v1/sub-accounts", json={"name": "a-shop"}, headers=h)
+    assert sub_account.status_code == 201, sub_account.text
+    invitation = await client.post("/v1/members", json={"email": "invitee@a.example", "role": "viewer"}, headers=h)
+    assert invitation.status_code == 201, invitation.text
     async with db.write() as session:
         plan = await packages.create_product(session, kind="subscription", name="plan", currency="CNY",
                                              price_micros=1_000_000, units=100)
         sub = await packages.subscribe(session, account_id=a.account_id, product_id=plan.id, actor="test")
+        member = await accounts.create_user(session, email="member@a.example", password="a-member-password",
+                                            account_id=a.account_id, role="developer")
     return {
         "message_id": msg.json()["id"], "batch_id": bat.json()["id"], "endpoint_id": hook.json()["id"],
         "key_id": key.json()["id"], "order_id": order.json()["id"], "subscription_id": sub.id,
         "account_id": a.account_id, "product_id": plan.id,
+        "user_id": member.id, "sub_account_id": sub_account.json()["id"], "invitation_id": invitation.json()["id"],
         # operator-only kinds: B (a customer) is refused the same way for real and made-up ids
         "ref": "chn_" + "0" * 26, "route_id": "rte_" + "0" * 26, "card_id": "rc_" + "0" * 26,
         "channel_id": "chn_" + "0" * 26,

@@ -11,6 +11,11 @@ Final status (in the transition transaction, messaging.transitions): per message
 - rejected, failed, canceled, expired before sending → release (held → cash / package).
 `message.billing_state` records which, so each message is settled exactly once (the status change that
 sets it is a conditional UPDATE) and `hongyan billing verify` can compare held balances with messages.
+
+Sub-accounts (billing.spend_limits): the payer of a sub-account's messages is its parent. Every ledger
+movement (hold, settle, release, refund) uses the parent's accounts, the parent's draw order, packages,
+credit limit and refund policy; the sub-account's own spend limit is checked in the hold, under the
+parent's cash lock.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hongyan.billing import ledger
 from hongyan.billing.models import BillingProfile, LedgerAccount, Package
 from hongyan.billing.rates import get_profile
+from hongyan.billing.spend_limits import check_spend_limit, payer_of
 from hongyan.core.clock import utcnow
 from hongyan.core.errors import HongyanError
 from hongyan.core.money import format_micros
@@ -138,7 +144,10 @@ class Plan:
 async def plan_funding(
     session: AsyncSession, rows: Sequence[dict[str, Any]], *, account_id: str, currency: str, lock: bool, at: datetime
 ) -> Plan:
-    """Decide what pays for each message row (no writes). `lock`: serialize with other holds of the account."""
+    """Decide what pays for each message row (no writes). `lock`: serialize with other holds of the account.
+
+    A sub-account's rows are paid by its parent: the parent's profile, cash and packages are planned."""
+    account_id = await payer_of(session, account_id)
     profile = await get_profile(session, account_id)
     cash_id = ledger.cash(account_id, currency)
     if lock:  # PostgreSQL row lock; SQLite writers are serialized already
@@ -173,12 +182,20 @@ async def hold_batch(
     """Hold funds for `rows` (message rows about to be inserted; sets their funding and billing_state).
 
     A package can run out or expire between planning and posting (only cash is locked while planning): the
-    hold then plans again, so the messages fall back to other packages or cash instead of being refused."""
+    hold then plans again, so the messages fall back to other packages or cash instead of being refused.
+
+    A sub-account's batch holds on its parent's ledger, and is refused whole (`spend_limit_exceeded`) when it
+    would take the sub-account past its spend limit; that check runs after plan_funding locked the parent's
+    cash row, so concurrent batches are counted one after the other."""
     now = utcnow()
+    sender_id, account_id = account_id, await payer_of(session, account_id)
     cash_id = ledger.cash(account_id, currency)
     for attempt in range(HOLD_ATTEMPTS):
-        plan = await plan_funding(session, rows, account_id=account_id, currency=currency, lock=True, at=now)
+        plan = await plan_funding(session, rows, account_id=sender_id, currency=currency, lock=True, at=now)
         allocation, profile = plan.allocation, plan.profile
+        if sender_id != account_id and attempt == 0:
+            await check_spend_limit(session, sender_id, currency=currency, now=now,
+                                    needed=sum(int(r["price_micros"]) for r in rows))
         if allocation.cash_micros > plan.available_micros:
             raise insufficient_balance(currency=currency, needed=allocation.cash_micros,
                                        available=plan.available_micros)
@@ -190,7 +207,8 @@ async def hold_batch(
             async with session.begin_nested():  # a refused posting leaves nothing behind
                 posted = await ledger.post(
                     session, account_id=account_id, kind="hold", postings=postings, reference=batch_id, actor=actor,
-                    detail={"messages": len(rows), "cash_micros": allocation.cash_micros, "units": allocation.units},
+                    detail={"messages": len(rows), "cash_micros": allocation.cash_micros, "units": allocation.units,
+                            **({"sub_account": sender_id} if sender_id != account_id else {})},
                     at=now,
                 )
             break
@@ -256,14 +274,15 @@ async def settle_final(session: AsyncSession, rows: Sequence[dict[str, Any]], *,
     """Post settle/release/refund entries for messages that just reached a final status.
 
     `rows` carry id, account_id, status, funding, billing_state (already updated by the transition),
-    price_micros, segment_count, currency."""
+    price_micros, segment_count, currency. A sub-account's messages move money on its parent's ledger."""
     held_rows = [r for r in rows if r.get("funding") and r.get("billing_state") in (SETTLED, RELEASED)]
     if not held_rows:
         return
-    await _apply_refund_policy(session, held_rows)
+    payers = await _payers(session, {r["account_id"] for r in held_rows})
+    await _apply_refund_policy(session, held_rows, payers)
     by_account: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in held_rows:
-        by_account[r["account_id"]].append(r)
+        by_account[payers.get(r["account_id"], r["account_id"])].append(r)
     for account_id in sorted(by_account):
         per_kind: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         counts: dict[str, int] = defaultdict(int)
@@ -290,12 +309,23 @@ async def settle_final(session: AsyncSession, rows: Sequence[dict[str, Any]], *,
                                   detail={"messages": counts[kind]}, at=at)
 
 
-async def _apply_refund_policy(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """Accounts that refund undelivered messages: turn their settled undelivered/expired rows into refunds."""
+async def _payers(session: AsyncSession, account_ids: set[str]) -> dict[str, str]:
+    """Sub-account → parent for those of `account_ids` that are sub-accounts (one query)."""
+    from hongyan.accounts.models import Account
+
+    rows = await session.execute(
+        select(Account.id, Account.parent_id).where(Account.id.in_(account_ids), Account.parent_id.is_not(None))
+    )
+    return {r.id: r.parent_id for r in rows}
+
+
+async def _apply_refund_policy(session: AsyncSession, rows: list[dict[str, Any]], payers: dict[str, str]) -> None:
+    """Accounts that refund undelivered messages: turn their settled undelivered/expired rows into refunds
+    (a sub-account's messages follow its parent's policy: the parent pays)."""
     candidates = [r for r in rows if r["billing_state"] == SETTLED and r["status"] != "delivered"]
     if not candidates:
         return
-    accounts = {r["account_id"] for r in candidates}
+    accounts = {payers.get(r["account_id"], r["account_id"]) for r in candidates}
     refunding = set(await session.scalars(
         select(BillingProfile.account_id).where(BillingProfile.account_id.in_(accounts),
                                                 BillingProfile.refund_undelivered.is_(True))
@@ -304,9 +334,9 @@ async def _apply_refund_policy(session: AsyncSession, rows: list[dict[str, Any]]
         return
     from hongyan.messaging.models import Message  # the message row records the outcome (billing_state)
 
-    refund_ids = [r["id"] for r in candidates if r["account_id"] in refunding]
+    refund_ids = [r["id"] for r in candidates if payers.get(r["account_id"], r["account_id"]) in refunding]
     for r in candidates:
-        if r["account_id"] in refunding:
+        if payers.get(r["account_id"], r["account_id"]) in refunding:
             r["billing_state"] = REFUNDED
     await session.execute(
         update(Message).where(and_(Message.id.in_(refund_ids), Message.billing_state == SETTLED))
@@ -315,24 +345,30 @@ async def _apply_refund_policy(session: AsyncSession, rows: list[dict[str, Any]]
 
 
 async def held_mismatches(session: AsyncSession) -> list[ledger.Problem]:
-    """Held balances must equal what the not-yet-final messages hold (cash: price, package: segments)."""
+    """Held balances must equal what the not-yet-final messages hold (cash: price, package: segments).
+
+    A sub-account's messages hold on its parent's ledger, so messages are summed per payer."""
+    from hongyan.accounts.models import Account
     from hongyan.messaging.models import Message
 
     problems: list[ledger.Problem] = []
-    cash_expected = dict(
-        ((acc, cur), int(total)) for acc, cur, total in (await session.execute(
-            select(Message.account_id, Message.currency, func.sum(Message.price_micros))
-            .where(Message.billing_state == HELD, Message.funding == CASH)
-            .group_by(Message.account_id, Message.currency)
-        )).all()
-    )
-    unit_expected = dict(
-        (acc, int(total)) for acc, total in (await session.execute(
-            select(Message.account_id, func.sum(Message.segment_count))
-            .where(Message.billing_state == HELD, Message.funding != CASH)
-            .group_by(Message.account_id)
-        )).all()
-    )
+    payer = func.coalesce(Account.parent_id, Account.id)
+    cash_expected: dict[tuple[str, str], int] = defaultdict(int)
+    for acc, cur, total in (await session.execute(
+        select(payer, Message.currency, func.sum(Message.price_micros))
+        .join(Account, Account.id == Message.account_id)
+        .where(Message.billing_state == HELD, Message.funding == CASH)
+        .group_by(payer, Message.currency)
+    )).all():
+        cash_expected[(acc, cur)] += int(total)
+    unit_expected: dict[str, int] = defaultdict(int)
+    for acc, total in (await session.execute(
+        select(payer, func.sum(Message.segment_count))
+        .join(Account, Account.id == Message.account_id)
+        .where(Message.billing_state == HELD, Message.funding != CASH)
+        .group_by(payer)
+    )).all():
+        unit_expected[acc] += int(total)
     held_accounts = (await session.execute(
         select(LedgerAccount.account_id, LedgerAccount.currency, LedgerAccount.balance).where(LedgerAccount.kind == "held")
     )).all()

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hongyan.billing import charging, ledger
 from hongyan.billing.models import JournalEntry, JournalLine, LedgerAccount
 from hongyan.billing.rates import get_profile
-from hongyan.core.clock import isoformat
+from hongyan.core.clock import isoformat, utcnow
 from hongyan.core.money import format_micros
 
 USAGE_STATES = (charging.HELD, charging.SETTLED, charging.RELEASED, charging.REFUNDED)
@@ -259,7 +259,16 @@ def statement_json(p: StatementPeriod, currency: str) -> dict[str, Any]:
 
 
 async def balance_summary(session: AsyncSession, *, account_id: str, currency: str) -> dict[str, Any]:
-    """Cash, held, credit limit and package units of an account, as the API and console show them."""
+    """Cash, held, credit limit and package units of an account, as the API and console show them.
+
+    A sub-account shows its parent's funds (they pay for it) plus its own spend limit and spend."""
+    from hongyan.accounts.models import Account
+    from hongyan.billing.spend_limits import spend_summary
+
+    account = await session.get(Account, account_id)
+    if account is not None and account.parent_id:
+        summary = await balance_summary(session, account_id=account.parent_id, currency=currency)
+        return {**summary, **await spend_summary(session, account, now=utcnow())}
     accounts = await ledger.balances_of(session, account_id)
     cash_account = accounts.get(ledger.cash(account_id, currency))
     held_account = accounts.get(ledger.held(account_id, currency))

@@ -1,0 +1,87 @@
+"""The role → permission table, scopes → permissions, and require()."""
+
+from __future__ import annotations
+
+import pytest
+
+from hongyan.accounts import permissions as p
+from hongyan.core.errors import Forbidden
+
+Y, N = True, False
+# permission: owner admin developer finance viewer
+TABLE = {
+    p.MESSAGES_SEND:       (Y, Y, Y, N, N),
+    p.MESSAGES_READ:       (Y, Y, Y, Y, Y),
+    p.API_KEYS_MANAGE:     (Y, Y, Y, N, N),
+    p.WEBHOOKS_MANAGE:     (Y, Y, Y, N, N),
+    p.BILLING_READ:        (Y, Y, Y, Y, Y),
+    p.BILLING_MANAGE:      (Y, Y, N, Y, N),
+    p.MEMBERS_READ:        (Y, Y, Y, Y, Y),
+    p.MEMBERS_MANAGE:      (Y, Y, N, N, N),
+    p.SUB_ACCOUNTS_MANAGE: (Y, Y, N, N, N),
+    p.ACCOUNT_SETTINGS:    (Y, Y, N, N, N),
+    p.AUDIT_READ:          (Y, Y, N, N, N),
+}
+
+
+def test_table_covers_every_customer_permission() -> None:
+    assert set(TABLE) == set(p.CUSTOMER_PERMISSIONS)
+
+
+@pytest.mark.parametrize("permission", sorted(TABLE))
+@pytest.mark.parametrize("index,role", list(enumerate(p.CUSTOMER_ROLES)))
+def test_role_permission(index: int, role: str, permission: str) -> None:
+    expected = TABLE[permission][index]
+    assert (permission in p.permissions_of_role(role)) is expected
+    if expected:
+        p.require(role, permission)
+    else:
+        with pytest.raises(Forbidden) as exc:
+            p.require(role, permission)
+        assert exc.value.code == "permission_denied" and exc.value.field is None
+        assert p.PERMISSION_WORDS[permission] in exc.value.message
+
+
+@pytest.mark.parametrize("role", p.PLATFORM_ROLES)
+def test_platform_roles_never_grant_customer_permissions(role: str) -> None:
+    granted = p.permissions_of_role(role)
+    assert granted and all(x.startswith("operator.") for x in granted)
+    for role_c in p.CUSTOMER_ROLES:
+        assert not any(x.startswith("operator.") for x in p.permissions_of_role(role_c))
+
+
+def test_platform_role_table() -> None:
+    assert p.permissions_of_role("platform_admin") == frozenset(p.OPERATOR_PERMISSIONS)
+    assert p.OPERATOR_REVIEW in p.permissions_of_role("reviewer")
+    assert p.OPERATOR_CHANNELS_MANAGE not in p.permissions_of_role("support")
+    assert p.OPERATOR_OUTBOX_READ in p.permissions_of_role("support")
+
+
+@pytest.mark.parametrize(
+    "scopes,granted,refused",
+    [
+        (("send",), {p.MESSAGES_SEND}, {p.MESSAGES_READ, p.API_KEYS_MANAGE}),
+        (("read",), {p.MESSAGES_READ, p.BILLING_READ}, {p.MESSAGES_SEND, p.BILLING_MANAGE}),
+        (("billing",), {p.BILLING_READ, p.BILLING_MANAGE}, {p.MESSAGES_SEND, p.MEMBERS_MANAGE}),
+        (("admin",), set(p.CUSTOMER_PERMISSIONS), {p.OPERATOR_CHANNELS_MANAGE}),
+        (("send", "read"), {p.MESSAGES_SEND, p.MESSAGES_READ}, {p.WEBHOOKS_MANAGE}),
+        (("operator",), set(p.OPERATOR_PERMISSIONS), {p.MESSAGES_SEND}),
+    ],
+)
+def test_key_scopes_pass_the_same_check(scopes: tuple[str, ...], granted: set[str], refused: set[str]) -> None:
+    who = p.Authority.of_key(account_id="acc_x", key_id="key_x", scopes=scopes)
+    for permission in granted:
+        p.require(who, permission)
+    for permission in refused:
+        assert not who.can(permission)
+        with pytest.raises(Forbidden):
+            p.require(who, permission)
+
+
+def test_member_authority_uses_the_role_not_scopes() -> None:
+    viewer = p.Authority.of_member(account_id="acc_x", user_id="usr_x", role="viewer")
+    assert viewer.can(p.MESSAGES_READ) and not viewer.can(p.MESSAGES_SEND)
+    unknown = p.Authority.of_member(account_id="acc_x", user_id="usr_x", role="superuser")
+    assert unknown.permissions == frozenset()
+    with pytest.raises(Forbidden):
+        p.require(None, p.MESSAGES_READ)
