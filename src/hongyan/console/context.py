@@ -68,6 +68,13 @@ class ConsoleUser:
     currency: str
     email_verified: bool = True  # False: the layout offers to resend the verification email
     mfa_enabled: bool = False
+    role: str | None = None  # the membership role in this account (accounts.permissions)
+
+    def can(self, permission: str) -> bool:
+        """Whether the member's role grants `permission` (the layout hides links to pages it cannot use)."""
+        from hongyan.accounts.permissions import permissions_of_role
+
+        return permission in permissions_of_role(self.role)
 
 
 MFA_ENROLMENT_PAGE = "/console/security/mfa"
@@ -237,6 +244,7 @@ async def signed_in(console: Visitor) -> Console:
                     Account.status.label("account_status"),
                     Account.default_region,
                     Account.currency,
+                    Membership.role,
                 )
                 .join(Membership, Membership.user_id == User.id)
                 .join(Account, Account.id == Membership.account_id)
@@ -260,6 +268,7 @@ async def signed_in(console: Visitor) -> Console:
         currency=row.currency,
         email_verified=row.email_verified_at is not None,
         mfa_enabled=row.mfa_enabled_at is not None,
+        role=row.role,
     )
     if row.require_mfa and row.mfa_enabled_at is None and not console.request.url.path.startswith(MFA_ENROLMENT_PATHS):
         raise MfaEnrolmentRequired

@@ -14,6 +14,7 @@ from starlette.responses import RedirectResponse, Response
 from hongyan.api.responses import JsonResponse
 from hongyan.config import Settings
 from hongyan.console import (
+    access,
     api_keys,
     auth_pages,
     billing,
@@ -22,6 +23,8 @@ from hongyan.console import (
     history,
     pricing,
     send,
+    sub_accounts,
+    team,
     webhook_endpoints,
 )
 from hongyan.console.context import (
@@ -136,13 +139,21 @@ def install(app: FastAPI, settings: Settings) -> None:
         pricing.router,
         auth_pages.public,
         auth_pages.router,
+        team.router,
+        team.public,
+        sub_accounts.router,
         fallback,
     ):
         # signed-in pages learn the user's platform role: the layout shows staff pages to staff only
         staff_aware = [] if area in (router, auth_pages.public) else [Depends(channels.with_platform_role)]
+        if area is team.public:  # the invitation link: no session needed
+            staff_aware = []
+        elif staff_aware:  # the member's role must grant the page's permission (console.access)
+            staff_aware.append(Depends(access.page_permission))
         app.include_router(area, dependencies=staff_aware)
     app.add_exception_handler(LoginRequired, _login_required)
     app.add_exception_handler(channels.StaffOnly, channels.staff_only)
+    app.add_exception_handler(access.NoPermission, access.no_permission)
     app.add_exception_handler(CsrfRejected, _csrf_rejected)
     app.add_exception_handler(MfaEnrolmentRequired, auth_pages.mfa_enrolment_required)
 
