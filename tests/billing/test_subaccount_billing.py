@@ -180,3 +180,27 @@ async def test_concurrent_batches_cannot_pass_the_limit_together(db: Database, a
     assert await _balance(db, parent.account_id, "held") == 0
     assert await _balance(db, parent.account_id, "cash") + await _balance(db, parent.account_id, "revenue") == START
     assert await verify_all(db) == []
+
+
+async def test_parents_packages_pay_for_sub_account_messages(db: Database, app: Any) -> None:
+    from hongyan.billing import packages
+
+    parent = await make_account(db, balance_micros=START)
+    async with db.write() as session:
+        product = await packages.create_product(session, kind="package", name="100 SMS", currency="CNY",
+                                                price_micros=1_000_000, units=100)
+        package = await packages.purchase_package(session, account_id=parent.account_id, product_id=product.id,
+                                                  actor="test")
+    cash_before = await _balance(db, parent.account_id, "cash")
+    sub_id, headers = await _sub_with_key(app, parent, limit="0.08")
+    assert (await _send(app, headers, ["00001", "00011"])).status_code == 202
+    # the limit counts the messages' price even when a package pays them
+    r = await _send(app, headers, ["00021"])
+    assert r.status_code == 402 and r.json()["error"]["code"] == "spend_limit_exceeded"
+    rows = await _all_final(db, sub_id, 2)
+    assert {m.funding for m in rows} == {package.id}
+    assert await _balance(db, parent.account_id, "cash") == cash_before
+    async with db.read() as session:
+        units = await session.get(LedgerAccount, ledger.package_account(package.id))
+    assert units is not None and units.balance == 98
+    assert await verify_all(db) == []
