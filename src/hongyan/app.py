@@ -19,6 +19,7 @@ from hongyan.api.body import SCHEMAS
 from hongyan.api.limits import RequestLimits
 from hongyan.api.openapi import build_openapi
 from hongyan.api.responses import JsonResponse
+from hongyan.audit.routes import router as audit_router
 from hongyan.billing.operator_routes import router as billing_operator_router
 from hongyan.billing.package_routes import router as billing_packages_router
 from hongyan.billing.payment_routes import router as billing_payments_router
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
     app.include_router(billing_operator_router)
     app.include_router(billing_payments_router)
     app.include_router(billing_packages_router)
+    app.include_router(audit_router)
     app.include_router(health_router)
     try:
         from hongyan.console.routes import install as install_console

@@ -12,6 +12,8 @@ from typing import Annotated
 import typer
 
 from hongyan.accounts.service import Bootstrap
+from hongyan.audit.cli import audit_cli
+from hongyan.audit.service import actor_for_cli
 from hongyan.billing.cli import billing_cli
 from hongyan.config import Settings, get_settings
 from hongyan.core import crypto
@@ -28,6 +30,7 @@ route_cli = typer.Typer(help="Routes: which channel carries which traffic.", no_
 app.add_typer(route_cli, name="route")
 app.add_typer(billing_cli, name="billing")
 app.add_typer(security_cli, name="security")
+app.add_typer(audit_cli, name="audit")
 
 
 def _logging(settings: Settings) -> None:
@@ -299,7 +302,7 @@ def channel_add(
     async def main(db: Database) -> int:
         async with db.write() as session:
             channel = await service.create_channel(session, name=name, kind=kind, config=_parse_settings(setting),
-                                                   enabled=not disabled)
+                                                   enabled=not disabled, actor=actor_for_cli())
         typer.echo(channel.id)
         return 0
 
@@ -318,7 +321,8 @@ def channel_set(
     async def main(db: Database) -> int:
         values = {k: (None if v == "" else v) for k, v in _parse_settings(setting or []).items()}
         async with db.write() as session:
-            await service.update_channel(session, channel, config=values or None, enabled=enable)
+            await service.update_channel(session, channel, config=values or None, enabled=enable,
+                                         actor=actor_for_cli())
         typer.echo(f"updated {channel}")
         return 0
 
@@ -349,7 +353,7 @@ def channel_delete(channel: str) -> None:
 
     async def main(db: Database) -> int:
         async with db.write() as session:
-            await service.delete_channel(session, channel)
+            await service.delete_channel(session, channel, actor=actor_for_cli())
         typer.echo(f"deleted {channel}")
         return 0
 
@@ -374,7 +378,7 @@ def route_add(
         async with db.write() as session:
             route = await service.create_route(session, channel=channel, name=name, priority=priority, weight=weight,
                                                countries=country, prefixes=prefix, message_types=message_type,
-                                               account_id=account)
+                                               account_id=account, actor=actor_for_cli())
         typer.echo(route.id)
         return 0
 
@@ -404,7 +408,7 @@ def route_delete(route_id: str) -> None:
 
     async def main(db: Database) -> int:
         async with db.write() as session:
-            await service.delete_route(session, route_id)
+            await service.delete_route(session, route_id, actor=actor_for_cli())
         typer.echo(f"deleted {route_id}")
         return 0
 

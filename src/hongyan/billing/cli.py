@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from hongyan.accounts.models import Account
+from hongyan.audit.service import actor_for_cli
 from hongyan.config import get_settings
 from hongyan.core.money import AmountError, format_micros, parse_amount
 from hongyan.db.engine import Database
@@ -85,7 +86,7 @@ def top_up(
         async with db.write() as session:
             acc = await _account(session, account)
             order = await recharge.top_up(session, account_id=acc.id, amount_micros=micros, currency=acc.currency,
-                                          actor="cli", note=note)
+                                          actor="cli", note=note, audit_actor=actor_for_cli())
         typer.echo(f"credited {format_micros(micros, acc.currency)} {acc.currency} to {acc.id} "
                    f"(order {order.id}, invoice {order.invoice_number})")
         return 0
@@ -108,7 +109,7 @@ def adjust(
         async with db.write() as session:
             acc = await _account(session, account)
             entry = await recharge.adjust(session, account_id=acc.id, amount_micros=micros, currency=acc.currency,
-                                          actor="cli", note=note)
+                                          actor="cli", note=note, audit_actor=actor_for_cli())
         typer.echo(f"adjusted {acc.id} by {format_micros(micros, acc.currency)} {acc.currency} (entry {entry})")
         return 0
 
@@ -125,7 +126,8 @@ def credit_limit(account: str, amount: Annotated[str, typer.Argument(help='e.g. 
     async def main(db: Database) -> int:
         async with db.write() as session:
             acc = await _account(session, account)
-            await recharge.set_credit_limit(session, account_id=acc.id, currency=acc.currency, limit_micros=micros)
+            await recharge.set_credit_limit(session, account_id=acc.id, currency=acc.currency, limit_micros=micros,
+                                            audit_actor=actor_for_cli())
         typer.echo(f"credit limit of {acc.id}: {format_micros(micros, acc.currency)} {acc.currency}")
         return 0
 
@@ -162,9 +164,9 @@ def rate_card(
             card = await session.scalar(select(RateCard).where(RateCard.name == name, RateCard.currency == currency.upper()))
             if card is None:
                 card = await rates.create_rate_card(session, name=name, currency=currency, account_id=account,
-                                                    is_default=default)
+                                                    is_default=default, audit_actor=actor_for_cli())
             version = await rates.add_version(session, rate_card_id=card.id, rates=rows, effective_from=None, note=None,
-                                              actor="cli")
+                                              actor="cli", audit_actor=actor_for_cli())
         typer.echo(f"rate card {card.id} ({card.name}, {card.currency}): version {version.id} with {len(rows)} rates")
         return 0
 

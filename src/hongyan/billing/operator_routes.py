@@ -13,10 +13,11 @@ from hongyan.accounts.service import get_account
 from hongyan.api.body import openapi_body, parse_body
 from hongyan.api.deps import DbDep, OperatorAccount
 from hongyan.api.responses import JsonResponse
+from hongyan.audit.service import actor_for_api, changes, record
 from hongyan.billing import rates, recharge, statements
 from hongyan.billing.charging import verify_all
 from hongyan.billing.models import RateCard
-from hongyan.billing.routes import Strict, amount_param
+from hongyan.billing.routes import Strict, amount_param, profile_view
 from hongyan.core.clock import isoformat, utcnow
 from hongyan.core.errors import InvalidRequest, NotFound
 from hongyan.core.money import format_micros
@@ -46,7 +47,8 @@ async def operator_top_up(account_id: str, request: Request, db: DbDep, ctx: Ope
         customer = await get_account(session, account_id)
         order = await recharge.top_up(session, account_id=account_id, amount_micros=amount, currency=customer.currency,
                                       actor=_actor(ctx), note=data.note, bonus_micros=bonus,
-                                      actor_ip=request.client.host if request.client else None)
+                                      actor_ip=request.client.host if request.client else None,
+                                      audit_actor=actor_for_api(ctx, request))
         summary = await statements.balance_summary(session, account_id=account_id, currency=customer.currency)
     return JsonResponse({"order_id": order.id, "invoice_number": order.invoice_number,
                          "journal_entry_id": order.journal_entry_id, "balance": summary}, status_code=201)
@@ -67,7 +69,8 @@ async def operator_adjust(account_id: str, request: Request, db: DbDep, ctx: Ope
         customer = await get_account(session, account_id)
         entry_id = await recharge.adjust(session, account_id=account_id, amount_micros=amount,
                                          currency=customer.currency, actor=_actor(ctx), note=data.note,
-                                         actor_ip=request.client.host if request.client else None)
+                                         actor_ip=request.client.host if request.client else None,
+                                         audit_actor=actor_for_api(ctx, request))
         summary = await statements.balance_summary(session, account_id=account_id, currency=customer.currency)
     return JsonResponse({"journal_entry_id": entry_id, "balance": summary}, status_code=201)
 
@@ -99,10 +102,12 @@ async def operator_update_account(account_id: str, request: Request, db: DbDep, 
     async with db.write() as session:
         customer = await get_account(session, account_id)
         profile = await rates.profile_for_update(session, account_id)
+        before = profile_view(profile, customer.currency)
+        actor = actor_for_api(ctx, request)
         if data.credit_limit is not None:
             limit = 0 if data.credit_limit.strip() in ("", "0") else amount_param(data.credit_limit, "credit_limit")
             await recharge.set_credit_limit(session, account_id=account_id, currency=customer.currency,
-                                            limit_micros=limit)
+                                            limit_micros=limit, audit_actor=actor)
         if data.refund_undelivered is not None:
             profile.refund_undelivered = data.refund_undelivered
         if data.draw_order is not None:
@@ -125,6 +130,10 @@ async def operator_update_account(account_id: str, request: Request, db: DbDep, 
                 None if data.low_balance_threshold == "" else amount_param(data.low_balance_threshold, "low_balance_threshold")
             )
         profile.updated_at = utcnow()
+        old, new = changes(before, profile_view(profile, customer.currency))
+        if new:
+            await record(session, actor=actor, action="billing.profile_updated", account_id=account_id,
+                         target_type="account", target_id=account_id, before=old, after=new)
         summary = await statements.balance_summary(session, account_id=account_id, currency=customer.currency)
     return JsonResponse({**summary, "account_id": account_id, "rate_card_id": profile.rate_card_id})
 
@@ -203,10 +212,11 @@ async def create_rate_card(request: Request, db: DbDep, ctx: OperatorAccount) ->
             customer = await get_account(session, data.account_id)
             if customer.currency != data.currency.upper():
                 raise InvalidRequest("currency_mismatch", f"The account pays in {customer.currency}.", field="currency")
+        actor = actor_for_api(ctx, request)
         card = await rates.create_rate_card(session, name=data.name, currency=data.currency, account_id=data.account_id,
-                                            is_default=data.is_default)
+                                            is_default=data.is_default, audit_actor=actor)
         await rates.add_version(session, rate_card_id=card.id, rates=rows, effective_from=data.effective_from,
-                                note=data.note, actor=_actor(ctx))
+                                note=data.note, actor=_actor(ctx), audit_actor=actor)
         body = _card_json(card, await rates.card_versions(session, card.id))
     return JsonResponse(body, status_code=201)
 
@@ -236,7 +246,7 @@ async def add_rate_card_version(card_id: str, request: Request, db: DbDep, ctx: 
     rows = _rate_rows(data.rates)
     async with db.write() as session:
         await rates.add_version(session, rate_card_id=card_id, rates=rows, effective_from=data.effective_from,
-                                note=data.note, actor=_actor(ctx))
+                                note=data.note, actor=_actor(ctx), audit_actor=actor_for_api(ctx, request))
         card = await session.get(RateCard, card_id)
         assert card is not None
         body = _card_json(card, await rates.card_versions(session, card.id))

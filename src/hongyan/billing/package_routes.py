@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from hongyan.api.body import openapi_body, parse_body
 from hongyan.api.deps import BillingAccount, DbDep, OperatorAccount, ReadAccount
 from hongyan.api.responses import JsonResponse
+from hongyan.audit.service import actor_for_api
 from hongyan.billing import packages
 from hongyan.billing.models import Product
 from hongyan.billing.routes import amount_param
@@ -63,7 +64,8 @@ async def buy_package(request: Request, db: DbDep, ctx: BillingAccount) -> JsonR
     data = await parse_body(request, ProductChoice)
     async with db.write() as session:
         package = await packages.purchase_package(session, account_id=ctx.account_id, currency=ctx.currency,
-                                                  product_id=data.product_id, actor=_actor(ctx))
+                                                  product_id=data.product_id, actor=_actor(ctx),
+                                                  audit_actor=actor_for_api(ctx, request))
         mine = await packages.account_packages(session, ctx.account_id)
     return JsonResponse(next(p for p in mine if p["id"] == package.id), status_code=201)
 
@@ -80,7 +82,8 @@ async def subscribe(request: Request, db: DbDep, ctx: BillingAccount) -> JsonRes
     data = await parse_body(request, ProductChoice)
     async with db.write() as session:
         subscription = await packages.subscribe(session, account_id=ctx.account_id, currency=ctx.currency,
-                                                product_id=data.product_id, actor=_actor(ctx))
+                                                product_id=data.product_id, actor=_actor(ctx),
+                                                audit_actor=actor_for_api(ctx, request))
         plan = await session.get(Product, subscription.product_id)
     return JsonResponse(packages.subscription_json(subscription, plan), status_code=201)
 
@@ -101,7 +104,8 @@ async def cancel_subscription(subscription_id: str, request: Request, db: DbDep,
     async with db.write() as session:
         subscription = await packages.cancel_subscription(session, account_id=ctx.account_id,
                                                           subscription_id=subscription_id,
-                                                          at_period_end=data.at_period_end)
+                                                          at_period_end=data.at_period_end,
+                                                          audit_actor=actor_for_api(ctx, request))
         plan = await session.get(Product, subscription.product_id)
     return JsonResponse(packages.subscription_json(subscription, plan))
 
@@ -118,6 +122,7 @@ async def create_product(request: Request, db: DbDep, ctx: OperatorAccount) -> J
         product = await packages.create_product(
             session, kind=data.kind, name=data.name, currency=data.currency, price_micros=price, units=data.units,
             validity_days=data.validity_days, countries=data.countries, message_types=data.message_types,
+            audit_actor=actor_for_api(ctx, request),
         )
     return JsonResponse(packages.product_json(product), status_code=201)
 
@@ -131,7 +136,7 @@ async def operator_products(db: DbDep, ctx: OperatorAccount) -> JsonResponse:
 
 @router.post("/v1/operator/billing/products/{product_id}/deactivate", tags=["operator: billing"],
              summary="Stop selling a product (bought packages stay valid)")
-async def deactivate_product(product_id: str, db: DbDep, ctx: OperatorAccount) -> JsonResponse:
+async def deactivate_product(product_id: str, request: Request, db: DbDep, ctx: OperatorAccount) -> JsonResponse:
     async with db.write() as session:
-        product = await packages.set_product_active(session, product_id, False)
+        product = await packages.set_product_active(session, product_id, False, audit_actor=actor_for_api(ctx, request))
     return JsonResponse(packages.product_json(product))

@@ -23,6 +23,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hongyan.audit.service import Actor, changes, record
 from hongyan.billing import ledger
 from hongyan.billing.charging import insufficient_balance
 from hongyan.billing.models import LedgerAccount, Package, Product, Subscription
@@ -52,6 +53,7 @@ def add_months(start: datetime, months: int, anchor_day: int) -> datetime:
 async def create_product(
     session: AsyncSession, *, kind: str, name: str, currency: str, price_micros: int, units: int,
     validity_days: int = 365, countries: list[str] | None = None, message_types: list[str] | None = None,
+    audit_actor: Actor | None = None,
 ) -> Product:
     if kind not in PRODUCT_KINDS:
         raise InvalidRequest("invalid_product_kind", "kind is package or subscription.", field="kind")
@@ -80,7 +82,16 @@ async def create_product(
     )
     session.add(product)
     await session.flush()
+    if audit_actor is not None:  # the catalog is the platform's: no account
+        await record(session, actor=audit_actor, action="product.created", account_id=None, target_type="product",
+                     target_id=product.id, after=product_view(product))
     return product
+
+
+def product_view(p: Product) -> dict[str, Any]:
+    return {"kind": p.kind, "name": p.name, "currency": p.currency, "price": format_micros(p.price_micros, p.currency),
+            "units": p.units, "validity_days": p.validity_days, "countries": list(p.countries or []),
+            "message_types": list(p.message_types or []), "active": p.active}
 
 
 async def list_products(session: AsyncSession, *, currency: str | None = None, active_only: bool = True) -> list[Product]:
@@ -92,11 +103,18 @@ async def list_products(session: AsyncSession, *, currency: str | None = None, a
     return list(await session.scalars(query))
 
 
-async def set_product_active(session: AsyncSession, product_id: str, active: bool) -> Product:
+async def set_product_active(
+    session: AsyncSession, product_id: str, active: bool, *, audit_actor: Actor | None = None
+) -> Product:
     product = await session.get(Product, product_id)
     if product is None:
         raise NotFound("product_not_found", "No such product.", field="product_id")
+    was = product.active
     product.active = active
+    if audit_actor is not None and was != active:
+        await record(session, actor=audit_actor, action="product.activated" if active else "product.deactivated",
+                     account_id=None, target_type="product", target_id=product.id, before={"active": was},
+                     after={"active": active})
     return product
 
 
@@ -178,19 +196,28 @@ async def _charge_and_grant(
 
 
 async def purchase_package(
-    session: AsyncSession, *, account_id: str, product_id: str, actor: str, currency: str | None = None
+    session: AsyncSession, *, account_id: str, product_id: str, actor: str, currency: str | None = None,
+    audit_actor: Actor | None = None,
 ) -> Package:
     """Buy a package from the cash balance: one `package_purchase` entry; 402 (nothing created) when short."""
     product = await _sellable(session, product_id, "package", account_id, currency)
     now = utcnow()
-    return await _charge_and_grant(
+    package = await _charge_and_grant(
         session, account_id=account_id, currency=product.currency, product=product, entry_kind="package_purchase",
         starts_at=now, expires_at=now + timedelta(days=product.validity_days), subscription_id=None, actor=actor,
     )
+    if audit_actor is not None:
+        await record(session, actor=audit_actor, action="package.purchased", account_id=account_id,
+                     target_type="package", target_id=package.id,
+                     after={"product_id": product.id, "name": product.name, "units": product.units,
+                            "price": format_micros(product.price_micros, product.currency),
+                            "currency": product.currency, "expires_at": package.expires_at})
+    return package
 
 
 async def subscribe(
-    session: AsyncSession, *, account_id: str, product_id: str, actor: str, currency: str | None = None
+    session: AsyncSession, *, account_id: str, product_id: str, actor: str, currency: str | None = None,
+    audit_actor: Actor | None = None,
 ) -> Subscription:
     """Start a monthly plan: the first month is charged now and its allowance granted until the period end."""
     product = await _sellable(session, product_id, "subscription", account_id, currency)
@@ -207,20 +234,32 @@ async def subscribe(
         starts_at=now, expires_at=end, subscription_id=subscription.id, actor=actor,
         idempotency_key=f"sub:{subscription.id}:{isoformat(now)}",
     )
+    if audit_actor is not None:
+        await record(session, actor=audit_actor, action="subscription.created", account_id=account_id,
+                     target_type="subscription", target_id=subscription.id,
+                     after={"product_id": product.id, "name": product.name, "units": product.units,
+                            "price": format_micros(product.price_micros, product.currency), "currency": product.currency,
+                            "period_end": end})
     return subscription
 
 
 async def cancel_subscription(
-    session: AsyncSession, *, account_id: str, subscription_id: str, at_period_end: bool = True
+    session: AsyncSession, *, account_id: str, subscription_id: str, at_period_end: bool = True,
+    audit_actor: Actor | None = None,
 ) -> Subscription:
     """Stop renewing. `at_period_end` (default): the sweep cancels it at the period end; either way the paid
     period's allowance stays usable until it expires (no refund). A past_due plan is canceled at once."""
     subscription = await get_subscription(session, account_id=account_id, subscription_id=subscription_id)
+    before = {"status": subscription.status, "cancel_at_period_end": subscription.cancel_at_period_end}
     if subscription.status == "active" and at_period_end:
         subscription.cancel_at_period_end = True
     elif subscription.status in ("active", "past_due"):
         subscription.status, subscription.canceled_at = "canceled", utcnow()
     await session.flush()
+    old, new = changes(before, {"status": subscription.status, "cancel_at_period_end": subscription.cancel_at_period_end})
+    if audit_actor is not None and new:
+        await record(session, actor=audit_actor, action="subscription.canceled", account_id=account_id,
+                     target_type="subscription", target_id=subscription.id, before=old, after=new)
     return subscription
 
 

@@ -15,6 +15,7 @@ from hongyan.accounts.models import Account
 from hongyan.api.body import openapi_body, parse_body
 from hongyan.api.deps import BillingAccount, DbDep, SettingsDep
 from hongyan.api.responses import JsonResponse
+from hongyan.audit.service import actor_for_api
 from hongyan.billing import payments, recharge
 from hongyan.billing.invoice import InvoiceData, render_invoice
 from hongyan.billing.models import PaymentOrder
@@ -57,7 +58,7 @@ async def create_recharge(request: Request, db: DbDep, settings: SettingsDep, ct
     async with db.write() as session:
         order = await recharge.create_order(session, settings, account_id=ctx.account_id, amount_micros=amount,
                                             currency=ctx.currency, provider=provider.name,
-                                            created_by=f"key:{ctx.key_id}")
+                                            created_by=f"key:{ctx.key_id}", audit_actor=actor_for_api(ctx, request))
     return JsonResponse(order_json(order, settings), status_code=201)
 
 

@@ -18,6 +18,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hongyan.audit.service import Actor, record
 from hongyan.billing.models import BillingProfile, Rate, RateCard, RateCardVersion
 from hongyan.config import Settings
 from hongyan.core import ids
@@ -178,7 +179,8 @@ def validate_rates(raw: list[dict[str, object]], *, field_name: str = "rates") -
 
 
 async def create_rate_card(
-    session: AsyncSession, *, name: str, currency: str, account_id: str | None = None, is_default: bool = False
+    session: AsyncSession, *, name: str, currency: str, account_id: str | None = None, is_default: bool = False,
+    audit_actor: Actor | None = None,
 ) -> RateCard:
     currency = currency.upper()
     if len(currency) != 3 or not currency.isalpha():
@@ -195,12 +197,16 @@ async def create_rate_card(
                     is_default=is_default, created_at=utcnow())
     session.add(card)
     await session.flush()
+    if audit_actor is not None:  # prices are the platform's: no account, staff see it
+        await record(session, actor=audit_actor, action="rate_card.created", account_id=None, target_type="rate_card",
+                     target_id=card.id, after={"name": card.name, "currency": card.currency,
+                                               "account_id": card.account_id, "is_default": card.is_default})
     return card
 
 
 async def add_version(
     session: AsyncSession, *, rate_card_id: str, rates: list[RateInput], effective_from: datetime | None,
-    note: str | None, actor: str,
+    note: str | None, actor: str, audit_actor: Actor | None = None,
 ) -> RateCardVersion:
     """A new immutable version; past versions stay (prices of sent messages remain explainable)."""
     card = await session.get(RateCard, rate_card_id)
@@ -214,6 +220,11 @@ async def add_version(
     session.add_all(Rate(version_id=version.id, country=r.country, message_type=r.message_type, tier=r.tier,
                          price_micros=r.price_micros) for r in rates)
     await session.flush()
+    if audit_actor is not None:
+        await record(session, actor=audit_actor, action="rate_card.version_added", account_id=None,
+                     target_type="rate_card", target_id=card.id,
+                     after={"version_id": version.id, "effective_from": version.effective_from, "note": note,
+                            "rates": [f"{r.country}/{r.message_type}/{r.tier}={r.price_micros}" for r in rates]})
     return version
 
 

@@ -14,6 +14,7 @@ from datetime import datetime
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hongyan.audit.service import Actor, record
 from hongyan.billing import ledger
 from hongyan.billing.models import PaymentOrder
 from hongyan.config import Settings
@@ -75,7 +76,7 @@ def check_amount(amount_micros: int, *, minimum: int, currency: str, field_name:
 
 async def create_order(
     session: AsyncSession, settings: Settings, *, account_id: str, amount_micros: int, currency: str, provider: str,
-    created_by: str,
+    created_by: str, audit_actor: Actor | None = None,
 ) -> PaymentOrder:
     """A pending order for a customer recharge (the provider's pay page will settle it)."""
     if not payments_enabled(settings):
@@ -89,6 +90,11 @@ async def create_order(
     )
     session.add(order)
     await session.flush()
+    if audit_actor is not None:
+        await record(session, actor=audit_actor, action="billing.recharge_order_created", account_id=account_id,
+                     target_type="payment_order", target_id=order.id,
+                     after={"amount": format_micros(amount_micros, currency), "bonus": format_micros(order.bonus_micros, currency),
+                            "currency": currency, "provider": provider, "status": "pending"})
     return order
 
 
@@ -129,7 +135,7 @@ async def credit_order(
 
 async def top_up(
     session: AsyncSession, *, account_id: str, amount_micros: int, currency: str, actor: str, note: str | None,
-    actor_ip: str | None = None, bonus_micros: int = 0,
+    actor_ip: str | None = None, bonus_micros: int = 0, audit_actor: Actor | None = None,
 ) -> PaymentOrder:
     """An operator credits an account (bank transfer received, contract…): a paid order plus its entry."""
     check_amount(amount_micros, minimum=1, currency=currency)
@@ -146,6 +152,12 @@ async def top_up(
     await session.flush()
     order.journal_entry_id = await _post_recharge(session, order, actor=actor, actor_ip=actor_ip, note=note.strip(), at=now)
     await session.flush()
+    if audit_actor is not None:
+        await record(session, actor=audit_actor, action="billing.top_up", account_id=account_id,
+                     target_type="payment_order", target_id=order.id,
+                     after={"amount": format_micros(amount_micros, currency), "bonus": format_micros(bonus_micros, currency),
+                            "currency": currency, "note": note.strip(), "invoice_number": order.invoice_number,
+                            "journal_entry_id": order.journal_entry_id})
     return order
 
 
@@ -185,7 +197,7 @@ def invoice_number(order_id: str, at: datetime) -> str:
 
 async def adjust(
     session: AsyncSession, *, account_id: str, amount_micros: int, currency: str, actor: str, note: str,
-    actor_ip: str | None = None,
+    actor_ip: str | None = None, audit_actor: Actor | None = None,
 ) -> str:
     """An operator correction (goodwill credit, manual charge); negative amounts cannot overdraw."""
     if amount_micros == 0 or abs(amount_micros) > MAX_RECHARGE_MICROS:
@@ -204,16 +216,30 @@ async def adjust(
             f"The balance is {format_micros(exc.available, currency)} {currency}; it cannot go below zero.",
             field="amount", status_code=402,
         ) from exc
+    if audit_actor is not None:
+        await record(session, actor=audit_actor, action="billing.adjusted", account_id=account_id,
+                     target_type="journal_entry", target_id=posted.entry_id,
+                     after={"amount": format_micros(amount_micros, currency), "currency": currency, "note": note.strip()})
     return posted.entry_id
 
 
-async def set_credit_limit(session: AsyncSession, *, account_id: str, currency: str, limit_micros: int) -> None:
+async def set_credit_limit(
+    session: AsyncSession, *, account_id: str, currency: str, limit_micros: int, audit_actor: Actor | None = None
+) -> None:
     if limit_micros < 0 or limit_micros > MAX_RECHARGE_MICROS:
         raise InvalidRequest("invalid_amount", "The credit limit is zero or a positive amount.", field="credit_limit")
-    if not await ledger.set_floor(session, ledger.cash(account_id, currency), -limit_micros):
+    cash = ledger.cash(account_id, currency)
+    current = await ledger.lock_for_update(session, cash)
+    floor_before = current[1] if current is not None else 0
+    if not await ledger.set_floor(session, cash, -limit_micros):
         raise InvalidRequest("credit_limit_below_balance",
                              "The balance is already below minus this limit; recharge first or choose a higher limit.",
                              field="credit_limit")
+    if audit_actor is not None and -floor_before != limit_micros:
+        await record(session, actor=audit_actor, action="billing.credit_limit_set", account_id=account_id,
+                     target_type="account", target_id=account_id,
+                     before={"credit_limit": format_micros(-floor_before, currency)},
+                     after={"credit_limit": format_micros(limit_micros, currency)})
 
 
 async def grant_bonus(

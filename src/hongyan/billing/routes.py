@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from hongyan.api.body import openapi_body, parse_body
 from hongyan.api.deps import BillingAccount, DbDep, SettingsDep
 from hongyan.api.responses import JsonResponse
+from hongyan.audit.service import actor_for_api, changes, record
 from hongyan.billing import ledger, rates, statements
 from hongyan.core.clock import utcnow
 from hongyan.core.errors import InvalidRequest
@@ -29,6 +30,14 @@ MAX_PAGE = 500
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def profile_view(profile: Any, currency: str) -> dict[str, Any]:
+    """An account's billing rules as the audit log shows them (before/after of an edit)."""
+    threshold = profile.low_balance_threshold_micros
+    return {"low_balance_threshold": None if threshold is None else format_micros(threshold, currency),
+            "draw_order": profile.draw_order, "refund_undelivered": profile.refund_undelivered, "tier": profile.tier,
+            "rate_card_id": profile.rate_card_id}
 
 
 def amount_param(raw: object, field_name: str, *, signed: bool = False) -> int:
@@ -232,6 +241,7 @@ async def update_billing_settings(request: Request, db: DbDep, ctx: BillingAccou
     data = await parse_body(request, BillingSettingsUpdate)
     async with db.write() as session:
         profile = await rates.profile_for_update(session, ctx.account_id)
+        before = profile_view(profile, ctx.currency)
         if data.low_balance_threshold is not None:
             profile.low_balance_threshold_micros = (
                 None if data.low_balance_threshold == "" else amount_param(data.low_balance_threshold, "low_balance_threshold")
@@ -239,5 +249,9 @@ async def update_billing_settings(request: Request, db: DbDep, ctx: BillingAccou
         if data.draw_order is not None:
             profile.draw_order = data.draw_order
         profile.updated_at = utcnow()
+        old, new = changes(before, profile_view(profile, ctx.currency))
+        if new:
+            await record(session, actor=actor_for_api(ctx, request), action="billing.settings_updated",
+                         account_id=ctx.account_id, target_type="account", target_id=ctx.account_id, before=old, after=new)
         summary = await statements.balance_summary(session, account_id=ctx.account_id, currency=ctx.currency)
     return JsonResponse(summary)

@@ -15,6 +15,7 @@ from hongyan.accounts.service import AccountContext
 from hongyan.api.body import openapi_body, parse_body
 from hongyan.api.deps import DbDep, require_scope
 from hongyan.api.responses import JsonResponse
+from hongyan.audit.service import actor_for_api
 from hongyan.channels import service
 
 router = APIRouter(prefix="/v1/operator", tags=["operator: channels and routes"])
@@ -72,7 +73,7 @@ async def create_channel(request: Request, db: DbDep, ctx: OperatorAccount) -> J
     data = await parse_body(request, ChannelCreate)
     async with db.write() as session:
         channel = await service.create_channel(session, name=data.name, kind=data.kind, config=data.config,
-                                               enabled=data.enabled)
+                                               enabled=data.enabled, actor=actor_for_api(ctx, request))
     await _reload(request)
     return JsonResponse(service.channel_json(channel, _status(request, channel.id)), status_code=201)
 
@@ -96,7 +97,8 @@ async def get_channel(ref: str, request: Request, db: DbDep, ctx: OperatorAccoun
 async def update_channel(ref: str, request: Request, db: DbDep, ctx: OperatorAccount) -> JsonResponse:
     data = await parse_body(request, ChannelUpdate)
     async with db.write() as session:
-        channel = await service.update_channel(session, ref, config=data.config, enabled=data.enabled)
+        channel = await service.update_channel(session, ref, config=data.config, enabled=data.enabled,
+                                               actor=actor_for_api(ctx, request))
     await _reload(request)
     return JsonResponse(service.channel_json(channel, _status(request, channel.id)))
 
@@ -104,7 +106,7 @@ async def update_channel(ref: str, request: Request, db: DbDep, ctx: OperatorAcc
 @router.delete("/channels/{ref}", summary="Delete a channel without routes")
 async def delete_channel(ref: str, request: Request, db: DbDep, ctx: OperatorAccount) -> JsonResponse:
     async with db.write() as session:
-        await service.delete_channel(session, ref)
+        await service.delete_channel(session, ref, actor=actor_for_api(ctx, request))
     await _reload(request)
     return JsonResponse({"id": ref, "deleted": True})
 
@@ -115,7 +117,7 @@ async def delete_channel(ref: str, request: Request, db: DbDep, ctx: OperatorAcc
 async def create_route(request: Request, db: DbDep, ctx: OperatorAccount) -> JsonResponse:
     data = await parse_body(request, RouteCreate)
     async with db.write() as session:
-        route = await service.create_route(session, **data.model_dump())
+        route = await service.create_route(session, **data.model_dump(), actor=actor_for_api(ctx, request))
     await _reload(request)
     return JsonResponse(service.route_json(route), status_code=201)
 
@@ -130,6 +132,6 @@ async def list_routes(db: DbDep, ctx: OperatorAccount) -> JsonResponse:
 @router.delete("/routes/{route_id}", summary="Delete a route")
 async def delete_route(route_id: str, request: Request, db: DbDep, ctx: OperatorAccount) -> JsonResponse:
     async with db.write() as session:
-        await service.delete_route(session, route_id)
+        await service.delete_route(session, route_id, actor=actor_for_api(ctx, request))
     await _reload(request)
     return JsonResponse({"id": route_id, "deleted": True})

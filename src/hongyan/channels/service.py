@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hongyan.audit.service import Actor, changes, record
 from hongyan.channels.models import Channel, Route
 from hongyan.channels.routing import normalize_prefix
 from hongyan.channels.smpp.connector import LONG_MODES
@@ -108,8 +109,20 @@ def redact(config: dict[str, Any]) -> dict[str, Any]:
     return {k: ("********" if k in SECRET_KEYS and v else v) for k, v in config.items()}
 
 
+def channel_view(c: Channel) -> dict[str, Any]:
+    """What the audit log keeps of a channel: one key per setting, so an edit shows only what changed (the
+    audit log redacts `config.password`)."""
+    return {"name": c.name, "kind": c.kind, "enabled": c.enabled, **{f"config.{k}": v for k, v in c.config.items()}}
+
+
+def route_view(r: Route) -> dict[str, Any]:
+    return {"name": r.name, "channel_id": r.channel_id, "account_id": r.account_id, "priority": r.priority,
+            "weight": r.weight, "countries": list(r.countries), "prefixes": list(r.prefixes),
+            "message_types": list(r.message_types), "enabled": r.enabled}
+
+
 async def create_channel(session: AsyncSession, *, name: str, kind: str, config: dict[str, Any],
-                         enabled: bool = True) -> Channel:
+                         enabled: bool = True, actor: Actor | None = None) -> Channel:
     name = name.strip()
     if not name or len(name) > 100:
         raise InvalidRequest("invalid_name", "Give the channel a name of 1–100 characters.", field="name")
@@ -121,6 +134,9 @@ async def create_channel(session: AsyncSession, *, name: str, kind: str, config:
                       updated_at=now)
     session.add(channel)
     await session.flush()
+    if actor is not None:  # channels are the platform's: no account
+        await record(session, actor=actor, action="channel.created", account_id=None, target_type="channel",
+                     target_id=channel.id, after=channel_view(channel))
     return channel
 
 
@@ -137,9 +153,10 @@ async def list_channels(session: AsyncSession) -> list[Channel]:
 
 
 async def update_channel(session: AsyncSession, ref: str, *, config: dict[str, Any] | None = None,
-                         enabled: bool | None = None, replace: bool = False) -> Channel:
+                         enabled: bool | None = None, replace: bool = False, actor: Actor | None = None) -> Channel:
     """Change settings (merged into the current ones unless `replace`) or enable/disable."""
     channel = await get_channel(session, ref)
+    before = channel_view(channel)
     if config is not None:
         merged = dict(config) if replace else {**channel.config, **config}
         channel.config = validate_config(channel.kind, {k: v for k, v in merged.items() if v is not None})
@@ -147,22 +164,32 @@ async def update_channel(session: AsyncSession, ref: str, *, config: dict[str, A
         channel.enabled = enabled
     channel.updated_at = utcnow()
     await session.flush()
+    after = channel_view(channel)
+    old, new = changes(before, {**dict.fromkeys(before), **after})  # a removed setting shows as → None
+    if actor is not None and new:
+        action = ("channel.enabled" if channel.enabled else "channel.disabled") if set(new) == {"enabled"} \
+            else "channel.updated"
+        await record(session, actor=actor, action=action, account_id=None, target_type="channel",
+                     target_id=channel.id, before=old, after=new)
     return channel
 
 
-async def delete_channel(session: AsyncSession, ref: str) -> None:
+async def delete_channel(session: AsyncSession, ref: str, *, actor: Actor | None = None) -> None:
     channel = await get_channel(session, ref)
     used = await session.scalar(select(func.count()).select_from(Route).where(Route.channel_id == channel.id))
     if used:
         raise Conflict("channel_in_use", f"Channel '{channel.name}' has {used} route(s); delete them first.",
                        field="channel")
+    if actor is not None:
+        await record(session, actor=actor, action="channel.deleted", account_id=None, target_type="channel",
+                     target_id=channel.id, before=channel_view(channel))
     await session.delete(channel)
 
 
 async def create_route(session: AsyncSession, *, channel: str, name: str = "", priority: int = 100, weight: int = 1,
                        countries: list[str] | None = None, prefixes: list[str] | None = None,
                        message_types: list[str] | None = None, account_id: str | None = None,
-                       enabled: bool = True) -> Route:
+                       enabled: bool = True, actor: Actor | None = None) -> Route:
     target = await get_channel(session, channel)
     if not 0 <= priority <= 1_000_000:
         raise InvalidRequest("invalid_priority", "priority must be 0–1000000 (lower is tried first).", field="priority")
@@ -191,6 +218,9 @@ async def create_route(session: AsyncSession, *, channel: str, name: str = "", p
                   message_types=list(message_types or []), enabled=enabled, created_at=now, updated_at=now)
     session.add(route)
     await session.flush()
+    if actor is not None:
+        await record(session, actor=actor, action="route.created", account_id=None, target_type="route",
+                     target_id=route.id, after=route_view(route))
     return route
 
 
@@ -198,10 +228,13 @@ async def list_routes(session: AsyncSession) -> list[Route]:
     return list((await session.scalars(select(Route).order_by(Route.priority, Route.id))).all())
 
 
-async def delete_route(session: AsyncSession, route_id: str) -> None:
+async def delete_route(session: AsyncSession, route_id: str, *, actor: Actor | None = None) -> None:
     route = await session.get(Route, route_id)
     if route is None:
         raise NotFound("route_not_found", f"No route '{route_id}'.", field="route")
+    if actor is not None:
+        await record(session, actor=actor, action="route.deleted", account_id=None, target_type="route",
+                     target_id=route.id, before=route_view(route))
     await session.delete(route)
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from starlette.datastructures import QueryParams
 
 from hongyan.accounts.service import get_account
+from hongyan.audit.service import actor_for_console, changes, record
 from hongyan.billing import packages, rates, recharge, statements
 from hongyan.billing import routes as billing_api
 from hongyan.billing.models import PaymentOrder, Product
@@ -220,11 +221,17 @@ async def set_low_balance_alert(console: SignedIn, form: CheckedForm) -> Any:
         errors = FieldErrors()
         console.field_error(errors, "low_balance_threshold", exc)
         return await _render(console, status=422, errors=errors, threshold=text)
+    assert console.user is not None
     async with console.db.write() as session:
         profile = await rates.profile_for_update(session, console.account_id)
+        before = billing_api.profile_view(profile, console.user.currency)
         profile.low_balance_threshold_micros = threshold
         profile.updated_at = utcnow()
-    assert console.user is not None
+        old, new = changes(before, billing_api.profile_view(profile, console.user.currency))
+        if new:
+            await record(session, actor=actor_for_console(console), action="billing.settings_updated",
+                         account_id=console.account_id, target_type="account", target_id=console.account_id,
+                         before=old, after=new)
     flash = (
         Flash(kind="success", key="billing.flash.alert_off")
         if threshold is None
@@ -255,6 +262,7 @@ async def create_recharge(console: SignedIn, form: CheckedForm) -> Any:
                 currency=user.currency,
                 provider=settings.payment_provider,
                 created_by=f"user:{user.user_id}",
+                audit_actor=actor_for_console(console),
             )
     except HongyanError as exc:
         errors = FieldErrors()
@@ -281,6 +289,7 @@ async def operator_top_up(
                 session, account_id=customer.id, amount_micros=amount, currency=customer.currency,
                 actor=f"user:{console.user.user_id}", note=note,
                 actor_ip=console.request.client.host if console.request.client else None,
+                audit_actor=actor_for_console(console),
             )
     except HongyanError as exc:
         console.field_error(errors, {"amount": "top_up_amount"}.get(exc.field or "", exc.field or "top_up_amount"), exc)
@@ -303,6 +312,7 @@ async def buy_package(console: SignedIn, form: CheckedForm, product_id: str) -> 
                 currency=console.user.currency,
                 product_id=product_id,
                 actor=f"user:{console.user.user_id}",
+                audit_actor=actor_for_console(console),
             )
     except HongyanError as exc:
         return console.redirect_error(f"{PAGE}#packages", exc)

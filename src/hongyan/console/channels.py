@@ -24,6 +24,7 @@ from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from hongyan.accounts.models import User
+from hongyan.audit.service import actor_for_console
 from hongyan.channels import service
 from hongyan.channels.smpp.connector import LONG_MODES
 from hongyan.console.context import (
@@ -284,7 +285,8 @@ async def add_channel(console: PlatformAdmin, form: CheckedForm) -> Any:
     try:
         config = channel_config(console, values)
         async with console.db.write() as session:
-            channel = await service.create_channel(session, name=values["name"], kind="smpp", config=config)
+            channel = await service.create_channel(session, name=values["name"], kind="smpp", config=config,
+                                                       actor=actor_for_console(console))
     except FormProblem as problem:
         errors[problem.field] = (problem.title, None)
     except HongyanError as exc:
@@ -301,7 +303,8 @@ async def add_channel(console: PlatformAdmin, form: CheckedForm) -> Any:
 async def _set_enabled(console: Console, channel_id: str, enabled: bool) -> Any:
     try:
         async with console.db.write() as session:
-            channel = await service.update_channel(session, channel_id, enabled=enabled)
+            channel = await service.update_channel(session, channel_id, enabled=enabled,
+                                                   actor=actor_for_console(console))
     except HongyanError as exc:
         return console.redirect_error(PAGE, exc)
     await _reload(console.request)
@@ -324,7 +327,7 @@ async def delete_channel(console: PlatformAdmin, form: CheckedForm, channel_id: 
     try:
         async with console.db.write() as session:
             name = (await service.get_channel(session, channel_id)).name
-            await service.delete_channel(session, channel_id)
+            await service.delete_channel(session, channel_id, actor=actor_for_console(console))
     except HongyanError as exc:
         return console.redirect_error(PAGE, exc)
     await _reload(console.request)
@@ -363,6 +366,7 @@ async def add_route(console: PlatformAdmin, form: CheckedForm) -> Any:
                 countries=_split_list(values["countries"]),
                 prefixes=_split_list(values["prefixes"]),
                 message_types=values["message_types"],
+                actor=actor_for_console(console),
             )
     except FormProblem as problem:
         errors[problem.field] = (problem.title, None)
@@ -379,7 +383,7 @@ async def add_route(console: PlatformAdmin, form: CheckedForm) -> Any:
 async def delete_route(console: PlatformAdmin, form: CheckedForm, route_id: str) -> Any:
     try:
         async with console.db.write() as session:
-            await service.delete_route(session, route_id)
+            await service.delete_route(session, route_id, actor=actor_for_console(console))
     except HongyanError as exc:
         return console.redirect_error(PAGE, exc)
     await _reload(console.request)

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter
 from sqlalchemy import select
 
+from hongyan.audit.service import actor_for_console
 from hongyan.billing import packages, rates
 from hongyan.billing.models import RateCard
 from hongyan.billing.routes import amount_param
@@ -101,9 +102,10 @@ async def publish_rates(console: PlatformAdmin, form: CheckedForm) -> Any:
             )
             if card is None:
                 card = await rates.create_rate_card(session, name=name, currency=currency, account_id=account_id,
-                                                    is_default=bool(values["is_default"]))
+                                                    is_default=bool(values["is_default"]),
+                                                    audit_actor=actor_for_console(console))
             await rates.add_version(session, rate_card_id=card.id, rates=rows, effective_from=effective, note=None,
-                                    actor=f"user:{console.user.user_id}")
+                                    actor=f"user:{console.user.user_id}", audit_actor=actor_for_console(console))
     except HongyanError as exc:
         field = {"name": "card_name"}.get(exc.field or "", exc.field or "rates")
         console.field_error(errors, field if field in values else "rates", exc)
@@ -126,6 +128,7 @@ async def create_product(console: PlatformAdmin, form: CheckedForm) -> Any:
                 session, kind=values["kind"] or "package", name=values["product_name"],
                 currency=(values["product_currency"] or "CNY").upper(), price_micros=price, units=units,
                 validity_days=validity, countries=_list(values["countries"]), message_types=_list(values["types"]),
+                audit_actor=actor_for_console(console),
             )
     except HongyanError as exc:
         field = {"name": "product_name", "currency": "product_currency", "message_types": "types"}.get(
@@ -139,7 +142,7 @@ async def create_product(console: PlatformAdmin, form: CheckedForm) -> Any:
 async def deactivate_product(console: PlatformAdmin, form: CheckedForm, product_id: str) -> Any:
     try:
         async with console.db.write() as session:
-            await packages.set_product_active(session, product_id, False)
+            await packages.set_product_active(session, product_id, False, audit_actor=actor_for_console(console))
     except HongyanError as exc:
         return console.redirect_error(f"{PAGE}#products", exc)
     return console.redirect(f"{PAGE}#products", flash=Flash(kind="success", key="pricing.flash.product_stopped"))

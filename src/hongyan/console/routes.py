@@ -16,6 +16,7 @@ from hongyan.config import Settings
 from hongyan.console import (
     access,
     api_keys,
+    audit,
     auth_pages,
     billing,
     channels,
@@ -133,6 +134,7 @@ def install(app: FastAPI, settings: Settings) -> None:
         send.router,
         history.router,
         api_keys.router,
+        audit.router,
         webhook_endpoints.router,
         billing.router,
         channels.router,

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from hongyan.audit.service import actor_for_console
 from hongyan.console.context import CheckedForm, Console, FieldErrors, SignedIn, form_text
 from hongyan.console.session import Flash
 from hongyan.core.errors import HongyanError
@@ -35,7 +36,8 @@ async def add_endpoint(console: SignedIn, form: CheckedForm) -> Any:
     try:
         async with console.db.write() as session:
             endpoint, secret = await service.create_endpoint(
-                session, account_id=console.account_id, url=url, description=description
+                session, account_id=console.account_id, url=url, description=description,
+                actor=actor_for_console(console),
             )
     except HongyanError as exc:
         errors = FieldErrors()
@@ -49,7 +51,8 @@ async def add_endpoint(console: SignedIn, form: CheckedForm) -> Any:
 async def disable_endpoint(console: SignedIn, form: CheckedForm, endpoint_id: str) -> Any:
     try:
         async with console.db.write() as session:
-            await service.delete_endpoint(session, account_id=console.account_id, endpoint_id=endpoint_id)
+            await service.delete_endpoint(session, account_id=console.account_id, endpoint_id=endpoint_id,
+                                          actor=actor_for_console(console))
     except HongyanError as exc:
         return console.redirect_error("/console/webhooks", exc)
     return console.redirect(

@@ -14,6 +14,7 @@ from hongyan.accounts.service import AccountContext
 from hongyan.api.body import openapi_body, parse_body
 from hongyan.api.deps import DbDep, ReadAccount, SendAccount, SettingsDep
 from hongyan.api.responses import JsonResponse
+from hongyan.audit.service import actor_for_api, record
 from hongyan.billing import charging
 from hongyan.billing.rates import load_price_list
 from hongyan.config import Settings
@@ -307,9 +308,11 @@ async def list_messages(
 
 
 @router.post("/messages/{message_id}/cancel", summary="Cancel a message that is not yet sent")
-async def cancel_message(message_id: str, db: DbDep, ctx: SendAccount) -> JsonResponse:
+async def cancel_message(message_id: str, request: Request, db: DbDep, ctx: SendAccount) -> JsonResponse:
     async with db.write() as session:
         await queries.cancel_message(session, account_id=ctx.account_id, message_id=message_id)
+        await record(session, actor=actor_for_api(ctx, request), action="message.canceled", account_id=ctx.account_id,
+                     target_type="message", target_id=message_id)
     async with db.read() as session:
         message, events = await queries.get_message(session, account_id=ctx.account_id, message_id=message_id)
     return JsonResponse(queries.message_public(message, events))
@@ -322,9 +325,11 @@ async def get_batch(batch_id: str, db: DbDep, ctx: ReadAccount) -> JsonResponse:
 
 
 @router.post("/batches/{batch_id}/cancel", summary="Cancel every message of a batch not yet sent")
-async def cancel_batch(batch_id: str, db: DbDep, ctx: SendAccount) -> JsonResponse:
+async def cancel_batch(batch_id: str, request: Request, db: DbDep, ctx: SendAccount) -> JsonResponse:
     async with db.write() as session:
         canceled = await queries.cancel_batch(session, account_id=ctx.account_id, batch_id=batch_id)
+        await record(session, actor=actor_for_api(ctx, request), action="batch.canceled", account_id=ctx.account_id,
+                     target_type="batch", target_id=batch_id, after={"canceled": canceled})
     async with db.read() as session:
         summary = await queries.batch_summary(session, account_id=ctx.account_id, batch_id=batch_id)
     return JsonResponse({"canceled": canceled, "batch": summary})

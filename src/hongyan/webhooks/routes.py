@@ -11,6 +11,7 @@ from sqlalchemy import select
 from hongyan.api.body import openapi_body, parse_body
 from hongyan.api.deps import AdminAccount, DbDep
 from hongyan.api.responses import JsonResponse
+from hongyan.audit.service import actor_for_api
 from hongyan.core.clock import isoformat
 from hongyan.core.errors import NotFound
 from hongyan.webhooks import service
@@ -40,7 +41,8 @@ async def create_webhook(request: Request, db: DbDep, ctx: AdminAccount) -> Json
     data = await parse_body(request, WebhookCreate)
     async with db.write() as session:
         endpoint, secret = await service.create_endpoint(
-            session, account_id=ctx.account_id, url=data.url, event_types=data.event_types, description=data.description
+            session, account_id=ctx.account_id, url=data.url, event_types=data.event_types, description=data.description,
+            actor=actor_for_api(ctx, request),
         )
     return JsonResponse(_endpoint_json(endpoint, secret), status_code=201)
 
@@ -53,9 +55,10 @@ async def list_webhooks(db: DbDep, ctx: AdminAccount) -> JsonResponse:
 
 
 @router.delete("/{endpoint_id}", summary="Disable a webhook endpoint")
-async def delete_webhook(endpoint_id: str, db: DbDep, ctx: AdminAccount) -> JsonResponse:
+async def delete_webhook(endpoint_id: str, request: Request, db: DbDep, ctx: AdminAccount) -> JsonResponse:
     async with db.write() as session:
-        await service.delete_endpoint(session, account_id=ctx.account_id, endpoint_id=endpoint_id)
+        await service.delete_endpoint(session, account_id=ctx.account_id, endpoint_id=endpoint_id,
+                                      actor=actor_for_api(ctx, request))
     return JsonResponse({"id": endpoint_id, "enabled": False})
 
 

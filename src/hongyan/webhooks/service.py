@@ -12,6 +12,7 @@ import orjson
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hongyan.audit.service import Actor, record
 from hongyan.core import ids
 from hongyan.core.clock import isoformat, utcnow
 from hongyan.core.errors import InvalidRequest, NotFound
@@ -39,9 +40,10 @@ def validate_url(url: str, *, field: str = "url") -> str:
 
 
 async def create_endpoint(
-    session: AsyncSession, *, account_id: str, url: str, event_types: list[str] | None = None, description: str = ""
+    session: AsyncSession, *, account_id: str, url: str, event_types: list[str] | None = None, description: str = "",
+    actor: Actor | None = None,
 ) -> tuple[WebhookEndpoint, str]:
-    """Create an endpoint; returns it with its signing secret (shown once)."""
+    """Create an endpoint; returns it with its signing secret (shown once). Audited when `actor` is given."""
     for i, et in enumerate(event_types or []):
         if et not in EVENT_TYPES:
             raise InvalidRequest("invalid_event_type", f"Unknown event type '{et}'.", field=f"event_types[{i}]")
@@ -58,7 +60,15 @@ async def create_endpoint(
     )
     session.add(endpoint)
     await session.flush()
+    if actor is not None:
+        await record(session, actor=actor, action="webhook_endpoint.created", account_id=account_id,
+                     target_type="webhook_endpoint", target_id=endpoint.id, after=endpoint_view(endpoint))
     return endpoint, secret
+
+
+def endpoint_view(e: WebhookEndpoint) -> dict[str, Any]:
+    """What the audit log keeps of an endpoint (never its signing secret)."""
+    return {"url": e.url, "event_types": list(e.event_types or []), "description": e.description, "enabled": e.enabled}
 
 
 async def list_endpoints(session: AsyncSession, *, account_id: str) -> list[WebhookEndpoint]:
@@ -68,7 +78,12 @@ async def list_endpoints(session: AsyncSession, *, account_id: str) -> list[Webh
     return list(rows)
 
 
-async def delete_endpoint(session: AsyncSession, *, account_id: str, endpoint_id: str) -> None:
+async def delete_endpoint(
+    session: AsyncSession, *, account_id: str, endpoint_id: str, actor: Actor | None = None
+) -> None:
+    was_enabled = await session.scalar(
+        select(WebhookEndpoint.enabled).where(WebhookEndpoint.id == endpoint_id, WebhookEndpoint.account_id == account_id)
+    )
     result = await session.execute(
         update(WebhookEndpoint)
         .where(WebhookEndpoint.id == endpoint_id, WebhookEndpoint.account_id == account_id)
@@ -76,6 +91,10 @@ async def delete_endpoint(session: AsyncSession, *, account_id: str, endpoint_id
     )
     if result.rowcount == 0:  # type: ignore[attr-defined]
         raise NotFound("webhook_endpoint_not_found", "No such webhook endpoint.", field="id")
+    if actor is not None:
+        await record(session, actor=actor, action="webhook_endpoint.disabled", account_id=account_id,
+                     target_type="webhook_endpoint", target_id=endpoint_id, before={"enabled": was_enabled},
+                     after={"enabled": False})
 
 
 def message_event_payload(event_id: str, row: dict[str, Any], occurred_at: datetime) -> bytes:
