@@ -24,6 +24,13 @@ PRICE = 40_000  # settings.default_price_micros
 START = 100 * 1_000_000
 
 
+@pytest.fixture
+def settings(settings: Any) -> Any:
+    """Ordinary numbers always delivered: which messages count against a limit must not depend on the
+    sandbox's random 3 % undelivered / 2 % rejected (magic numbers such as …00002 still decide their own fate)."""
+    return settings.model_copy(update={"sandbox_outcomes": "delivered:100"})
+
+
 def _client(app: Any, headers: dict[str, str]) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver", headers=headers)
 
@@ -204,3 +211,25 @@ async def test_parents_packages_pay_for_sub_account_messages(db: Database, app: 
         units = await session.get(LedgerAccount, ledger.package_account(package.id))
     assert units is not None and units.balance == 98
     assert await verify_all(db) == []
+
+
+async def test_money_for_a_sub_account_goes_to_its_parent(app: Any, db: Database, account: AccountFixture) -> None:
+    """Recharges, operator top-ups and purchases on a sub-account are refused: that cash would never be spent."""
+    from hongyan.billing import packages
+    from hongyan.billing.recharge import top_up
+
+    sub_id, headers = await _sub_with_key(app, account, limit=None)
+    async with _client(app, headers) as c:
+        r = await c.post("/v1/billing/recharges", json={"amount": "100"})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "sub_account_uses_parent_balance"
+    assert account.account_id in r.json()["error"]["message"]
+    async with db.write() as session:
+        plan = await packages.create_product(session, kind="package", name="p", currency="CNY", price_micros=1, units=10)
+    for attempt in (
+        lambda s: top_up(s, account_id=sub_id, amount_micros=1_000_000, currency="CNY", actor="ops", note="x"),
+        lambda s: packages.purchase_package(s, account_id=sub_id, product_id=plan.id, actor="t"),
+    ):
+        with pytest.raises(Exception, match="spends the balance of its parent"):
+            async with db.write() as session:
+                await attempt(session)
+    assert await _balance(db, sub_id, "cash") == 0

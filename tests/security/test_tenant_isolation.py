@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from console_pages import csrf_of, signed_in_client
 from hongyan.accounts import service as accounts
-from hongyan.accounts.models import ApiKey
+from hongyan.accounts.models import ApiKey, EmailMessage
 from hongyan.billing import packages
 from hongyan.core import ids
 from hongyan.db.engine import Database
@@ -79,11 +79,14 @@ async def objects_of_a(client: httpx.AsyncClient, db: Database, a: AccountFixtur
         sub = await packages.subscribe(session, account_id=a.account_id, product_id=plan.id, actor="test")
         member = await accounts.create_user(session, email="member@a.example", password="a-member-password",
                                             account_id=a.account_id, role="developer")
+        # the invitation's email (the staff outbox lists platform emails; customers see none of it)
+        email_id = await session.scalar(select(EmailMessage.id).where(EmailMessage.to_address == "invitee@a.example"))
     return {
         "message_id": msg.json()["id"], "batch_id": bat.json()["id"], "endpoint_id": hook.json()["id"],
         "key_id": key.json()["id"], "order_id": order.json()["id"], "subscription_id": sub.id,
         "account_id": a.account_id, "product_id": plan.id,
         "user_id": member.id, "sub_account_id": sub_account.json()["id"], "invitation_id": invitation.json()["id"],
+        "email_id": str(email_id),
         # operator-only kinds: B (a customer) is refused the same way for real and made-up ids
         "ref": "chn_" + "0" * 26, "route_id": "rte_" + "0" * 26, "card_id": "rc_" + "0" * 26,
         "channel_id": "chn_" + "0" * 26,

@@ -28,6 +28,7 @@ from hongyan.billing import ledger
 from hongyan.billing.charging import insufficient_balance
 from hongyan.billing.models import LedgerAccount, Package, Product, Subscription
 from hongyan.billing.rates import RATE_MESSAGE_TYPES
+from hongyan.billing.recharge import refuse_sub_account
 from hongyan.config import Settings
 from hongyan.core import ids
 from hongyan.core.clock import isoformat, utcnow
@@ -157,6 +158,7 @@ async def _sellable(session: AsyncSession, product_id: str, kind: str, account_i
         from hongyan.accounts.service import get_account
 
         currency = (await get_account(session, account_id)).currency
+    await refuse_sub_account(session, account_id)
     product = await session.get(Product, product_id)
     if product is None or not product.active or product.kind != kind:
         raise NotFound("product_not_found", f"No such {kind} on sale.", field="product_id")

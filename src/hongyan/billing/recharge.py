@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hongyan.accounts.models import Account
 from hongyan.audit.service import Actor, record
 from hongyan.billing import ledger
 from hongyan.billing.models import PaymentOrder
@@ -74,6 +75,15 @@ def check_amount(amount_micros: int, *, minimum: int, currency: str, field_name:
         )
 
 
+async def refuse_sub_account(session: AsyncSession, account_id: str) -> None:
+    """A sub-account spends its parent's balance (billing.spend_limits): money or packages put on the
+    sub-account itself would never be used, so recharges, top-ups and purchases go to the parent."""
+    parent_id = await session.scalar(select(Account.parent_id).where(Account.id == account_id))
+    if parent_id is not None:
+        raise Conflict("sub_account_uses_parent_balance", f"This sub-account spends the balance of its parent "
+                       f"{parent_id}: recharge or buy packages there.", field="account_id")
+
+
 async def create_order(
     session: AsyncSession, settings: Settings, *, account_id: str, amount_micros: int, currency: str, provider: str,
     created_by: str, audit_actor: Actor | None = None,
@@ -82,6 +92,7 @@ async def create_order(
     if not payments_enabled(settings):
         raise_payments_disabled()
     check_amount(amount_micros, minimum=settings.min_recharge_micros, currency=currency)
+    await refuse_sub_account(session, account_id)
     order = PaymentOrder(
         id=ids.new_id("pay"), account_id=account_id, provider=provider, amount_micros=amount_micros,
         bonus_micros=bonus_for(amount_micros, parse_bonus_rules(settings.recharge_bonus_rules)), currency=currency,
@@ -141,6 +152,7 @@ async def top_up(
     check_amount(amount_micros, minimum=1, currency=currency)
     if not note or not note.strip():
         raise InvalidRequest("note_required", "Say why (the note is kept in the journal).", field="note")
+    await refuse_sub_account(session, account_id)
     now = utcnow()
     order = PaymentOrder(
         id=ids.new_id("pay"), account_id=account_id, provider="operator", amount_micros=amount_micros,
