@@ -32,6 +32,7 @@ from hongyan.dispatch.queue import create_queue
 from hongyan.dispatch.runtime import Runtime
 from hongyan.messaging.routes import router as messages_router
 from hongyan.ops.health import router as health_router
+from hongyan.privacy.routes import router as privacy_router
 from hongyan.webhooks.routes import router as webhooks_router
 
 STATIC = Path(__file__).parent / "console" / "static"
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
     app.include_router(billing_payments_router)
     app.include_router(billing_packages_router)
     app.include_router(audit_router)
+    app.include_router(privacy_router)
     app.include_router(health_router)
     try:
         from hongyan.console.routes import install as install_console

@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     )
     package_expiry_notice_days: int = Field(7, description="Days before a package expires that `package.expiring` is sent.")
     billing_sweep_s: float = Field(60.0, description="Seconds between package expiry / subscription renewal sweeps.")
+    privacy_sweep_s: float = Field(
+        3600.0, gt=0, description="Seconds between retention sweeps (content past an account's retention_days is purged)."
+    )
 
     # -- workers ------------------------------------------------------------------------------
     embedded_workers: bool = Field(True, description="`serve` also runs dispatcher, intake, webhooks, scheduler.")

@@ -80,7 +80,7 @@ class Runtime:
         if not self.queue.durable:
             await self.recover()
         loops = [self._relay_loop(), self._receipt_loop(), self._sweep_loop(), self._reload_loop(), self.webhooks.run(),
-                 self._billing_loop()]
+                 self._billing_loop(), self._privacy_loop()]
         loops += [self._dispatch_loop(i) for i in range(self.dispatchers)]
         if self.settings.email_backend == "smtp":
             loops.append(self._email_loop())
@@ -576,6 +576,23 @@ class Runtime:
                 log.exception("billing sweep failed")
             try:
                 await asyncio.wait_for(self._stop_event.wait(), timeout=self.settings.billing_sweep_s)
+                break
+            except TimeoutError:
+                pass
+
+    async def _privacy_loop(self) -> None:
+        """Retention: content and numbers past each account's retention_days purged, every privacy_sweep_s
+        (bounded transactions; a purged row is skipped, so concurrent workers only repeat cheap reads)."""
+        from hongyan.privacy.retention import purge_expired
+
+        while not self._stopping:
+            try:
+                await purge_expired(self.db)
+            except Exception:
+                self.stats.errors += 1
+                log.exception("privacy retention sweep failed")
+            try:
+                await asyncio.wait_for(self._stop_event.wait(), timeout=self.settings.privacy_sweep_s)
                 break
             except TimeoutError:
                 pass
