@@ -236,3 +236,11 @@ def test_trusted_proxy_forwarded_for() -> None:
     assert client_ip(request("10.0.0.2", "198.51.100.1", "10.0.0.0/8")) == "198.51.100.1"
     assert client_ip(request("10.0.0.2", "6.6.6.6, 198.51.100.1, 10.0.0.3", "10.0.0.0/8")) == "198.51.100.1"
     assert client_ip(request("192.0.2.1", "198.51.100.1", "10.0.0.0/8")) == "192.0.2.1"  # untrusted peer
+
+
+async def test_dates_without_a_utc_equivalent_are_a_clear_422(client: httpx.AsyncClient) -> None:
+    r = await client.get("/v1/messages", params={"from": "0001-01-01T00:00:00+01:00"})
+    assert error_of(r) == (422, "invalid_datetime", "from")
+    r = await client.post("/v1/messages", json={"to": "13800138000", "text": "x",
+                                                "scheduled_at": "0001-01-01T00:00:00+01:00"})
+    assert error_of(r) == (422, "invalid_datetime", "scheduled_at")

@@ -185,8 +185,10 @@ async def test_api_filters_pages_and_tenant_isolation(app: Any, db: Database, ac
         assert len(recent) == 7 and "pay_1" not in {e["target_id"] for e in recent}
         old = (await mine.get("/v1/audit-log", params={"until": since})).json()["data"]
         assert [e["target_id"] for e in old] == ["pay_1"]
-        # bounds beyond the representable years bound nothing (no 500); `%` is a literal, not a wildcard
-        assert len((await mine.get("/v1/audit-log", params={"since": "0001-01-01T00:00:00+01:00"})).json()["data"]) == 8
+        # a bound with no UTC equivalent is a clear 422 (not a 500); `%` is a literal, not a wildcard
+        out_of_range = await mine.get("/v1/audit-log", params={"since": "0001-01-01T00:00:00+01:00"})
+        assert out_of_range.status_code == 422
+        assert (out_of_range.json()["error"]["code"], out_of_range.json()["error"]["field"]) == ("invalid_datetime", "since")
         assert (await mine.get("/v1/audit-log", params={"action": "%"})).json()["data"] == []
 
         # another account sees only its own entry, even asking for A's object ids

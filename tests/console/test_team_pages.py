@@ -49,8 +49,8 @@ async def test_viewer_reads_but_cannot_send_or_manage_keys(app: Any, db: Databas
         assert home.status_code == 200
         nav = _nav(home.text)
         assert {"/console/messages", "/console/billing", "/console/team"} <= nav
-        assert not nav & {"/console/send", "/console/keys", "/console/webhooks", "/console/sub-accounts"}
-        for url in ("/console/send", "/console/keys", "/console/webhooks", "/console/sub-accounts"):
+        assert not nav & {"/console/send", "/console/keys", "/console/webhooks", "/console/sub-accounts", "/console/audit"}
+        for url in ("/console/send", "/console/keys", "/console/webhooks", "/console/sub-accounts", "/console/audit"):
             r = await browser.get(url)
             assert r.status_code == 403, url
             assert 'data-code="permission_denied"' in r.text and "Your role does not allow you to" in r.text

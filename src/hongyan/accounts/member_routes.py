@@ -7,12 +7,12 @@ from datetime import UTC
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from hongyan.accounts import keys, members, subaccounts
 from hongyan.accounts.permissions import CUSTOMER_ROLES, Authority
 from hongyan.accounts.routes import key_json
-from hongyan.api.body import openapi_body, parse_body
+from hongyan.api.body import UtcDatetime, openapi_body, parse_body
 from hongyan.api.client import client_ip
 from hongyan.api.deps import AdminAccount, DbDep, SettingsDep
 from hongyan.api.responses import JsonResponse
@@ -115,7 +115,7 @@ class SubAccountKeyCreate(BaseModel):
     name: Annotated[StrictStr, Field(max_length=200)]
     scopes: list[StrictStr] = Field(default_factory=lambda: ["send", "read"], max_length=8)
     allowed_cidrs: list[StrictStr] = Field(default_factory=list, max_length=keys.MAX_CIDRS)
-    expires_at: AwareDatetime | None = None
+    expires_at: UtcDatetime | None = None
 
 
 def _limit(raw: str | None) -> int | None:

@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from hongyan.accounts import keys
 from hongyan.accounts.models import ApiKey
-from hongyan.api.body import openapi_body, parse_body
+from hongyan.api.body import UtcDatetime, openapi_body, parse_body
 from hongyan.api.client import client_ip
 from hongyan.api.deps import AdminAccount, DbDep
 from hongyan.api.responses import JsonResponse
@@ -26,7 +26,7 @@ class ApiKeyCreate(BaseModel):
     scopes: list[StrictStr] = Field(default_factory=lambda: ["send", "read"], max_length=8)
     allowed_cidrs: list[StrictStr] = Field(default_factory=list, max_length=keys.MAX_CIDRS,
                                            description="IPv4/IPv6 networks allowed to use the key; empty: any.")
-    expires_at: AwareDatetime | None = None
+    expires_at: UtcDatetime | None = None
     auth: Literal["bearer", "hmac"] = Field("bearer", description="hmac: requests must be signed; see docs/security.md.")
     rate_limit_per_s: Annotated[float, Field(gt=0, le=100_000)] | None = None
 
@@ -36,7 +36,7 @@ class ApiKeyUpdate(BaseModel):
     name: Annotated[StrictStr, Field(max_length=200)] | None = None
     scopes: Annotated[list[StrictStr], Field(max_length=8)] | None = None
     allowed_cidrs: Annotated[list[StrictStr], Field(max_length=keys.MAX_CIDRS)] | None = None
-    expires_at: AwareDatetime | None = Field(None, description="New expiry; send null with clear_expiry to remove.")
+    expires_at: UtcDatetime | None = Field(None, description="New expiry; send null with clear_expiry to remove.")
     clear_expiry: bool = False
     rate_limit_per_s: Annotated[float, Field(gt=0, le=100_000)] | None = None
     clear_rate_limit: bool = False

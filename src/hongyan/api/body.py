@@ -3,17 +3,31 @@ the API's error format; models are registered in the OpenAPI document under comp
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ValidationError
+from pydantic_core import PydanticCustomError
 
 from hongyan.core.errors import InvalidRequest
 
 M = TypeVar("M", bound=BaseModel)
 SCHEMAS: dict[str, Any] = {}
+
+
+def _to_utc(value: datetime) -> datetime:
+    """Time zone aware input, converted to UTC here (0001-01-01T00:00+01:00 has no UTC: a 422, not a 500)."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError("datetime_parsing", "the date is outside the years 1–9999 in UTC") from None
+
+
+# every date-time the API accepts (bodies and query parameters): aware, in range, UTC inside
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 
 
 def openapi_body(model: type[BaseModel], example: Any = None) -> dict[str, Any]:

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime
 
+from hongyan.api.body import UtcDatetime
 from hongyan.api.deps import AdminAccount, DbDep, OperatorAccount
 from hongyan.api.responses import JsonResponse
 from hongyan.audit import service
@@ -20,8 +20,8 @@ router = APIRouter(tags=["audit log"])
 ActionQ = Annotated[str | None, Query(max_length=48, description="Action or prefix: `billing.` or `channel.updated`.")]
 ActorQ = Annotated[str | None, Query(max_length=254, description="Actor id (`key_…`, `usr_…`) or label (email).")]
 TargetQ = Annotated[str | None, Query(max_length=64, description="Id of the changed object.")]
-SinceQ = Annotated[AwareDatetime | None, Query(description="Occurred at or after (ISO 8601).")]
-UntilQ = Annotated[AwareDatetime | None, Query(description="Occurred before (ISO 8601).")]
+SinceQ = Annotated[UtcDatetime | None, Query(description="Occurred at or after (ISO 8601).")]
+UntilQ = Annotated[UtcDatetime | None, Query(description="Occurred before (ISO 8601).")]
 CursorQ = Annotated[int | None, Query(ge=1, le=2**63 - 1, description="`next_cursor` of the previous page.")]
 LimitQ = Annotated[int, Query(ge=1, le=service.MAX_PAGE)]
 CSV_RESPONSE: dict[int | str, dict[str, Any]] = {

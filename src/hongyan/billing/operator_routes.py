@@ -7,10 +7,11 @@ from dataclasses import asdict
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import AwareDatetime, Field, StrictBool, StrictInt, StrictStr
+from pydantic import Field, StrictBool, StrictInt, StrictStr
 
 from hongyan.accounts.service import get_account
-from hongyan.api.body import openapi_body, parse_body
+from hongyan.api.body import UtcDatetime, openapi_body, parse_body
+from hongyan.api.client import client_ip
 from hongyan.api.deps import DbDep, OperatorAccount
 from hongyan.api.responses import JsonResponse
 from hongyan.audit.service import actor_for_api, changes, record
@@ -47,7 +48,7 @@ async def operator_top_up(account_id: str, request: Request, db: DbDep, ctx: Ope
         customer = await get_account(session, account_id)
         order = await recharge.top_up(session, account_id=account_id, amount_micros=amount, currency=customer.currency,
                                       actor=_actor(ctx), note=data.note, bonus_micros=bonus,
-                                      actor_ip=request.client.host if request.client else None,
+                                      actor_ip=client_ip(request),
                                       audit_actor=actor_for_api(ctx, request))
         summary = await statements.balance_summary(session, account_id=account_id, currency=customer.currency)
     return JsonResponse({"order_id": order.id, "invoice_number": order.invoice_number,
@@ -69,7 +70,7 @@ async def operator_adjust(account_id: str, request: Request, db: DbDep, ctx: Ope
         customer = await get_account(session, account_id)
         entry_id = await recharge.adjust(session, account_id=account_id, amount_micros=amount,
                                          currency=customer.currency, actor=_actor(ctx), note=data.note,
-                                         actor_ip=request.client.host if request.client else None,
+                                         actor_ip=client_ip(request),
                                          audit_actor=actor_for_api(ctx, request))
         summary = await statements.balance_summary(session, account_id=account_id, currency=customer.currency)
     return JsonResponse({"journal_entry_id": entry_id, "balance": summary}, status_code=201)
@@ -158,13 +159,13 @@ class RateCardCreate(Strict):
     currency: StrictStr = "CNY"
     account_id: StrictStr | None = Field(None, description="Set: this account's override card (checked first).")
     is_default: StrictBool = False
-    effective_from: AwareDatetime | None = None
+    effective_from: UtcDatetime | None = None
     note: StrictStr | None = None
     rates: list[RateIn]
 
 
 class RateVersionCreate(Strict):
-    effective_from: AwareDatetime | None = None
+    effective_from: UtcDatetime | None = None
     note: StrictStr | None = None
     rates: list[RateIn]
 

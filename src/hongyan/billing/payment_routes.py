@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from hongyan.accounts.models import Account
 from hongyan.api.body import openapi_body, parse_body
+from hongyan.api.client import client_ip
 from hongyan.api.deps import BillingAccount, DbDep, SettingsDep
 from hongyan.api.responses import JsonResponse
 from hongyan.audit.service import actor_for_api
@@ -120,7 +121,7 @@ async def get_invoice(order_id: str, db: DbDep, ctx: BillingAccount) -> Response
 async def payment_callback(provider: str, request: Request, db: DbDep, settings: SettingsDep) -> JsonResponse:
     handler = payments.provider_for(settings, provider)
     order, credited = await payments.handle_callback(db, handler, dict(request.headers), await request.body(),
-                                                     ip=request.client.host if request.client else None)
+                                                     ip=client_ip(request))
     return JsonResponse({"status": "credited" if credited else "already_credited", "order_id": order.id})
 
 

@@ -27,6 +27,8 @@ PAGE_PERMISSIONS: tuple[tuple[str, str | None, str | None], ...] = (
     ("/console/security/require-mfa", None, p.ACCOUNT_SETTINGS),
     ("/console/team", p.MEMBERS_READ, p.MEMBERS_MANAGE),
     ("/console/sub-accounts", p.SUB_ACCOUNTS_MANAGE, p.SUB_ACCOUNTS_MANAGE),
+    ("/console/audit", p.AUDIT_READ, p.AUDIT_READ),  # owners and admins (who changed what, from where)
+    ("/console/privacy", p.ACCOUNT_SETTINGS, p.ACCOUNT_SETTINGS),  # personal data: export, erase, retention
 )
 
 

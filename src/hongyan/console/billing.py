@@ -19,6 +19,7 @@ from sqlalchemy import select
 from starlette.datastructures import QueryParams
 
 from hongyan.accounts.service import get_account
+from hongyan.api.client import client_ip
 from hongyan.audit.service import actor_for_console, changes, record
 from hongyan.billing import packages, rates, recharge, statements
 from hongyan.billing import routes as billing_api
@@ -288,7 +289,7 @@ async def operator_top_up(
             order = await recharge.top_up(
                 session, account_id=customer.id, amount_micros=amount, currency=customer.currency,
                 actor=f"user:{console.user.user_id}", note=note,
-                actor_ip=console.request.client.host if console.request.client else None,
+                actor_ip=client_ip(console.request),
                 audit_actor=actor_for_console(console),
             )
     except HongyanError as exc:

@@ -8,10 +8,9 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
-from pydantic import AwareDatetime
 
 from hongyan.accounts.service import AccountContext
-from hongyan.api.body import openapi_body, parse_body
+from hongyan.api.body import UtcDatetime, openapi_body, parse_body
 from hongyan.api.deps import DbDep, ReadAccount, SendAccount, SettingsDep
 from hongyan.api.responses import JsonResponse
 from hongyan.audit.service import actor_for_api, record
@@ -286,8 +285,8 @@ async def list_messages(
     status: Annotated[str | None, Query(description="One status or a comma-separated list.")] = None,
     to: Annotated[str | None, Query(description="Recipient number (normalized like on send).")] = None,
     batch: Annotated[str | None, Query(description="Batch id `bat_…`.")] = None,
-    from_: Annotated[AwareDatetime | None, Query(alias="from", description="Created at or after (ISO 8601).")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="Created before (ISO 8601).")] = None,
+    from_: Annotated[UtcDatetime | None, Query(alias="from", description="Created at or after (ISO 8601).")] = None,
+    until: Annotated[UtcDatetime | None, Query(description="Created before (ISO 8601).")] = None,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
     limit: Annotated[int, Query()] = 50,
 ) -> JsonResponse:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+from hongyan.api.body import UtcDatetime
 
 MessageType = Literal["verification", "notification", "marketing"]
 Vars = dict[StrictStr, StrictStr | int | float]
@@ -23,7 +25,7 @@ class MessageCreate(_Strict):
     vars: Vars | None = Field(None, description="Values for `{variables}` in the text.")
     message_type: MessageType = "notification"
     sender: Annotated[str, Field(max_length=32)] | None = Field(None, description="Sender ID, if the route allows one.")
-    scheduled_at: AwareDatetime | None = Field(None, description="Send at this time (with time zone); omit for now.")
+    scheduled_at: UtcDatetime | None = Field(None, description="Send at this time (with time zone); omit for now.")
     validity_minutes: Annotated[int, Field(ge=1, le=7 * 24 * 60)] | None = None
     client_ref: Annotated[str, Field(max_length=128)] | None = Field(None, description="Your own reference.")
 
@@ -43,7 +45,7 @@ class BatchCreate(_Strict):
     )
     message_type: MessageType = "notification"
     sender: Annotated[str, Field(max_length=32)] | None = None
-    scheduled_at: AwareDatetime | None = None
+    scheduled_at: UtcDatetime | None = None
     validity_minutes: Annotated[int, Field(ge=1, le=7 * 24 * 60)] | None = None
     client_ref: Annotated[str, Field(max_length=128)] | None = None
 
