@@ -19,6 +19,7 @@ from hongyan.config import Settings, get_settings
 from hongyan.core import crypto
 from hongyan.db.engine import Database
 from hongyan.ops.encryption import security_cli
+from hongyan.privacy.cli import privacy_cli
 
 app = typer.Typer(help="鸿雁 Hongyan: a self-hostable online SMS platform.", no_args_is_help=True,
                   add_completion=False)
@@ -31,6 +32,7 @@ app.add_typer(route_cli, name="route")
 app.add_typer(billing_cli, name="billing")
 app.add_typer(security_cli, name="security")
 app.add_typer(audit_cli, name="audit")
+app.add_typer(privacy_cli, name="privacy")
 
 
 def _logging(settings: Settings) -> None:
