@@ -271,3 +271,14 @@ async def test_retention_purges_old_final_content_only(client: httpx.AsyncClient
     assert "fresh news" in stored and "new reply" in stored and BOB in stored  # Bob's reply is recent
     # a second run has nothing left to do
     assert (await retention.purge_expired(db)).messages == 0
+
+
+async def test_openapi_documents_the_bodies(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    erasure = spec["paths"]["/v1/privacy/erasures"]["post"]["requestBody"]["content"]["application/json"]
+    assert erasure["schema"]["$ref"] == "#/components/schemas/PrivacyErasureCreate"
+    assert erasure["example"] == {"phone_number": "+8613800138000", "confirm": True}
+    schemas = spec["components"]["schemas"]
+    assert set(schemas["PrivacyErasureCreate"]["required"]) == {"phone_number", "confirm"}
+    assert schemas["AccountPrivacyUpdate"]["properties"]["retention_days"]["anyOf"][0]["maximum"] == 3650
+    assert "PrivacyExportCreate" in schemas and "patch" in spec["paths"]["/v1/account/privacy"]
