@@ -159,3 +159,26 @@ def test_keyring_unit() -> None:
     for bad, message in [("a:xx", "needs 32 bytes"), ("nocolon", "write it as"), ("a:" + "A" * 43 + ",a:" + "A" * 43, "twice")]:
         with pytest.raises(crypto.KeyringError, match=message):
             crypto.parse_keys(bad)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+async def test_text_that_looks_sealed_round_trips(client: httpx.AsyncClient, db: Database, restore_keyring: None,
+                                                  enabled: bool) -> None:
+    ring = crypto.keyring()
+    crypto.configure(crypto.Keyring(ring.keys, ring.active_id, ring.index_key, enabled=enabled))
+    texts = ["enc1:hello", "enc0:x", "enc1:t1:AAAA"]
+    ids_ = []
+    for text_ in texts:
+        r = await client.post("/v1/messages", json={"to": NUMBER, "text": text_})
+        assert r.status_code == 202, r.text
+        ids_.append(r.json()["id"])
+    for message_id, text_ in zip(ids_, texts, strict=True):
+        assert (await client.get(f"/v1/messages/{message_id}")).json()["text"] == text_
+    crypto.configure(ring)
+    await encryption.reencrypt(db)  # seal what was written plain, then decrypt all, then seal again
+    await encryption.reencrypt(db, decrypt=True)
+    for message_id, text_ in zip(ids_, texts, strict=True):
+        assert (await client.get(f"/v1/messages/{message_id}")).json()["text"] == text_
+    await encryption.reencrypt(db)
+    for message_id, text_ in zip(ids_, texts, strict=True):
+        assert (await client.get(f"/v1/messages/{message_id}")).json()["text"] == text_

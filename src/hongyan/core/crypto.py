@@ -3,7 +3,9 @@
 A stored value looks like `enc1:<key id>:<base64url(nonce ‖ ciphertext ‖ tag)>`. The key id names which
 key of the keyring sealed it, so keys can be rotated: new writes use the active (first) key, older keys
 stay in the ring for reading until `hongyan security re-encrypt` has rewritten every row. Values without
-the prefix are plaintext (written while encryption was off, or before it existed) and read as they are.
+the prefix are plaintext (written while encryption was off, or before it existed) and read as they are;
+plaintext that happens to start with `enc1:` or `enc0:` is stored as `enc0:` + text, so it is never
+mistaken for a sealed value.
 
 Equality search on an encrypted number uses a blind index: HMAC-SHA256 of the E.164 number under a
 separate key, truncated to 128 bits. It reveals which rows share a number, never the number.
@@ -33,6 +35,9 @@ from sqlalchemy.types import TypeDecorator
 
 PREFIX = "enc1:"
 _BYTES_PREFIX = PREFIX.encode()
+# plaintext that itself begins like a stored value (a user may type "enc1:…") is kept behind this escape
+PLAIN_ESCAPE = "enc0:"
+_BYTES_ESCAPE = PLAIN_ESCAPE.encode()
 NONCE_BYTES = 12  # NIST SP 800-38D §8.2: 96-bit random nonces; 2^32 messages per key stay far below the bound
 
 
@@ -100,10 +105,21 @@ class Keyring:
         return f"{PREFIX}{self.active_id}:{_b64encode(nonce + sealed)}"
 
     def open(self, stored: str, *, aad: bytes = b"") -> str:
+        if stored.startswith(PLAIN_ESCAPE):
+            return stored[len(PLAIN_ESCAPE):]
         if not stored.startswith(PREFIX):
             return stored  # plaintext row (encryption off when written, or not yet re-encrypted)
         key_id, _, payload = stored[len(PREFIX):].partition(":")
         return self._open_raw(key_id, _b64decode(payload), aad).decode()
+
+    @staticmethod
+    def plain(text: str) -> str:
+        """How plaintext is stored (encryption off, or --decrypt): as is, unless it looks like a stored value."""
+        return PLAIN_ESCAPE + text if text.startswith((PREFIX, PLAIN_ESCAPE)) else text
+
+    @staticmethod
+    def plain_bytes(data: bytes) -> bytes:
+        return _BYTES_ESCAPE + data if data.startswith((_BYTES_PREFIX, _BYTES_ESCAPE)) else data
 
     def key_id_of(self, stored: str | bytes | None) -> str | None:
         """Which key sealed a stored value (None for plaintext): what re-encrypt looks for."""
@@ -123,6 +139,8 @@ class Keyring:
         )
 
     def open_bytes(self, stored: bytes) -> bytes:
+        if stored.startswith(_BYTES_ESCAPE):
+            return stored[len(_BYTES_ESCAPE):]
         if not stored.startswith(_BYTES_PREFIX):
             return stored
         key_id, _, payload = stored[len(_BYTES_PREFIX):].partition(b":")
@@ -206,7 +224,7 @@ class EncryptedText(TypeDecorator[str]):
         if value is None:
             return None
         ring = keyring()
-        return ring.seal(value) if ring.enabled and not value.startswith(PREFIX) else value
+        return ring.seal(value) if ring.enabled else ring.plain(value)
 
     def process_result_value(self, value: str | None, dialect: Dialect) -> str | None:
         return None if value is None else keyring().open(value)
@@ -237,7 +255,7 @@ class EncryptedBytes(TypeDecorator[bytes]):
         if value is None:
             return None
         ring = keyring()
-        return ring.seal_bytes(value) if ring.enabled and not value.startswith(_BYTES_PREFIX) else value
+        return ring.seal_bytes(value) if ring.enabled else ring.plain_bytes(value)
 
     def process_result_value(self, value: bytes | None, dialect: Dialect) -> bytes | None:
         return None if value is None else keyring().open_bytes(bytes(value))

@@ -29,6 +29,7 @@ from hongyan.core.crypto import (
 )
 from hongyan.db.engine import Database
 from hongyan.db.models import metadata
+from hongyan.privacy.scrub import ERASED_NUMBER
 
 SEALED_TYPES = (EncryptedText, EncryptedJson, EncryptedBytes)
 # blind index column ← the sealed number it indexes
@@ -129,17 +130,17 @@ async def reencrypt(db: Database, *, decrypt: bool = False, reindex: bool = Fals
                     value = bytes(value)
                     label = ring.key_id_of(value)
                     if decrypt and label is not None:
-                        new[c] = ring.open_bytes(value)
+                        new[c] = ring.plain_bytes(ring.open_bytes(value))
                     elif seal and label != ring.active_id:
                         new[c] = ring.seal_bytes(ring.open_bytes(value))
                     continue
                 label = ring.key_id_of(value)
-                plain = ring.open(value) if label is not None else value
+                plain = ring.open(value)
                 if decrypt and label is not None:
-                    new[c] = plain
+                    new[c] = ring.plain(plain)
                 elif seal and label != ring.active_id:
                     new[c] = ring.seal(plain)
-                if reindex and c in indexes:
+                if reindex and c in indexes and plain != ERASED_NUMBER:  # erased rows keep no index
                     bidx = ring.blind_index(plain)
                     if row.get(indexes[c]) != bidx:
                         new[indexes[c]] = bidx
