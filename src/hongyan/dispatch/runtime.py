@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -80,10 +81,11 @@ class Runtime:
         if not self.queue.durable:
             await self.recover()
         loops = [self._relay_loop(), self._receipt_loop(), self._sweep_loop(), self._reload_loop(), self.webhooks.run(),
-                 self._billing_loop(), self._privacy_loop()]
+                 self._periodic("billing sweep", self.settings.billing_sweep_s, self._billing_sweep),
+                 self._periodic("privacy retention sweep", self.settings.privacy_sweep_s, self._privacy_sweep)]
         loops += [self._dispatch_loop(i) for i in range(self.dispatchers)]
         if self.settings.email_backend == "smtp":
-            loops.append(self._email_loop())
+            loops.append(self._periodic("email delivery", EMAIL_POLL_S, self._email_delivery))
         self._tasks = [asyncio.create_task(c) for c in loops]
 
     async def stop(self, timeout: float = 15.0) -> None:
@@ -559,59 +561,43 @@ class Runtime:
             self._receipts.extend(parked)
             self._receipt_wakeup.set()
 
-    async def _billing_loop(self) -> None:
-        """Package expiry (with notices beforehand), subscription renewals and stale recharge orders, every
-        billing_sweep_s.
+    async def _periodic(self, what: str, interval_s: float, work: Callable[[], Awaitable[Any]]) -> None:
+        """Run `work` at start and then every `interval_s` until stop; a failure is logged and counted, and
+        the next round comes as usual (one bad row must not stop the sweeps)."""
+        while not self._stopping:
+            try:
+                await work()
+            except Exception:
+                self.stats.errors += 1
+                log.exception("%s failed", what)
+            try:
+                await asyncio.wait_for(self._stop_event.wait(), timeout=interval_s)
+                break
+            except TimeoutError:
+                pass
+
+    async def _billing_sweep(self) -> None:
+        """Package expiry (with notices beforehand), subscription renewals and stale recharge orders.
 
         Each package and subscription changes in its own conditional transaction, so several workers may
         run this at once without expiring or renewing anything twice (issue 9 adds a leader lease)."""
         from hongyan.billing import packages, payments
 
-        while not self._stopping:
-            try:
-                await packages.sweep_once(self.db, self.settings)
-                await payments.expire_stale_orders(self.db, self.settings)
-            except Exception:
-                self.stats.errors += 1
-                log.exception("billing sweep failed")
-            try:
-                await asyncio.wait_for(self._stop_event.wait(), timeout=self.settings.billing_sweep_s)
-                break
-            except TimeoutError:
-                pass
+        await packages.sweep_once(self.db, self.settings)
+        await payments.expire_stale_orders(self.db, self.settings)
 
-    async def _privacy_loop(self) -> None:
-        """Retention: content and numbers past each account's retention_days purged, every privacy_sweep_s
-        (bounded transactions; a purged row is skipped, so concurrent workers only repeat cheap reads)."""
+    async def _privacy_sweep(self) -> None:
+        """Retention: content and numbers past each account's retention_days purged (bounded transactions;
+        a purged row is skipped, so concurrent workers only repeat cheap reads)."""
         from hongyan.privacy.retention import purge_expired
 
-        while not self._stopping:
-            try:
-                await purge_expired(self.db)
-            except Exception:
-                self.stats.errors += 1
-                log.exception("privacy retention sweep failed")
-            try:
-                await asyncio.wait_for(self._stop_event.wait(), timeout=self.settings.privacy_sweep_s)
-                break
-            except TimeoutError:
-                pass
+        await purge_expired(self.db)
 
-    async def _email_loop(self) -> None:
-        """Account emails (verification, reset, invitations) over SMTP, every EMAIL_POLL_S."""
+    async def _email_delivery(self) -> None:
+        """Account emails (verification, reset, invitations) over SMTP."""
         from hongyan.accounts.email import deliver_pending
 
-        while not self._stopping:
-            try:
-                await deliver_pending(self.db, self.settings)
-            except Exception:
-                self.stats.errors += 1
-                log.exception("email delivery failed")
-            try:
-                await asyncio.wait_for(self._stop_event.wait(), timeout=EMAIL_POLL_S)
-                break
-            except TimeoutError:
-                pass
+        await deliver_pending(self.db, self.settings)
 
     async def _sweep_loop(self) -> None:
         while not self._stopping:
