@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from hongyan.accounts import permissions as p
@@ -85,3 +87,26 @@ def test_member_authority_uses_the_role_not_scopes() -> None:
     assert unknown.permissions == frozenset()
     with pytest.raises(Forbidden):
         p.require(None, p.MESSAGES_READ)
+
+
+async def test_key_management_is_checked_in_the_service(db: Any) -> None:
+    """The keys service itself refuses a member whose role may not manage keys (not only the console page)."""
+    from hongyan.accounts import keys
+    from hongyan.accounts.permissions import Authority
+    from hongyan.core.errors import Forbidden
+    from support import make_account
+
+    account = await make_account(db)
+    finance = Authority.of_member(account_id=account.account_id, user_id="usr_x", role="finance")
+    developer = Authority.of_member(account_id=account.account_id, user_id="usr_y", role="developer")
+    async with db.write() as session:
+        for attempt in (
+            keys.create_api_key(session, account_id=account.account_id, name="x", authority=finance),
+            keys.revoke_api_key(session, account_id=account.account_id, key_id=account.key_id, authority=finance),
+            keys.rotate_api_key(session, account_id=account.account_id, key_id=account.key_id, authority=finance),
+        ):
+            with pytest.raises(Forbidden) as refused:
+                await attempt
+            assert refused.value.code == "permission_denied"
+        created = await keys.create_api_key(session, account_id=account.account_id, name="dev", authority=developer)
+    assert created.key.name == "dev"

@@ -22,6 +22,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hongyan.accounts.models import Account, ApiKey
+from hongyan.accounts.permissions import API_KEYS_MANAGE, Authority, require
 from hongyan.audit.service import Actor, changes, record
 from hongyan.core import ids
 from hongyan.core.clock import isoformat, utcnow
@@ -114,8 +115,12 @@ async def create_api_key(
     session: AsyncSession, *, account_id: str, name: str, scopes: tuple[str, ...] = ALL_SCOPES,
     created_by: str | None = None, expires_at: datetime | None = None, allow_operator: bool = False,
     allowed_cidrs: list[str] | None = None, signing: bool = False, rate_limit_per_s: float | None = None,
-    actor: Actor | None = None,
+    actor: Actor | None = None, authority: Authority | None = None,
 ) -> CreatedKey:
+    """A new key. `authority` (a member or key acting) must be allowed to manage keys; None is the platform
+    itself (first start, CLI)."""
+    if authority is not None:
+        require(authority, API_KEYS_MANAGE)
     if not name.strip():
         raise InvalidRequest("name_required", "Give the key a name.", field="name")
     secret = secrets.token_urlsafe(32)
@@ -153,8 +158,10 @@ async def update_api_key(
     session: AsyncSession, *, account_id: str, key_id: str, actor: Actor | None, name: str | None = None,
     scopes: list[str] | None = None, allowed_cidrs: list[str] | None = None,
     expires_at: datetime | None = None, clear_expiry: bool = False, rate_limit_per_s: float | None = None,
-    clear_rate_limit: bool = False,
+    clear_rate_limit: bool = False, authority: Authority | None = None,
 ) -> ApiKey:
+    if authority is not None:
+        require(authority, API_KEYS_MANAGE)
     key = await get_api_key(session, account_id=account_id, key_id=key_id, active=True)
     before = key_view(key)
     if name is not None:
@@ -183,9 +190,11 @@ async def update_api_key(
 
 async def rotate_api_key(
     session: AsyncSession, *, account_id: str, key_id: str, overlap_hours: float = 24, actor: Actor | None = None,
-    created_by: str | None = None,
+    created_by: str | None = None, authority: Authority | None = None,
 ) -> CreatedKey:
     """A new key with the same settings; the old one keeps working for `overlap_hours`, then expires."""
+    if authority is not None:
+        require(authority, API_KEYS_MANAGE)
     if not (0 <= overlap_hours <= MAX_OVERLAP_HOURS):
         raise InvalidRequest("invalid_overlap", f"The overlap is 0 to {MAX_OVERLAP_HOURS} hours.", field="overlap_hours")
     old = await get_api_key(session, account_id=account_id, key_id=key_id, active=True)
@@ -209,7 +218,10 @@ async def rotate_api_key(
     return created
 
 
-async def revoke_api_key(session: AsyncSession, *, account_id: str, key_id: str, actor: Actor | None = None) -> None:
+async def revoke_api_key(session: AsyncSession, *, account_id: str, key_id: str, actor: Actor | None = None,
+                         authority: Authority | None = None) -> None:
+    if authority is not None:
+        require(authority, API_KEYS_MANAGE)
     result = await session.execute(
         update(ApiKey).where(ApiKey.id == key_id, ApiKey.account_id == account_id, ApiKey.revoked_at.is_(None))
         .values(revoked_at=utcnow())

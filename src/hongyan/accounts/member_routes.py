@@ -22,11 +22,6 @@ members_router = APIRouter(prefix="/v1/members", tags=["members"])
 sub_accounts_router = APIRouter(prefix="/v1/sub-accounts", tags=["sub-accounts"])
 
 
-def authority_of(ctx: keys.AccountContext) -> Authority:
-    """An API key acts with its scopes (admin: every customer permission, but never as an owner)."""
-    return Authority.of_key(account_id=ctx.account_id, key_id=ctx.key_id, scopes=ctx.scopes, label=ctx.key_name)
-
-
 def member_json(m: members.Member) -> dict[str, object]:
     return {"user_id": m.user_id, "email": m.email, "display_name": m.display_name, "role": m.role,
             "joined_at": isoformat(m.joined_at)}
@@ -51,7 +46,7 @@ class MemberUpdate(BaseModel):
 
 @members_router.get("", summary="Members of the account and pending invitations")
 async def list_members(db: DbDep, ctx: AdminAccount) -> JsonResponse:
-    authority = authority_of(ctx)
+    authority = Authority.of_api(ctx)
     async with db.read() as session:
         rows = await members.list_members(session, authority=authority)
         invitations = await members.list_invitations(session, authority=authority)
@@ -64,7 +59,7 @@ async def list_members(db: DbDep, ctx: AdminAccount) -> JsonResponse:
 async def invite_member(request: Request, db: DbDep, settings: SettingsDep, ctx: AdminAccount) -> JsonResponse:
     data = await parse_body(request, MemberInvite)
     async with db.write() as session:
-        invitation, _token = await members.invite(session, settings, authority=authority_of(ctx), email=data.email,
+        invitation, _token = await members.invite(session, settings, authority=Authority.of_api(ctx), email=data.email,
                                                   role=data.role, locale=data.locale, ip=client_ip(request))
     return JsonResponse(invitation_json(invitation), status_code=201)
 
@@ -72,7 +67,7 @@ async def invite_member(request: Request, db: DbDep, settings: SettingsDep, ctx:
 @members_router.delete("/invitations/{invitation_id}", summary="Withdraw a pending invitation")
 async def revoke_invitation(invitation_id: str, request: Request, db: DbDep, ctx: AdminAccount) -> JsonResponse:
     async with db.write() as session:
-        await members.revoke_invitation(session, authority=authority_of(ctx), invitation_id=invitation_id,
+        await members.revoke_invitation(session, authority=Authority.of_api(ctx), invitation_id=invitation_id,
                                         ip=client_ip(request))
     return JsonResponse({"id": invitation_id, "revoked": True})
 
@@ -82,7 +77,7 @@ async def revoke_invitation(invitation_id: str, request: Request, db: DbDep, ctx
 async def change_role(user_id: str, request: Request, db: DbDep, ctx: AdminAccount) -> JsonResponse:
     data = await parse_body(request, MemberUpdate)
     async with db.write() as session:
-        member = await members.change_role(session, authority=authority_of(ctx), user_id=user_id, role=data.role,
+        member = await members.change_role(session, authority=Authority.of_api(ctx), user_id=user_id, role=data.role,
                                            ip=client_ip(request))
     return JsonResponse(member_json(member))
 
@@ -90,7 +85,7 @@ async def change_role(user_id: str, request: Request, db: DbDep, ctx: AdminAccou
 @members_router.delete("/{user_id}", summary="Remove a member from the account")
 async def remove_member(user_id: str, request: Request, db: DbDep, ctx: AdminAccount) -> JsonResponse:
     async with db.write() as session:
-        await members.remove_member(session, authority=authority_of(ctx), user_id=user_id, ip=client_ip(request))
+        await members.remove_member(session, authority=Authority.of_api(ctx), user_id=user_id, ip=client_ip(request))
     return JsonResponse({"user_id": user_id, "removed": True})
 
 
@@ -127,7 +122,7 @@ def _limit(raw: str | None) -> int | None:
 @sub_accounts_router.get("", summary="Sub-accounts with their spend this period")
 async def list_sub_accounts(db: DbDep, ctx: AdminAccount) -> JsonResponse:
     async with db.read() as session:
-        rows = await subaccounts.list_sub_accounts(session, authority=authority_of(ctx))
+        rows = await subaccounts.list_sub_accounts(session, authority=Authority.of_api(ctx))
     return JsonResponse({"data": [subaccounts.sub_account_json(s) for s in rows]})
 
 
@@ -138,7 +133,7 @@ async def create_sub_account(request: Request, db: DbDep, ctx: AdminAccount) -> 
     data = await parse_body(request, SubAccountCreate)
     async with db.write() as session:
         created = await subaccounts.create_sub_account(
-            session, authority=authority_of(ctx), name=data.name, spend_limit_micros=_limit(data.spend_limit),
+            session, authority=Authority.of_api(ctx), name=data.name, spend_limit_micros=_limit(data.spend_limit),
             spend_limit_period=data.spend_limit_period, ip=client_ip(request),
         )
         return JsonResponse(subaccounts.sub_account_json(created), status_code=201)
@@ -147,7 +142,7 @@ async def create_sub_account(request: Request, db: DbDep, ctx: AdminAccount) -> 
 @sub_accounts_router.get("/{sub_account_id}", summary="Show a sub-account")
 async def get_sub_account(sub_account_id: str, db: DbDep, ctx: AdminAccount) -> JsonResponse:
     async with db.read() as session:
-        item = await subaccounts.show_sub_account(session, authority=authority_of(ctx), sub_account_id=sub_account_id)
+        item = await subaccounts.show_sub_account(session, authority=Authority.of_api(ctx), sub_account_id=sub_account_id)
         return JsonResponse(subaccounts.sub_account_json(item))
 
 
@@ -157,7 +152,7 @@ async def update_sub_account(sub_account_id: str, request: Request, db: DbDep, c
     data = await parse_body(request, SubAccountUpdate)
     async with db.write() as session:
         item = await subaccounts.update_sub_account(
-            session, authority=authority_of(ctx), sub_account_id=sub_account_id, name=data.name, status=data.status,
+            session, authority=Authority.of_api(ctx), sub_account_id=sub_account_id, name=data.name, status=data.status,
             spend_limit_micros=_limit(data.spend_limit), clear_spend_limit=data.spend_limit == "",
             spend_limit_period=data.spend_limit_period, ip=client_ip(request),
         )
@@ -171,7 +166,7 @@ async def create_sub_account_key(sub_account_id: str, request: Request, db: DbDe
     data = await parse_body(request, SubAccountKeyCreate)
     async with db.write() as session:
         created = await subaccounts.create_sub_account_key(
-            session, authority=authority_of(ctx), sub_account_id=sub_account_id, name=data.name,
+            session, authority=Authority.of_api(ctx), sub_account_id=sub_account_id, name=data.name,
             scopes=tuple(data.scopes), allowed_cidrs=data.allowed_cidrs,
             expires_at=data.expires_at.astimezone(UTC) if data.expires_at else None, ip=client_ip(request),
         )

@@ -9,6 +9,7 @@ customer role never implies an operator one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from hongyan.core.errors import Forbidden
 
@@ -134,6 +135,12 @@ class Authority:
     def of_key(cls, *, account_id: str, key_id: str | None, scopes: tuple[str, ...] | list[str],
                label: str | None = None) -> Authority:
         return cls(account_id=account_id, key_id=key_id, scopes=tuple(scopes), label=label)
+
+    @classmethod
+    def of_api(cls, ctx: Any) -> Authority:
+        """The calling API key (an accounts.keys.AccountContext): admin scope grants every customer
+        permission, but never acts as an owner."""
+        return cls.of_key(account_id=ctx.account_id, key_id=ctx.key_id, scopes=ctx.scopes, label=ctx.key_name)
 
 
 def permission_denied(permission: str) -> Forbidden:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Request
@@ -10,11 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from hongyan.accounts import keys
 from hongyan.accounts.models import ApiKey
+from hongyan.accounts.permissions import Authority
 from hongyan.api.body import UtcDatetime, openapi_body, parse_body
-from hongyan.api.client import client_ip
 from hongyan.api.deps import AdminAccount, DbDep
 from hongyan.api.responses import JsonResponse
-from hongyan.audit.service import Actor
+from hongyan.audit.service import actor_for_api
 from hongyan.core.clock import isoformat
 
 router = APIRouter(prefix="/v1/api-keys", tags=["api keys"])
@@ -55,15 +54,6 @@ def key_json(k: ApiKey) -> dict[str, object]:
             "last_used_ip": k.last_used_ip, "expires_at": isoformat(k.expires_at), "revoked_at": isoformat(k.revoked_at)}
 
 
-def api_actor(ctx: keys.AccountContext, request: Request) -> Actor:
-    """The calling API key as the author of a change (audit log)."""
-    return Actor("api_key", ctx.key_id, ctx.key_name, client_ip(request))
-
-
-def _as_utc(value: datetime | None) -> datetime | None:
-    return value.astimezone(UTC) if value is not None else None
-
-
 @router.post("", status_code=201, summary="Create an API key (the key is shown once)",
              openapi_extra=openapi_body(ApiKeyCreate, {"name": "order-service", "scopes": ["send", "read"],
                                                        "allowed_cidrs": ["203.0.113.0/24", "2001:db8::/32"]}))
@@ -72,8 +62,8 @@ async def create_key(request: Request, db: DbDep, ctx: AdminAccount) -> JsonResp
     async with db.write() as session:
         created = await keys.create_api_key(
             session, account_id=ctx.account_id, name=data.name, scopes=tuple(data.scopes),
-            allowed_cidrs=data.allowed_cidrs, expires_at=_as_utc(data.expires_at), signing=data.auth == "hmac",
-            rate_limit_per_s=data.rate_limit_per_s, actor=api_actor(ctx, request),
+            allowed_cidrs=data.allowed_cidrs, expires_at=data.expires_at, signing=data.auth == "hmac",
+            rate_limit_per_s=data.rate_limit_per_s, actor=actor_for_api(ctx, request), authority=Authority.of_api(ctx),
         )
     return JsonResponse({**key_json(created.key), "key": created.token}, status_code=201)
 
@@ -98,8 +88,8 @@ async def update_key(key_id: str, request: Request, db: DbDep, ctx: AdminAccount
     data = await parse_body(request, ApiKeyUpdate)
     async with db.write() as session:
         key = await keys.update_api_key(
-            session, account_id=ctx.account_id, key_id=key_id, actor=api_actor(ctx, request), name=data.name,
-            scopes=data.scopes, allowed_cidrs=data.allowed_cidrs, expires_at=_as_utc(data.expires_at),
+            session, account_id=ctx.account_id, key_id=key_id, actor=actor_for_api(ctx, request), authority=Authority.of_api(ctx), name=data.name,
+            scopes=data.scopes, allowed_cidrs=data.allowed_cidrs, expires_at=data.expires_at,
             clear_expiry=data.clear_expiry, rate_limit_per_s=data.rate_limit_per_s,
             clear_rate_limit=data.clear_rate_limit,
         )
@@ -113,7 +103,7 @@ async def rotate_key(key_id: str, request: Request, db: DbDep, ctx: AdminAccount
     data = await parse_body(request, ApiKeyRotate) if body.strip() else ApiKeyRotate()
     async with db.write() as session:
         created = await keys.rotate_api_key(session, account_id=ctx.account_id, key_id=key_id,
-                                            overlap_hours=data.overlap_hours, actor=api_actor(ctx, request))
+                                            overlap_hours=data.overlap_hours, actor=actor_for_api(ctx, request), authority=Authority.of_api(ctx))
         old = await keys.get_api_key(session, account_id=ctx.account_id, key_id=key_id)
         return JsonResponse({**key_json(created.key), "key": created.token, "replaces": key_json(old)}, status_code=201)
 
@@ -121,5 +111,5 @@ async def rotate_key(key_id: str, request: Request, db: DbDep, ctx: AdminAccount
 @router.delete("/{key_id}", summary="Revoke an API key")
 async def revoke_key(key_id: str, request: Request, db: DbDep, ctx: AdminAccount) -> JsonResponse:
     async with db.write() as session:
-        await keys.revoke_api_key(session, account_id=ctx.account_id, key_id=key_id, actor=api_actor(ctx, request))
+        await keys.revoke_api_key(session, account_id=ctx.account_id, key_id=key_id, actor=actor_for_api(ctx, request), authority=Authority.of_api(ctx))
     return JsonResponse({"id": key_id, "revoked": True})

@@ -60,6 +60,14 @@ async def page_permission(console: SignedIn) -> Console:
     return console
 
 
+def member_authority(console: Console) -> p.Authority:
+    """The signed-in member as the one acting, for the services' own permission checks."""
+    user = console.user
+    assert user is not None
+    return p.Authority.of_member(account_id=user.account_id, user_id=user.user_id, role=user.role or "",
+                                 label=user.email)
+
+
 def can(console: Console, permission: str) -> bool:
     user = console.user
     return user is not None and permission in p.permissions_of_role(user.role)

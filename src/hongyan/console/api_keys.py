@@ -9,8 +9,8 @@ from typing import Any
 from fastapi import APIRouter
 
 from hongyan.accounts import keys
-from hongyan.api.client import client_ip
-from hongyan.audit.service import Actor
+from hongyan.audit.service import actor_for_console
+from hongyan.console.access import member_authority
 from hongyan.console.context import CheckedForm, Console, FieldErrors, SignedIn, form_text
 from hongyan.console.session import Flash
 from hongyan.core.errors import HongyanError, InvalidRequest
@@ -20,11 +20,6 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 DEFAULT_SCOPES = ("send", "read")
 OVERLAP_CHOICES = (0, 1, 24, 168)
 FORM_FIELDS = ("name", "scopes", "allowed_cidrs", "expires_at")
-
-
-def console_actor(console: Console) -> Actor:
-    assert console.user is not None
-    return Actor("user", console.user.user_id, console.user.email, client_ip(console.request))
 
 
 def networks(text: str) -> list[str]:
@@ -75,7 +70,7 @@ async def create_key(console: SignedIn, form: CheckedForm) -> Any:
                 session, account_id=console.account_id, name=str(values["name"]), scopes=tuple(values["scopes"]),
                 created_by=console.user.user_id, allowed_cidrs=networks(str(values["allowed_cidrs"])),
                 expires_at=expiry(str(values["expires_at"])), signing=values["auth"] == "hmac",
-                actor=console_actor(console),
+                actor=actor_for_console(console), authority=member_authority(console),
             )
     except HongyanError as exc:
         field = (exc.field or "name").split("[")[0]
@@ -90,7 +85,7 @@ async def update_networks(console: SignedIn, form: CheckedForm, key_id: str) -> 
     try:
         async with console.db.write() as session:
             await keys.update_api_key(session, account_id=console.account_id, key_id=key_id,
-                                      actor=console_actor(console),
+                                      actor=actor_for_console(console), authority=member_authority(console),
                                       allowed_cidrs=networks(form_text(form, "allowed_cidrs")))
     except HongyanError as exc:
         return console.redirect_error("/console/keys", exc)
@@ -104,7 +99,7 @@ async def rotate_key(console: SignedIn, form: CheckedForm, key_id: str) -> Any:
         overlap = float(form_text(form, "overlap_hours", "24"))
         async with console.db.write() as session:
             created = await keys.rotate_api_key(session, account_id=console.account_id, key_id=key_id,
-                                                overlap_hours=overlap, actor=console_actor(console),
+                                                overlap_hours=overlap, actor=actor_for_console(console), authority=member_authority(console),
                                                 created_by=console.user.user_id)
     except ValueError:
         return console.redirect_error("/console/keys", InvalidRequest("invalid_overlap", "Choose an overlap.",
@@ -119,7 +114,7 @@ async def revoke_key(console: SignedIn, form: CheckedForm, key_id: str) -> Any:
     try:
         async with console.db.write() as session:
             await keys.revoke_api_key(session, account_id=console.account_id, key_id=key_id,
-                                      actor=console_actor(console))
+                                      actor=actor_for_console(console), authority=member_authority(console))
     except HongyanError as exc:
         return console.redirect_error("/console/keys", exc)
     return console.redirect(

@@ -9,9 +9,9 @@ from fastapi import APIRouter
 
 from hongyan.accounts import keys, subaccounts
 from hongyan.api.client import client_ip
+from hongyan.console.access import member_authority
 from hongyan.console.context import CheckedForm, Console, FieldErrors, SignedIn, form_text
 from hongyan.console.session import Flash
-from hongyan.console.team import authority
 from hongyan.core.errors import HongyanError
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -27,7 +27,7 @@ def _limit(text: str) -> int | None:
 
 async def _render(console: Console, *, status: int = 200, **values: Any) -> Any:
     async with console.db.read() as session:
-        rows = await subaccounts.list_sub_accounts(session, authority=authority(console))
+        rows = await subaccounts.list_sub_accounts(session, authority=member_authority(console))
     values.setdefault("form", {"name": "", "spend_limit": "", "spend_limit_period": "month"})
     values.setdefault("created_key", None)
     return console.render("sub_accounts.html", status=status, active="sub_accounts", sub_accounts=rows,
@@ -46,7 +46,7 @@ async def create(console: SignedIn, form: CheckedForm) -> Any:
     try:
         async with console.db.write() as session:
             await subaccounts.create_sub_account(
-                session, authority=authority(console), name=values["name"], spend_limit_micros=_limit(values["spend_limit"]),
+                session, authority=member_authority(console), name=values["name"], spend_limit_micros=_limit(values["spend_limit"]),
                 spend_limit_period=values["spend_limit_period"], ip=client_ip(console.request),
             )
     except HongyanError as exc:
@@ -64,7 +64,7 @@ async def update(console: SignedIn, form: CheckedForm, sub_account_id: str) -> A
     try:
         async with console.db.write() as session:
             await subaccounts.update_sub_account(
-                session, authority=authority(console), sub_account_id=sub_account_id,
+                session, authority=member_authority(console), sub_account_id=sub_account_id,
                 name=form_text(form, "name") or None, spend_limit_micros=_limit(limit_text),
                 clear_spend_limit=not limit_text.strip(),
                 spend_limit_period=form_text(form, "spend_limit_period") or None, ip=client_ip(console.request),
@@ -79,7 +79,7 @@ async def set_status(console: SignedIn, form: CheckedForm, sub_account_id: str) 
     try:
         async with console.db.write() as session:
             await subaccounts.update_sub_account(
-                session, authority=authority(console), sub_account_id=sub_account_id,
+                session, authority=member_authority(console), sub_account_id=sub_account_id,
                 status=form_text(form, "status"), ip=client_ip(console.request),
             )
     except HongyanError as exc:
@@ -93,7 +93,7 @@ async def create_key(console: SignedIn, form: CheckedForm, sub_account_id: str) 
     try:
         async with console.db.write() as session:
             created = await subaccounts.create_sub_account_key(
-                session, authority=authority(console), sub_account_id=sub_account_id,
+                session, authority=member_authority(console), sub_account_id=sub_account_id,
                 name=form_text(form, "name") or "default", scopes=scopes, ip=client_ip(console.request),
             )
     except HongyanError as exc:

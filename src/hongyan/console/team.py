@@ -15,9 +15,9 @@ from sqlalchemy import select
 
 from hongyan.accounts import members
 from hongyan.accounts.models import User
-from hongyan.accounts.permissions import CUSTOMER_ROLES, MEMBERS_MANAGE, OWNER, Authority
+from hongyan.accounts.permissions import CUSTOMER_ROLES, MEMBERS_MANAGE, OWNER
 from hongyan.api.client import client_ip
-from hongyan.console.access import can
+from hongyan.console.access import can, member_authority
 from hongyan.console.context import CheckedForm, Console, FieldErrors, SignedIn, Visitor, form_text
 from hongyan.console.session import Flash
 from hongyan.core.errors import HongyanError
@@ -28,15 +28,8 @@ public = APIRouter(prefix="/console", include_in_schema=False)
 PAGE = "/console/team"
 
 
-def authority(console: Console) -> Authority:
-    user = console.user
-    assert user is not None
-    return Authority.of_member(account_id=user.account_id, user_id=user.user_id, role=user.role or "",
-                               label=user.email)
-
-
 async def _render(console: Console, *, status: int = 200, **values: Any) -> Any:
-    who = authority(console)
+    who = member_authority(console)
     async with console.db.read() as session:
         rows = await members.list_members(session, authority=who)
         invitations = await members.list_invitations(session, authority=who) if can(console, MEMBERS_MANAGE) else []
@@ -57,7 +50,7 @@ async def invite(console: SignedIn, form: CheckedForm) -> Any:
     values = {"email": form_text(form, "email"), "role": form_text(form, "role")}
     try:
         async with console.db.write() as session:
-            await members.invite(session, console.request.app.state.settings, authority=authority(console),
+            await members.invite(session, console.request.app.state.settings, authority=member_authority(console),
                                  email=values["email"], role=values["role"], locale=console.lang,
                                  ip=client_ip(console.request))
     except HongyanError as exc:
@@ -72,7 +65,7 @@ async def invite(console: SignedIn, form: CheckedForm) -> Any:
 async def revoke_invitation(console: SignedIn, form: CheckedForm, invitation_id: str) -> Any:
     try:
         async with console.db.write() as session:
-            await members.revoke_invitation(session, authority=authority(console), invitation_id=invitation_id,
+            await members.revoke_invitation(session, authority=member_authority(console), invitation_id=invitation_id,
                                             ip=client_ip(console.request))
     except HongyanError as exc:
         return console.redirect_error(PAGE, exc)
@@ -83,7 +76,7 @@ async def revoke_invitation(console: SignedIn, form: CheckedForm, invitation_id:
 async def change_role(console: SignedIn, form: CheckedForm, user_id: str) -> Any:
     try:
         async with console.db.write() as session:
-            member = await members.change_role(session, authority=authority(console), user_id=user_id,
+            member = await members.change_role(session, authority=member_authority(console), user_id=user_id,
                                                role=form_text(form, "role"), ip=client_ip(console.request))
     except HongyanError as exc:
         return console.redirect_error(PAGE, exc)
@@ -97,7 +90,7 @@ async def remove(console: SignedIn, form: CheckedForm, user_id: str) -> Any:
     leaving = user_id == console.user.user_id
     try:
         async with console.db.write() as session:
-            await members.remove_member(session, authority=authority(console), user_id=user_id,
+            await members.remove_member(session, authority=member_authority(console), user_id=user_id,
                                         ip=client_ip(console.request))
     except HongyanError as exc:
         return console.redirect_error(PAGE, exc)
