@@ -265,3 +265,25 @@ async def test_outbox_is_for_staff_only(app: Any, db: Database, account: Account
         assert email_id
         body = await staff.get(f"/console/outbox/{email_id.group(1)}")
         assert body.status_code == 200 and "/console/reset-password?token=" in body.text
+
+
+async def test_sign_ins_and_lockouts_are_in_the_audit_log(app: Any, db: Database, account: AccountFixture,
+                                                          settings: Any) -> None:
+    """Security events for the account: each sign-in (with its method) and the lockout, with the IP."""
+    from console_pages import EMAIL, signed_in_client
+    from hongyan.audit.models import AuditEntry
+
+    await signed_in_client(app, db, account, "en")  # one good sign-in
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=("198.51.100.9", 1)),
+                                 base_url="http://testserver") as browser:
+        for _ in range(settings.login_max_failures):
+            token = csrf_of((await browser.get("/console/login")).text)
+            await browser.post("/console/login", data={"email": EMAIL, "password": "wrong password!", "csrf_token": token})
+    async with db.read() as session:
+        entries = list(await session.scalars(select(AuditEntry).where(AuditEntry.action.startswith("user."))
+                                             .order_by(AuditEntry.seq)))
+    assert [e.action for e in entries] == ["user.signed_in", "user.locked_out"]
+    signed_in, locked = entries
+    assert signed_in.account_id == account.account_id and signed_in.after == {"method": "password"}
+    assert locked.account_id == account.account_id and locked.ip == "198.51.100.9"
+    assert locked.after is not None and locked.after["seconds"] == settings.login_lockout_s

@@ -23,7 +23,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hongyan.accounts.email import queue_email
-from hongyan.accounts.models import AuthToken, LoginThrottle, User
+from hongyan.accounts.models import AuthToken, LoginThrottle, Membership, User
 from hongyan.accounts.passwords import check_password_policy
 from hongyan.accounts.service import check_password, create_account, create_user, hash_password
 from hongyan.audit.service import Actor, record
@@ -293,7 +293,22 @@ async def record_login_failure(
             if started is None or row.locked_until > started.until:
                 started = Lockout(row.locked_until, seconds)
     await session.flush()
+    if started is not None:
+        await _audit_lockout(session, email=email, ip=ip, lockout=started)
     return started
+
+
+async def _audit_lockout(session: AsyncSession, *, email: str, ip: str | None, lockout: Lockout) -> None:
+    """A lockout is a security event for the account concerned (if the email is a member's; an unknown
+    email is not written down: the log must not collect addresses people typed)."""
+    user = await session.scalar(select(User).where(User.email == email.strip().lower()))
+    account_id = await session.scalar(
+        select(Membership.account_id).where(Membership.user_id == user.id).order_by(Membership.created_at).limit(1)
+    ) if user is not None else None
+    await record(session, actor=Actor("user", user.id if user else None, user.email if user else None, ip),
+                 action="user.locked_out", account_id=account_id, target_type="user" if user else "ip",
+                 target_id=user.id if user else ip,
+                 after={"locked_until": lockout.until.isoformat(), "seconds": lockout.retry_after_s})
 
 
 async def _reset_failures(session: AsyncSession, key: str) -> None:
@@ -303,10 +318,17 @@ async def _reset_failures(session: AsyncSession, key: str) -> None:
     )
 
 
-async def record_login_success(session: AsyncSession, *, email: str) -> None:
-    """A successful sign-in clears the email's failure count. The IP's count stays: one valid account must
-    not let an attacker at the same address reset the counter it is guessing other accounts under."""
+async def record_login_success(
+    session: AsyncSession, *, email: str, signed_in: User | None = None, account_id: str | None = None,
+    ip: str | None = None, method: str = "password",
+) -> None:
+    """A successful step clears the email's failure count. The IP's count stays: one valid account must
+    not let an attacker at the same address reset the counter it is guessing other accounts under.
+    `signed_in` (the last step passed) puts `user.signed_in` in the audit log."""
     await session.execute(
         update(LoginThrottle).where(LoginThrottle.key == email_key(email)).values(failures=0)
         .execution_options(synchronize_session=False)
     )
+    if signed_in is not None:
+        await record(session, actor=_actor(signed_in, ip), action="user.signed_in", account_id=account_id,
+                     target_type="user", target_id=signed_in.id, after={"method": method})

@@ -102,7 +102,9 @@ async def password_login(console: Console, form: FormData) -> Response:
             if user is None:
                 lockout = await auth.record_login_failure(session, settings, email=email, ip=ip)
             else:
-                await auth.record_login_success(session, email=email)
+                done = user.mfa_enabled_at is None and account is not None  # else the TOTP step finishes it
+                await auth.record_login_success(session, email=email, signed_in=user if done else None,
+                                                account_id=account.id if account else None, ip=ip)
     except HongyanError as exc:  # login_locked
         return _locked_page(console, exc, template="login.html", next=next_url, email=email)
     if lockout is not None:
@@ -160,7 +162,8 @@ async def mfa_login(console: Visitor, form: CheckedForm) -> Any:
                 failure = exc
                 lockout = await auth.record_login_failure(session, settings, email=user.email, ip=ip)
             else:
-                await auth.record_login_success(session, email=user.email)
+                await auth.record_login_success(session, email=user.email, signed_in=user, account_id=account.id,
+                                                ip=ip, method=f"password+{used}")
     except HongyanError as exc:  # login_locked
         return _locked_page(console, exc, template="login_mfa.html", field="code", next=next_url)
     if lockout is not None:
