@@ -46,6 +46,42 @@ class ApiKeyRotate(BaseModel):
     overlap_hours: Annotated[float, Field(ge=0, le=keys.MAX_OVERLAP_HOURS)] = 24
 
 
+class ApiKeyPublic(BaseModel):
+    """An API key as listed (never its secret)."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str
+    name: str
+    hint: str
+    scopes: list[str]
+    allowed_cidrs: list[str]
+    auth: Literal["bearer", "hmac"]
+    rate_limit_per_s: float | None
+    rotated_to: str | None
+    created_at: str | None
+    last_used_at: str | None
+    last_used_ip: str | None
+    expires_at: str | None
+    revoked_at: str | None
+
+
+class ApiKeysPublic(BaseModel):
+    data: list[ApiKeyPublic]
+
+
+class ApiKeyCreated(ApiKeyPublic):
+    key: str = Field(description="`<key id>.<secret>`: shown this once, never again.")
+
+
+class ApiKeyRotated(ApiKeyCreated):
+    replaces: ApiKeyPublic
+
+
+class ApiKeyRevoked(BaseModel):
+    id: str
+    revoked: bool
+
+
 def key_json(k: ApiKey) -> dict[str, object]:
     return {"id": k.id, "name": k.name, "hint": "…" + k.secret_hint, "scopes": k.scopes,
             "allowed_cidrs": k.allowed_cidrs, "auth": "hmac" if k.signing_secret else "bearer",
@@ -55,6 +91,7 @@ def key_json(k: ApiKey) -> dict[str, object]:
 
 
 @router.post("", status_code=201, summary="Create an API key (the key is shown once)",
+             responses={201: {"model": ApiKeyCreated, "description": "The key, with its secret this once"}},
              openapi_extra=openapi_body(ApiKeyCreate, {"name": "order-service", "scopes": ["send", "read"],
                                                        "allowed_cidrs": ["203.0.113.0/24", "2001:db8::/32"]}))
 async def create_key(request: Request, db: DbDep, ctx: AdminAccount) -> JsonResponse:
@@ -68,14 +105,14 @@ async def create_key(request: Request, db: DbDep, ctx: AdminAccount) -> JsonResp
     return JsonResponse({**key_json(created.key), "key": created.token}, status_code=201)
 
 
-@router.get("", summary="List API keys")
+@router.get("", summary="List API keys", responses={200: {"model": ApiKeysPublic, "description": "The keys"}})
 async def list_keys(db: DbDep, ctx: AdminAccount) -> JsonResponse:
     async with db.read() as session:
         rows = await keys.list_api_keys(session, account_id=ctx.account_id)
     return JsonResponse({"data": [key_json(k) for k in rows]})
 
 
-@router.get("/{key_id}", summary="Show an API key")
+@router.get("/{key_id}", summary="Show an API key", responses={200: {"model": ApiKeyPublic, "description": "The key"}})
 async def get_key(key_id: str, db: DbDep, ctx: AdminAccount) -> JsonResponse:
     async with db.read() as session:
         key = await keys.get_api_key(session, account_id=ctx.account_id, key_id=key_id)
@@ -83,6 +120,7 @@ async def get_key(key_id: str, db: DbDep, ctx: AdminAccount) -> JsonResponse:
 
 
 @router.patch("/{key_id}", summary="Change a key's name, scopes, IP allow-list, expiry or rate limit",
+              responses={200: {"model": ApiKeyPublic, "description": "The key as changed"}},
               openapi_extra=openapi_body(ApiKeyUpdate, {"allowed_cidrs": ["198.51.100.7"]}))
 async def update_key(key_id: str, request: Request, db: DbDep, ctx: AdminAccount) -> JsonResponse:
     data = await parse_body(request, ApiKeyUpdate)
@@ -97,6 +135,7 @@ async def update_key(key_id: str, request: Request, db: DbDep, ctx: AdminAccount
 
 
 @router.post("/{key_id}/rotate", status_code=201, summary="Rotate: a new key now, the old one expires after the overlap",
+             responses={201: {"model": ApiKeyRotated, "description": "The new key (secret shown once) and the old one"}},
              openapi_extra=openapi_body(ApiKeyRotate, {"overlap_hours": 24}))
 async def rotate_key(key_id: str, request: Request, db: DbDep, ctx: AdminAccount) -> JsonResponse:
     body = await request.body()
@@ -108,7 +147,8 @@ async def rotate_key(key_id: str, request: Request, db: DbDep, ctx: AdminAccount
         return JsonResponse({**key_json(created.key), "key": created.token, "replaces": key_json(old)}, status_code=201)
 
 
-@router.delete("/{key_id}", summary="Revoke an API key")
+@router.delete("/{key_id}", summary="Revoke an API key",
+               responses={200: {"model": ApiKeyRevoked, "description": "Revoked"}})
 async def revoke_key(key_id: str, request: Request, db: DbDep, ctx: AdminAccount) -> JsonResponse:
     async with db.write() as session:
         await keys.revoke_api_key(session, account_id=ctx.account_id, key_id=key_id, actor=actor_for_api(ctx, request), authority=Authority.of_api(ctx))

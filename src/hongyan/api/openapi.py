@@ -1,7 +1,7 @@
 """The OpenAPI document: FastAPI's, plus what our routes return but FastAPI cannot infer.
 
 Routes return `JsonResponse` objects, so FastAPI documents their bodies as a string; this fills in:
-JSON objects for 2xx bodies, the one error shape (`{"error": {code, message, field}}`) for every 4xx the
+the declared model (`responses={200: {"model": …}}`) or else a JSON object for 2xx bodies, the one error shape (`{"error": {code, message, field}}`) for every 4xx the
 platform can answer, CSV and PDF where a route serves them. Checked by schemathesis in
 tests/e2e/test_api_schemathesis.py (no 5xx, every answer documented and matching).
 """
@@ -49,7 +49,9 @@ def _fix_operation(path: str, method: str, op: dict[str, Any]) -> None:
     for code, response in responses.items():
         content = response.get("content", {})
         json_body = content.get("application/json")
-        if code.startswith("2") and json_body is not None and json_body.get("schema") == {"type": "string"}:
+        if code.startswith("2") and json_body is not None and "$ref" in json_body.get("schema", {}):
+            json_body["schema"].pop("type", None)  # a declared model, merged with the default class's "string"
+        elif code.startswith("2") and json_body is not None and json_body.get("schema") == {"type": "string"}:
             if path.endswith(".pdf"):
                 content.pop("application/json")
                 content["application/pdf"] = {"schema": {"type": "string", "format": "binary"}}

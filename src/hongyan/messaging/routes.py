@@ -24,7 +24,17 @@ from hongyan.db.engine import Database
 from hongyan.messaging import idempotency, inbound, queries
 from hongyan.messaging.encoding import segment
 from hongyan.messaging.numbers import NumberProblem, normalize
-from hongyan.messaging.schemas import BatchCreate, MessageCreate, QuoteRequest
+from hongyan.messaging.schemas import (
+    BatchAccepted,
+    BatchCanceled,
+    BatchCreate,
+    BatchPublic,
+    MessageAccepted,
+    MessageCreate,
+    MessagePublic,
+    MessagesPublic,
+    QuoteRequest,
+)
 from hongyan.messaging.submit import Recipient, SubmitRequest, SubmitResult, prepare, submit_batch
 
 router = APIRouter(prefix="/v1", tags=["messages"])
@@ -148,7 +158,7 @@ async def _submit(
     status_code=202,
     summary="Send one message",
     openapi_extra=openapi_body(MessageCreate, _SINGLE_EXAMPLE),
-    responses={202: {"description": "Accepted: the id, encoding, segments and price."}},
+    responses={202: {"model": MessageAccepted, "description": "Accepted: the id, encoding, segments and price."}},
 )
 async def send_message(
     request: Request,
@@ -177,7 +187,8 @@ async def send_message(
     status_code=202,
     summary="Send to up to 10,000 recipients",
     openapi_extra=openapi_body(BatchCreate, _BATCH_EXAMPLE),
-    responses={202: {"description": "Accepted: ids per recipient, rejected recipients with index and reason."}},
+    responses={202: {"model": BatchAccepted,
+                     "description": "Accepted: ids per recipient, rejected recipients with index and reason."}},
 )
 async def send_batch(
     request: Request,
@@ -271,14 +282,16 @@ async def quote(request: Request, db: DbDep, settings: SettingsDep, ctx: SendAcc
     return JsonResponse(body)
 
 
-@router.get("/messages/{message_id}", summary="One message with its status history")
+@router.get("/messages/{message_id}", summary="One message with its status history",
+            responses={200: {"model": MessagePublic, "description": "The message"}})
 async def get_message(message_id: str, db: DbDep, ctx: ReadAccount) -> JsonResponse:
     async with db.read() as session:
         message, events = await queries.get_message(session, account_id=ctx.account_id, message_id=message_id)
     return JsonResponse(queries.message_public(message, events))
 
 
-@router.get("/messages", summary="Search messages (newest first, cursor pagination)")
+@router.get("/messages", summary="Search messages (newest first, cursor pagination)",
+            responses={200: {"model": MessagesPublic, "description": "A page of messages"}})
 async def list_messages(
     db: DbDep,
     ctx: ReadAccount,
@@ -306,7 +319,8 @@ async def list_messages(
                            "has_more": next_cursor is not None})
 
 
-@router.post("/messages/{message_id}/cancel", summary="Cancel a message that is not yet sent")
+@router.post("/messages/{message_id}/cancel", summary="Cancel a message that is not yet sent",
+             responses={200: {"model": MessagePublic, "description": "The canceled message"}})
 async def cancel_message(message_id: str, request: Request, db: DbDep, ctx: SendAccount) -> JsonResponse:
     async with db.write() as session:
         await queries.cancel_message(session, account_id=ctx.account_id, message_id=message_id)
@@ -317,13 +331,15 @@ async def cancel_message(message_id: str, request: Request, db: DbDep, ctx: Send
     return JsonResponse(queries.message_public(message, events))
 
 
-@router.get("/batches/{batch_id}", summary="A batch with counts per status")
+@router.get("/batches/{batch_id}", summary="A batch with counts per status",
+            responses={200: {"model": BatchPublic, "description": "The batch"}})
 async def get_batch(batch_id: str, db: DbDep, ctx: ReadAccount) -> JsonResponse:
     async with db.read() as session:
         return JsonResponse(await queries.batch_summary(session, account_id=ctx.account_id, batch_id=batch_id))
 
 
-@router.post("/batches/{batch_id}/cancel", summary="Cancel every message of a batch not yet sent")
+@router.post("/batches/{batch_id}/cancel", summary="Cancel every message of a batch not yet sent",
+             responses={200: {"model": BatchCanceled, "description": "How many were canceled, and the batch"}})
 async def cancel_batch(batch_id: str, request: Request, db: DbDep, ctx: SendAccount) -> JsonResponse:
     async with db.write() as session:
         canceled = await queries.cancel_batch(session, account_id=ctx.account_id, batch_id=batch_id)

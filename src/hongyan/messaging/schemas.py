@@ -68,3 +68,128 @@ class EventPublic(BaseModel):
     at: datetime
     error_code: str | None = None
     carrier_error_code: str | None = None
+
+
+# -- responses (documented in OpenAPI; schemathesis checks every answer against them) ------------------
+class _Out(BaseModel):
+    """Response shapes: every listed field is always present (null when empty); new fields may be added."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+Money = Annotated[str, Field(description="Decimal amount in the currency, e.g. \"0.04\".")]
+Time = Annotated[str | None, Field(description="ISO 8601, UTC, e.g. 2026-11-25T08:00:00.123456Z.")]
+
+
+class MessageAccepted(_Out):
+    id: str
+    batch_id: str
+    to: str
+    status: str
+    message_type: MessageType
+    encoding: str
+    segments: int
+    price: Money
+    price_micros: int
+    currency: str
+    scheduled_at: Time
+    created_at: Time
+
+
+class AcceptedRecipient(_Out):
+    index: int
+    id: str
+    to: str
+    encoding: str
+    segments: int
+    price: Money
+    text: str | None = Field(None, description="The personalized text (only when the text has variables).")
+
+
+class RejectedRecipientOut(_Out):
+    index: int
+    to: str | None
+    code: str
+    message: str
+    field: str | None
+
+
+class BatchAccepted(_Out):
+    id: str
+    status: str
+    message_type: MessageType
+    accepted: int
+    rejected_count: int
+    segments: int
+    price_per_segment: Money
+    price_total: Money
+    price_total_micros: int
+    currency: str
+    scheduled_at: Time
+    created_at: Time
+    messages: list[AcceptedRecipient]
+    rejected: list[RejectedRecipientOut]
+
+
+class StatusEvent(_Out):
+    status: str
+    at: Time
+    error_code: str | None
+    carrier_error_code: str | None
+
+
+class MessagePublic(_Out):
+    id: str
+    batch_id: str | None
+    to: str
+    country: str | None
+    sender: str | None
+    text: str
+    message_type: MessageType
+    status: str
+    encoding: str
+    segments: int
+    price: Money
+    price_micros: int
+    currency: str
+    error_code: str | None
+    carrier_error_code: str | None
+    client_ref: str | None
+    created_at: Time
+    scheduled_at: Time
+    sent_at: Time
+    done_at: Time
+    expires_at: Time
+    events: list[StatusEvent] | None = Field(None, description="Status history (single-message answers only).")
+
+
+class MessagesPublic(_Out):
+    data: list[MessagePublic]
+    next_cursor: str | None
+    has_more: bool
+
+
+class BatchPublic(_Out):
+    id: str
+    source: str
+    message_type: MessageType
+    text: str
+    sender: str | None
+    recipients_total: int
+    accepted: int
+    rejected_count: int
+    rejected: list[RejectedRecipientOut]
+    segments: int
+    price_total: Money
+    price_total_micros: int
+    currency: str
+    counts: dict[str, int]
+    completed: bool
+    client_ref: str | None
+    scheduled_at: Time
+    created_at: Time
+
+
+class BatchCanceled(_Out):
+    canceled: int
+    batch: BatchPublic
