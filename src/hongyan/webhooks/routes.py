@@ -27,6 +27,42 @@ class WebhookCreate(BaseModel):
     description: Annotated[str, Field(max_length=200)] = ""
 
 
+class WebhookEndpointPublic(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    url: str
+    event_types: list[str]
+    description: str
+    enabled: bool
+    created_at: str | None
+
+
+class WebhookEndpointCreated(WebhookEndpointPublic):
+    secret: str = Field(description="The HMAC signing secret: shown this once.")
+
+
+class WebhookEndpointsPublic(BaseModel):
+    data: list[WebhookEndpointPublic]
+
+
+class WebhookEventPublic(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    type: str
+    message_id: str | None
+    status: str
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    created_at: str | None
+    delivered_at: str | None
+    next_attempt_at: str | None
+
+
+class WebhookEventsPublic(BaseModel):
+    data: list[WebhookEventPublic]
+
+
 def _endpoint_json(e: WebhookEndpoint, secret: str | None = None) -> dict[str, object]:
     out: dict[str, object] = {"id": e.id, "url": e.url, "event_types": e.event_types, "description": e.description,
                               "enabled": e.enabled, "created_at": isoformat(e.created_at)}
@@ -36,6 +72,7 @@ def _endpoint_json(e: WebhookEndpoint, secret: str | None = None) -> dict[str, o
 
 
 @router.post("", status_code=201, summary="Add a webhook endpoint (the signing secret is shown once)",
+             responses={201: {"model": WebhookEndpointCreated, "description": "The endpoint and its secret"}},
              openapi_extra=openapi_body(WebhookCreate, {"url": "https://example.com/hongyan/events"}))
 async def create_webhook(request: Request, db: DbDep, ctx: AdminAccount) -> JsonResponse:
     data = await parse_body(request, WebhookCreate)
@@ -47,7 +84,8 @@ async def create_webhook(request: Request, db: DbDep, ctx: AdminAccount) -> Json
     return JsonResponse(_endpoint_json(endpoint, secret), status_code=201)
 
 
-@router.get("", summary="List webhook endpoints")
+@router.get("", summary="List webhook endpoints",
+            responses={200: {"model": WebhookEndpointsPublic, "description": "The endpoints"}})
 async def list_webhooks(db: DbDep, ctx: AdminAccount) -> JsonResponse:
     async with db.read() as session:
         endpoints = await service.list_endpoints(session, account_id=ctx.account_id)
@@ -62,7 +100,8 @@ async def delete_webhook(endpoint_id: str, request: Request, db: DbDep, ctx: Adm
     return JsonResponse({"id": endpoint_id, "enabled": False})
 
 
-@router.get("/{endpoint_id}/events", summary="Recent events of an endpoint with delivery state")
+@router.get("/{endpoint_id}/events", summary="Recent events of an endpoint with delivery state",
+            responses={200: {"model": WebhookEventsPublic, "description": "Newest first"}})
 async def list_events(endpoint_id: str, db: DbDep, ctx: AdminAccount,
                       limit: Annotated[int, Query(ge=1, le=500)] = 50) -> JsonResponse:
     async with db.read() as session:
