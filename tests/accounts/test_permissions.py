@@ -110,3 +110,24 @@ async def test_key_management_is_checked_in_the_service(db: Any) -> None:
             assert refused.value.code == "permission_denied"
         created = await keys.create_api_key(session, account_id=account.account_id, name="dev", authority=developer)
     assert created.key.name == "dev"
+
+
+async def test_webhook_management_is_checked_in_the_service(db: Any) -> None:
+    from hongyan.accounts.permissions import Authority
+    from hongyan.core.errors import Forbidden
+    from hongyan.webhooks import service as webhooks
+    from support import make_account
+
+    account = await make_account(db)
+    viewer = Authority.of_member(account_id=account.account_id, user_id="usr_v", role="viewer")
+    developer = Authority.of_member(account_id=account.account_id, user_id="usr_d", role="developer")
+    async with db.write() as session:
+        with pytest.raises(Forbidden, match="webhooks"):
+            await webhooks.create_endpoint(session, account_id=account.account_id, url="https://example.com/h",
+                                           authority=viewer)
+        endpoint, _secret = await webhooks.create_endpoint(session, account_id=account.account_id,
+                                                           url="https://example.com/h", authority=developer)
+        with pytest.raises(Forbidden):
+            await webhooks.delete_endpoint(session, account_id=account.account_id, endpoint_id=endpoint.id,
+                                           authority=viewer)
+    assert endpoint.enabled

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from hongyan.audit.service import actor_for_console
+from hongyan.console.access import member_authority
 from hongyan.console.context import CheckedForm, Console, FieldErrors, SignedIn, form_text
 from hongyan.console.session import Flash
 from hongyan.core.errors import HongyanError
@@ -37,7 +38,7 @@ async def add_endpoint(console: SignedIn, form: CheckedForm) -> Any:
         async with console.db.write() as session:
             endpoint, secret = await service.create_endpoint(
                 session, account_id=console.account_id, url=url, description=description,
-                actor=actor_for_console(console),
+                actor=actor_for_console(console), authority=member_authority(console),
             )
     except HongyanError as exc:
         errors = FieldErrors()
@@ -52,7 +53,7 @@ async def disable_endpoint(console: SignedIn, form: CheckedForm, endpoint_id: st
     try:
         async with console.db.write() as session:
             await service.delete_endpoint(session, account_id=console.account_id, endpoint_id=endpoint_id,
-                                          actor=actor_for_console(console))
+                                          actor=actor_for_console(console), authority=member_authority(console))
     except HongyanError as exc:
         return console.redirect_error("/console/webhooks", exc)
     return console.redirect(

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from sqlalchemy import select
 
+from hongyan.accounts.permissions import Authority
 from hongyan.api.body import openapi_body, parse_body
 from hongyan.api.deps import AdminAccount, DbDep
 from hongyan.api.responses import JsonResponse
@@ -79,7 +80,7 @@ async def create_webhook(request: Request, db: DbDep, ctx: AdminAccount) -> Json
     async with db.write() as session:
         endpoint, secret = await service.create_endpoint(
             session, account_id=ctx.account_id, url=data.url, event_types=data.event_types, description=data.description,
-            actor=actor_for_api(ctx, request),
+            actor=actor_for_api(ctx, request), authority=Authority.of_api(ctx),
         )
     return JsonResponse(_endpoint_json(endpoint, secret), status_code=201)
 
@@ -96,7 +97,7 @@ async def list_webhooks(db: DbDep, ctx: AdminAccount) -> JsonResponse:
 async def delete_webhook(endpoint_id: str, request: Request, db: DbDep, ctx: AdminAccount) -> JsonResponse:
     async with db.write() as session:
         await service.delete_endpoint(session, account_id=ctx.account_id, endpoint_id=endpoint_id,
-                                      actor=actor_for_api(ctx, request))
+                                      actor=actor_for_api(ctx, request), authority=Authority.of_api(ctx))
     return JsonResponse({"id": endpoint_id, "enabled": False})
 
 

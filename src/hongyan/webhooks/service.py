@@ -12,6 +12,7 @@ import orjson
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hongyan.accounts.permissions import WEBHOOKS_MANAGE, Authority, require
 from hongyan.audit.service import Actor, record
 from hongyan.core import ids
 from hongyan.core.clock import isoformat, utcnow
@@ -41,9 +42,12 @@ def validate_url(url: str, *, field: str = "url") -> str:
 
 async def create_endpoint(
     session: AsyncSession, *, account_id: str, url: str, event_types: list[str] | None = None, description: str = "",
-    actor: Actor | None = None,
+    actor: Actor | None = None, authority: Authority | None = None,
 ) -> tuple[WebhookEndpoint, str]:
-    """Create an endpoint; returns it with its signing secret (shown once). Audited when `actor` is given."""
+    """Create an endpoint; returns it with its signing secret (shown once). Audited when `actor` is given;
+    `authority` (a member or key) must be allowed to manage webhooks (None: the platform itself)."""
+    if authority is not None:
+        require(authority, WEBHOOKS_MANAGE)
     for i, et in enumerate(event_types or []):
         if et not in EVENT_TYPES:
             raise InvalidRequest("invalid_event_type", f"Unknown event type '{et}'.", field=f"event_types[{i}]")
@@ -79,8 +83,11 @@ async def list_endpoints(session: AsyncSession, *, account_id: str) -> list[Webh
 
 
 async def delete_endpoint(
-    session: AsyncSession, *, account_id: str, endpoint_id: str, actor: Actor | None = None
+    session: AsyncSession, *, account_id: str, endpoint_id: str, actor: Actor | None = None,
+    authority: Authority | None = None,
 ) -> None:
+    if authority is not None:
+        require(authority, WEBHOOKS_MANAGE)
     was_enabled = await session.scalar(
         select(WebhookEndpoint.enabled).where(WebhookEndpoint.id == endpoint_id, WebhookEndpoint.account_id == account_id)
     )
