@@ -131,3 +131,31 @@ async def test_webhook_management_is_checked_in_the_service(db: Any) -> None:
             await webhooks.delete_endpoint(session, account_id=account.account_id, endpoint_id=endpoint.id,
                                            authority=viewer)
     assert endpoint.enabled
+
+
+async def test_billing_changes_are_checked_in_the_service(db: Any, settings: Any) -> None:
+    """A developer may read billing but not recharge, buy packages or change the alert (billing.manage)."""
+    from hongyan.accounts.permissions import Authority
+    from hongyan.billing import packages, profile, recharge
+    from hongyan.core.errors import Forbidden
+    from support import make_account
+
+    account = await make_account(db)
+    developer = Authority.of_member(account_id=account.account_id, user_id="usr_d", role="developer")
+    finance = Authority.of_member(account_id=account.account_id, user_id="usr_f", role="finance")
+    async with db.write() as session:
+        plan = await packages.create_product(session, kind="package", name="p", currency="CNY", price_micros=1,
+                                             units=10)
+        attempts = [
+            lambda who: recharge.create_order(session, settings, account_id=account.account_id,
+                                              amount_micros=100_000_000, currency="CNY", provider="sandbox",
+                                              created_by="t", authority=who),
+            lambda who: packages.purchase_package(session, account_id=account.account_id, product_id=plan.id,
+                                                  actor="t", authority=who),
+            lambda who: profile.update_settings(session, account_id=account.account_id, currency="CNY", actor=None,
+                                                authority=who, low_balance_threshold_micros=5),
+        ]
+        for attempt in attempts:
+            with pytest.raises(Forbidden, match="billing.manage"):
+                await attempt(developer)
+            await attempt(finance)  # finance may

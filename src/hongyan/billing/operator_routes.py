@@ -18,7 +18,8 @@ from hongyan.audit.service import actor_for_api, changes, record
 from hongyan.billing import rates, recharge, statements
 from hongyan.billing.charging import verify_all
 from hongyan.billing.models import RateCard
-from hongyan.billing.routes import Strict, amount_param, profile_view
+from hongyan.billing.profile import profile_view
+from hongyan.billing.routes import Strict, amount_param
 from hongyan.core.clock import isoformat, utcnow
 from hongyan.core.errors import InvalidRequest, NotFound
 from hongyan.core.money import format_micros

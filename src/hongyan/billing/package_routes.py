@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
+from hongyan.accounts.permissions import Authority
 from hongyan.api.body import openapi_body, parse_body
 from hongyan.api.deps import BillingAccount, DbDep, OperatorAccount, ReadAccount
 from hongyan.api.responses import JsonResponse
@@ -65,7 +66,7 @@ async def buy_package(request: Request, db: DbDep, ctx: BillingAccount) -> JsonR
     async with db.write() as session:
         package = await packages.purchase_package(session, account_id=ctx.account_id, currency=ctx.currency,
                                                   product_id=data.product_id, actor=_actor(ctx),
-                                                  audit_actor=actor_for_api(ctx, request))
+                                                  audit_actor=actor_for_api(ctx, request), authority=Authority.of_api(ctx))
         mine = await packages.account_packages(session, ctx.account_id)
     return JsonResponse(next(p for p in mine if p["id"] == package.id), status_code=201)
 
@@ -83,7 +84,7 @@ async def subscribe(request: Request, db: DbDep, ctx: BillingAccount) -> JsonRes
     async with db.write() as session:
         subscription = await packages.subscribe(session, account_id=ctx.account_id, currency=ctx.currency,
                                                 product_id=data.product_id, actor=_actor(ctx),
-                                                audit_actor=actor_for_api(ctx, request))
+                                                audit_actor=actor_for_api(ctx, request), authority=Authority.of_api(ctx))
         plan = await session.get(Product, subscription.product_id)
     return JsonResponse(packages.subscription_json(subscription, plan), status_code=201)
 
@@ -105,7 +106,7 @@ async def cancel_subscription(subscription_id: str, request: Request, db: DbDep,
         subscription = await packages.cancel_subscription(session, account_id=ctx.account_id,
                                                           subscription_id=subscription_id,
                                                           at_period_end=data.at_period_end,
-                                                          audit_actor=actor_for_api(ctx, request))
+                                                          audit_actor=actor_for_api(ctx, request), authority=Authority.of_api(ctx))
         plan = await session.get(Product, subscription.product_id)
     return JsonResponse(packages.subscription_json(subscription, plan))
 

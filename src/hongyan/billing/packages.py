@@ -23,6 +23,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hongyan.accounts.permissions import BILLING_MANAGE, Authority, require
 from hongyan.audit.service import Actor, changes, record
 from hongyan.billing import ledger
 from hongyan.billing.charging import insufficient_balance
@@ -199,9 +200,11 @@ async def _charge_and_grant(
 
 async def purchase_package(
     session: AsyncSession, *, account_id: str, product_id: str, actor: str, currency: str | None = None,
-    audit_actor: Actor | None = None,
+    audit_actor: Actor | None = None, authority: Authority | None = None,
 ) -> Package:
     """Buy a package from the cash balance: one `package_purchase` entry; 402 (nothing created) when short."""
+    if authority is not None:
+        require(authority, BILLING_MANAGE)
     product = await _sellable(session, product_id, "package", account_id, currency)
     now = utcnow()
     package = await _charge_and_grant(
@@ -219,9 +222,11 @@ async def purchase_package(
 
 async def subscribe(
     session: AsyncSession, *, account_id: str, product_id: str, actor: str, currency: str | None = None,
-    audit_actor: Actor | None = None,
+    audit_actor: Actor | None = None, authority: Authority | None = None,
 ) -> Subscription:
     """Start a monthly plan: the first month is charged now and its allowance granted until the period end."""
+    if authority is not None:
+        require(authority, BILLING_MANAGE)
     product = await _sellable(session, product_id, "subscription", account_id, currency)
     now = utcnow()
     end = add_months(now, 1, now.day)
@@ -247,10 +252,12 @@ async def subscribe(
 
 async def cancel_subscription(
     session: AsyncSession, *, account_id: str, subscription_id: str, at_period_end: bool = True,
-    audit_actor: Actor | None = None,
+    audit_actor: Actor | None = None, authority: Authority | None = None,
 ) -> Subscription:
     """Stop renewing. `at_period_end` (default): the sweep cancels it at the period end; either way the paid
     period's allowance stays usable until it expires (no refund). A past_due plan is canceled at once."""
+    if authority is not None:
+        require(authority, BILLING_MANAGE)
     subscription = await get_subscription(session, account_id=account_id, subscription_id=subscription_id)
     before = {"status": subscription.status, "cancel_at_period_end": subscription.cancel_at_period_end}
     if subscription.status == "active" and at_period_end:

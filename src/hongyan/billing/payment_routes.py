@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from sqlalchemy import select
 
 from hongyan.accounts.models import Account
+from hongyan.accounts.permissions import Authority
 from hongyan.api.body import openapi_body, parse_body
 from hongyan.api.client import client_ip
 from hongyan.api.deps import BillingAccount, DbDep, SettingsDep
@@ -59,7 +60,7 @@ async def create_recharge(request: Request, db: DbDep, settings: SettingsDep, ct
     async with db.write() as session:
         order = await recharge.create_order(session, settings, account_id=ctx.account_id, amount_micros=amount,
                                             currency=ctx.currency, provider=provider.name,
-                                            created_by=f"key:{ctx.key_id}", audit_actor=actor_for_api(ctx, request))
+                                            created_by=f"key:{ctx.key_id}", audit_actor=actor_for_api(ctx, request), authority=Authority.of_api(ctx))
     return JsonResponse(order_json(order, settings), status_code=201)
 
 

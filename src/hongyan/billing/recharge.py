@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hongyan.accounts.models import Account
+from hongyan.accounts.permissions import BILLING_MANAGE, Authority, require
 from hongyan.audit.service import Actor, record
 from hongyan.billing import ledger
 from hongyan.billing.models import PaymentOrder
@@ -86,9 +87,11 @@ async def refuse_sub_account(session: AsyncSession, account_id: str) -> None:
 
 async def create_order(
     session: AsyncSession, settings: Settings, *, account_id: str, amount_micros: int, currency: str, provider: str,
-    created_by: str, audit_actor: Actor | None = None,
+    created_by: str, audit_actor: Actor | None = None, authority: Authority | None = None,
 ) -> PaymentOrder:
     """A pending order for a customer recharge (the provider's pay page will settle it)."""
+    if authority is not None:
+        require(authority, BILLING_MANAGE)
     if not payments_enabled(settings):
         raise_payments_disabled()
     check_amount(amount_micros, minimum=settings.min_recharge_micros, currency=currency)

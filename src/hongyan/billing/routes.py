@@ -13,12 +13,13 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
+from hongyan.accounts.permissions import Authority
 from hongyan.api.body import openapi_body, parse_body
 from hongyan.api.deps import BillingAccount, DbDep, SettingsDep
 from hongyan.api.responses import JsonResponse
-from hongyan.audit.service import actor_for_api, changes, record
+from hongyan.audit.service import actor_for_api
 from hongyan.billing import ledger, rates, statements
-from hongyan.core.clock import utcnow
+from hongyan.billing.profile import UNCHANGED, update_settings
 from hongyan.core.errors import InvalidRequest
 from hongyan.core.money import AmountError, format_micros, parse_amount
 from hongyan.db.engine import Database
@@ -30,14 +31,6 @@ MAX_PAGE = 500
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-def profile_view(profile: Any, currency: str) -> dict[str, Any]:
-    """An account's billing rules as the audit log shows them (before/after of an edit)."""
-    threshold = profile.low_balance_threshold_micros
-    return {"low_balance_threshold": None if threshold is None else format_micros(threshold, currency),
-            "draw_order": profile.draw_order, "refund_undelivered": profile.refund_undelivered, "tier": profile.tier,
-            "rate_card_id": profile.rate_card_id}
 
 
 def amount_param(raw: object, field_name: str, *, signed: bool = False) -> int:
@@ -239,19 +232,11 @@ class BillingSettingsUpdate(Strict):
               openapi_extra=openapi_body(BillingSettingsUpdate, {"low_balance_threshold": "50.00"}))
 async def update_billing_settings(request: Request, db: DbDep, ctx: BillingAccount) -> JsonResponse:
     data = await parse_body(request, BillingSettingsUpdate)
+    threshold = (UNCHANGED if data.low_balance_threshold is None else None if data.low_balance_threshold == ""
+                 else amount_param(data.low_balance_threshold, "low_balance_threshold"))
     async with db.write() as session:
-        profile = await rates.profile_for_update(session, ctx.account_id)
-        before = profile_view(profile, ctx.currency)
-        if data.low_balance_threshold is not None:
-            profile.low_balance_threshold_micros = (
-                None if data.low_balance_threshold == "" else amount_param(data.low_balance_threshold, "low_balance_threshold")
-            )
-        if data.draw_order is not None:
-            profile.draw_order = data.draw_order
-        profile.updated_at = utcnow()
-        old, new = changes(before, profile_view(profile, ctx.currency))
-        if new:
-            await record(session, actor=actor_for_api(ctx, request), action="billing.settings_updated",
-                         account_id=ctx.account_id, target_type="account", target_id=ctx.account_id, before=old, after=new)
+        await update_settings(session, account_id=ctx.account_id, currency=ctx.currency,
+                              actor=actor_for_api(ctx, request), authority=Authority.of_api(ctx),
+                              low_balance_threshold_micros=threshold, draw_order=data.draw_order)
         summary = await statements.balance_summary(session, account_id=ctx.account_id, currency=ctx.currency)
     return JsonResponse(summary)

@@ -20,14 +20,16 @@ from starlette.datastructures import QueryParams
 
 from hongyan.accounts.service import get_account
 from hongyan.api.client import client_ip
-from hongyan.audit.service import actor_for_console, changes, record
-from hongyan.billing import packages, rates, recharge, statements
+from hongyan.audit.service import actor_for_console
+from hongyan.billing import packages, recharge, statements
 from hongyan.billing import routes as billing_api
 from hongyan.billing.models import PaymentOrder, Product
 from hongyan.billing.payment_routes import invoice_pdf as render_order_invoice
 from hongyan.billing.payment_routes import pdf_response
+from hongyan.billing.profile import update_settings
 from hongyan.billing.rates import RATE_MESSAGE_TYPES
 from hongyan.config import Settings
+from hongyan.console.access import member_authority
 from hongyan.console.channels import platform_admin
 from hongyan.console.context import CheckedForm, Console, FieldErrors, SignedIn, form_text
 from hongyan.console.session import Flash
@@ -223,16 +225,13 @@ async def set_low_balance_alert(console: SignedIn, form: CheckedForm) -> Any:
         console.field_error(errors, "low_balance_threshold", exc)
         return await _render(console, status=422, errors=errors, threshold=text)
     assert console.user is not None
-    async with console.db.write() as session:
-        profile = await rates.profile_for_update(session, console.account_id)
-        before = billing_api.profile_view(profile, console.user.currency)
-        profile.low_balance_threshold_micros = threshold
-        profile.updated_at = utcnow()
-        old, new = changes(before, billing_api.profile_view(profile, console.user.currency))
-        if new:
-            await record(session, actor=actor_for_console(console), action="billing.settings_updated",
-                         account_id=console.account_id, target_type="account", target_id=console.account_id,
-                         before=old, after=new)
+    try:
+        async with console.db.write() as session:
+            await update_settings(session, account_id=console.account_id, currency=console.user.currency,
+                                  actor=actor_for_console(console), authority=member_authority(console),
+                                  low_balance_threshold_micros=threshold)
+    except HongyanError as exc:
+        return console.redirect_error(f"{PAGE}#alert", exc)
     flash = (
         Flash(kind="success", key="billing.flash.alert_off")
         if threshold is None
@@ -264,6 +263,7 @@ async def create_recharge(console: SignedIn, form: CheckedForm) -> Any:
                 provider=settings.payment_provider,
                 created_by=f"user:{user.user_id}",
                 audit_actor=actor_for_console(console),
+                authority=member_authority(console),
             )
     except HongyanError as exc:
         errors = FieldErrors()
@@ -314,6 +314,7 @@ async def buy_package(console: SignedIn, form: CheckedForm, product_id: str) -> 
                 product_id=product_id,
                 actor=f"user:{console.user.user_id}",
                 audit_actor=actor_for_console(console),
+                authority=member_authority(console),
             )
     except HongyanError as exc:
         return console.redirect_error(f"{PAGE}#packages", exc)
