@@ -18,6 +18,7 @@ from hongyan.api import errors
 from hongyan.api.body import SCHEMAS
 from hongyan.api.limits import RequestLimits
 from hongyan.api.openapi import build_openapi
+from hongyan.api.rate_limit import limiter_for
 from hongyan.api.responses import JsonResponse
 from hongyan.audit.routes import router as audit_router
 from hongyan.billing.operator_routes import router as billing_operator_router
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
         database = db or Database(settings.effective_database_url, pool_size=settings.db_pool_size)
         app.state.db = database
         app.state.runtime = None
+        app.state.rate_limiter = limiter_for(settings)
         if workers:
             runtime = Runtime(database, settings, create_queue(settings.queue_url))
             await runtime.start()
@@ -65,6 +67,7 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
         finally:
             if app.state.runtime is not None:
                 await app.state.runtime.stop()
+            await app.state.rate_limiter.close()
             if db is None:
                 await database.dispose()
 

@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     api_rate_per_ip: float = Field(
         400.0, ge=0, description="Requests per second from one client IP across keys and the console (0: unlimited)."
     )
+    redis_url: str = Field(
+        "",
+        description="redis://127.0.0.1:6379/0 to share API rate limits and HMAC nonces between API processes. "
+        "Empty: each process keeps its own (fine for one process; N processes allow up to N× the rate).",
+    )
     trusted_proxies: str = Field(
         "", description="Comma-separated CIDRs of reverse proxies whose X-Forwarded-For gives the client IP."
     )

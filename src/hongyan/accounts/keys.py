@@ -13,10 +13,9 @@ import hmac
 import ipaddress
 import secrets
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -239,6 +238,10 @@ _INVALID = Unauthorized(
 )
 
 
+class NonceMemory(Protocol):
+    async def add_nonce(self, key_id: str, nonce: str) -> bool: ...
+
+
 @dataclass(frozen=True, slots=True)
 class SignedRequest:
     """The parts of an HMAC-signed request (`Authorization: HONGYAN-HMAC-SHA256 key=…,ts=…,nonce=…,sig=…`)."""
@@ -272,26 +275,6 @@ def sign(secret: str, *, timestamp: str, nonce: str, method: str, path_qs: str, 
     """The client side (also used by the SDK examples and tests)."""
     data = string_to_sign(timestamp=timestamp, nonce=nonce, method=method, path_qs=path_qs, body=body)
     return hmac.new(secret.encode(), data, hashlib.sha256).hexdigest()
-
-
-class NonceCache:
-    """Nonces seen within the signature window, per process: a captured signed request cannot be replayed
-    (to this process; with several API processes pair signing with Idempotency-Key on POSTs)."""
-
-    def __init__(self, max_items: int = 200_000) -> None:
-        self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()
-        self._max = max_items
-
-    def add(self, key_id: str, nonce: str, now: float) -> bool:
-        while self._seen and (next(iter(self._seen.values())) < now - 2 * SIGNATURE_WINDOW_S or len(self._seen) > self._max):
-            self._seen.popitem(last=False)
-        if (key_id, nonce) in self._seen:
-            return False
-        self._seen[(key_id, nonce)] = now
-        return True
-
-
-NONCES = NonceCache()
 
 
 async def _load_key(db: Database, key_id: str) -> Any:
@@ -351,8 +334,9 @@ async def authenticate_api_key(db: Database, token: str, *, ip: str | None = Non
 
 async def authenticate_signature(
     db: Database, header_value: str, *, method: str, path_qs: str, body: bytes, ip: str | None,
-    now: float | None = None,
+    nonces: NonceMemory, now: float | None = None,
 ) -> AccountContext:
+    """Check a signed request; `nonces` remembers used nonces (per process, or shared through Redis)."""
     signed = parse_signature_header(header_value)
     if not ids.looks_like(signed.key_id, "key"):
         raise _INVALID
@@ -373,7 +357,7 @@ async def authenticate_signature(
         raise Unauthorized("invalid_signature", "The signature does not match the request (method, path, query, "
                            "body, ts and nonce are signed).", field="Authorization")
     ctx = _context_for(row, ip)
-    if not NONCES.add(signed.key_id, signed.nonce, now):
+    if not await nonces.add_nonce(signed.key_id, signed.nonce):
         raise Unauthorized("signature_replayed", "This nonce was already used; sign each request with a new nonce.",
                            field="Authorization")
     return ctx

@@ -15,7 +15,7 @@ from hongyan.accounts.keys import (
     touch_api_key,
 )
 from hongyan.api.client import client_ip
-from hongyan.api.rate_limit import RateLimiter
+from hongyan.api.rate_limit import Limiter, RateLimiter
 from hongyan.config import Settings
 from hongyan.core.errors import Forbidden, Unauthorized
 from hongyan.db.engine import Database
@@ -31,8 +31,9 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def rate_limiter(request: Request) -> RateLimiter:
-    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+def rate_limiter(request: Request) -> Limiter:
+    """The app's limiter (memory or Redis, made when the app starts; memory if it was never started)."""
+    limiter: Limiter | None = getattr(request.app.state, "rate_limiter", None)
     if limiter is None:
         limiter = request.app.state.rate_limiter = RateLimiter()
     return limiter
@@ -43,7 +44,7 @@ async def current_account(request: Request) -> AccountContext:
     ip = client_ip(request)
     limiter = rate_limiter(request)
     # per IP before the key is checked: guessing keys is throttled like any other traffic
-    limiter.check(f"ip:{ip}", settings.api_rate_per_ip, what="IP address")
+    await limiter.check(f"ip:{ip}", settings.api_rate_per_ip, what="IP address")
     header = request.headers.get("authorization")
     if not header:
         raise Unauthorized(
@@ -55,14 +56,14 @@ async def current_account(request: Request) -> AccountContext:
     if scheme.upper() == SIGNATURE_SCHEME:
         path_qs = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         ctx = await authenticate_signature(db, token, method=request.method, path_qs=path_qs,
-                                           body=await request.body(), ip=ip)
+                                           body=await request.body(), ip=ip, nonces=limiter)
     elif scheme.lower() == "bearer" and token.strip():
         ctx = await authenticate_api_key(db, token, ip=ip)
     else:
         raise Unauthorized("invalid_api_key", f"Use `Authorization: Bearer <key>` or `{SIGNATURE_SCHEME} …`.",
                            field="Authorization", headers={"WWW-Authenticate": "Bearer"})
     if ctx.key_id:
-        limiter.check(f"key:{ctx.key_id}", ctx.rate_limit_per_s or settings.api_rate_per_key, what="API key")
+        await limiter.check(f"key:{ctx.key_id}", ctx.rate_limit_per_s or settings.api_rate_per_key, what="API key")
     now = time.monotonic()
     if ctx.key_id and now - _last_touch.get(ctx.key_id, 0.0) > 60:
         _last_touch[ctx.key_id] = now
