@@ -25,6 +25,7 @@ from hongyan.billing.operator_routes import router as billing_operator_router
 from hongyan.billing.package_routes import router as billing_packages_router
 from hongyan.billing.payment_routes import router as billing_payments_router
 from hongyan.billing.routes import router as billing_router
+from hongyan.campaigns.routes import router as contacts_router
 from hongyan.channels.routes import router as channels_router
 from hongyan.config import Settings, get_settings
 from hongyan.core import crypto
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
     app.include_router(sub_accounts_router)
     app.include_router(channels_router)
     app.include_router(billing_router)
+    app.include_router(contacts_router)
     app.include_router(billing_operator_router)
     app.include_router(billing_payments_router)
     app.include_router(billing_packages_router)

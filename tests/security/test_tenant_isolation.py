@@ -73,6 +73,10 @@ async def objects_of_a(client: httpx.AsyncClient, db: Database, a: AccountFixtur
     assert sub_account.status_code == 201, sub_account.text
     invitation = await client.post("/v1/members", json={"email": "invitee@a.example", "role": "viewer"}, headers=h)
     assert invitation.status_code == 201, invitation.text
+    contact = await client.post("/v1/contacts", json={"phone": "13800138003", "name": SECRET_TEXT}, headers=h)
+    assert contact.status_code == 201, contact.text
+    group = await client.post("/v1/groups", json={"name": "a-group"}, headers=h)
+    assert group.status_code == 201, group.text
     async with db.write() as session:
         plan = await packages.create_product(session, kind="subscription", name="plan", currency="CNY",
                                              price_micros=1_000_000, units=100)
@@ -87,6 +91,7 @@ async def objects_of_a(client: httpx.AsyncClient, db: Database, a: AccountFixtur
         "account_id": a.account_id, "product_id": plan.id,
         "user_id": member.id, "sub_account_id": sub_account.json()["id"], "invitation_id": invitation.json()["id"],
         "email_id": str(email_id),
+        "contact_id": contact.json()["id"], "group_id": group.json()["id"],
         # operator-only kinds: B (a customer) is refused the same way for real and made-up ids
         "ref": "chn_" + "0" * 26, "route_id": "rte_" + "0" * 26, "card_id": "rc_" + "0" * 26,
         "channel_id": "chn_" + "0" * 26,
@@ -158,11 +163,13 @@ async def test_list_filters_with_another_accounts_ids_are_empty(app: Any, db: Da
         objects = await objects_of_a(client, db, a)
         for url in (f"/v1/messages?batch={objects['batch_id']}", "/v1/messages?to=13800138001",
                     f"/v1/billing/usage?batch_id={objects['batch_id']}", "/v1/billing/recharges", "/v1/webhooks",
-                    "/v1/api-keys", "/v1/billing/subscriptions", "/v1/inbound"):
+                    "/v1/api-keys", "/v1/billing/subscriptions", "/v1/inbound",
+                    "/v1/contacts?phone=13800138003", f"/v1/contacts?group_id={objects['group_id']}", "/v1/groups"):
             r = await client.get(url, headers=b.headers)
-            assert r.status_code == 200, (url, r.text)
+            assert r.status_code == 200 or r.json()["error"]["code"] == "group_not_found", (url, r.text)
             for value in (objects["message_id"], objects["batch_id"], objects["order_id"], objects["key_id"],
-                          objects["endpoint_id"], objects["subscription_id"], SECRET_TEXT):
+                          objects["endpoint_id"], objects["subscription_id"], objects["contact_id"],
+                          objects["group_id"], SECRET_TEXT):
                 assert value not in r.text, (url, value)
 
 

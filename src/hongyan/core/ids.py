@@ -31,6 +31,8 @@ PREFIXES = {
     "payment_order": "pay",
     "email": "eml",
     "auth_token": "tok",
+    "contact": "ct",
+    "contact_group": "grp",
 }
 
 

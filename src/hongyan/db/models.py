@@ -3,6 +3,7 @@
 from hongyan.accounts import models as accounts  # noqa: F401
 from hongyan.audit import models as audit  # noqa: F401
 from hongyan.billing import models as billing  # noqa: F401
+from hongyan.campaigns import models as campaigns  # noqa: F401
 from hongyan.channels import models as channels  # noqa: F401
 from hongyan.db.base import Base
 from hongyan.dispatch import models as dispatch  # noqa: F401

@@ -182,6 +182,28 @@ async def _erase_inbound(session: AsyncSession, s: Subject) -> dict[str, int]:
     return {"inbound_messages": result.rowcount or 0}  # type: ignore[attr-defined]
 
 
+# -- contacts (address book) -------------------------------------------------------------------
+async def _export_contacts(session: AsyncSession, s: Subject) -> dict[str, Any]:
+    from hongyan.campaigns.contacts import contact_json
+    from hongyan.campaigns.models import Contact
+
+    rows = (await session.scalars(
+        select(Contact).where(Contact.account_id == s.account_id, Contact.phone_bidx == s.bidx)
+    )).all()
+    return {"contacts": [contact_json(c) for c in rows]}
+
+
+async def _erase_contacts(session: AsyncSession, s: Subject) -> dict[str, int]:
+    """A contact is the person: it is deleted (group memberships with it), not blanked."""
+    from hongyan.campaigns.models import Contact, GroupMember
+
+    ids = select(Contact.id).where(Contact.account_id == s.account_id, Contact.phone_bidx == s.bidx)
+    await session.execute(delete(GroupMember).where(GroupMember.contact_id.in_(ids)))
+    result = await session.execute(delete(Contact).where(Contact.account_id == s.account_id,
+                                                         Contact.phone_bidx == s.bidx))
+    return {"contacts": result.rowcount or 0}  # type: ignore[attr-defined]
+
+
 # -- webhook events ----------------------------------------------------------------------------
 # Status events and replies (`message.received`, linked by in_reply_to) name a message of the number, so the
 # message ids find every event that carries it; the payload itself is sealed and cannot be searched.
@@ -294,6 +316,7 @@ COLLECTORS: list[Collector] = [
     Collector("webhook_events", _export_webhook_events, _erase_webhook_events),
     Collector("batch_rejections", _export_rejections, _erase_rejections),
     Collector("idempotency_records", _export_nothing, _erase_idempotency),
+    Collector("contacts", _export_contacts, _erase_contacts),
 ]
 
 
