@@ -214,6 +214,12 @@
         if (!window.confirm(form.dataset.confirm)) event.preventDefault();
       });
     });
+    // one button of a form that has several (e.g. "delete selected" next to "add to group")
+    document.querySelectorAll("button[data-confirm]").forEach(function (button) {
+      button.addEventListener("click", function (event) {
+        if (!window.confirm(button.dataset.confirm)) event.preventDefault();
+      });
+    });
     document.querySelectorAll("form[data-once]").forEach(function (form) {
       form.addEventListener("submit", function (event) {
         if (form.classList.contains("is-submitting")) {
