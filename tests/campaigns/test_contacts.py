@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import text
 
 from hongyan.db.engine import Database
@@ -120,3 +121,40 @@ async def test_privacy_export_and_erase_cover_contacts(client: httpx.AsyncClient
     assert erased.status_code == 200, erased.text
     assert error_of(await client.get(f"/v1/contacts/{contact['id']}"))[:2] == (404, "contact_not_found")
     assert (await client.get(f"/v1/groups/{group['id']}")).json()["size"] == 0
+
+
+async def test_rows_from_a_file_are_stored_as_contacts(client: httpx.AsyncClient, db: Database,
+                                                       account: Any) -> None:
+    """The import path end to end without HTTP: file → checked rows → contacts (update or skip) → group."""
+    import io
+
+    from hongyan.campaigns import contacts
+    from hongyan.campaigns.rows import ContactDraft, FieldColumn, check_rows, guess_mapping
+    from hongyan.campaigns.tabular import detect_format, iter_rows
+
+    existing = (await client.post("/v1/contacts", json={"phone": "13800138000", "name": "旧名", "tags": ["老客户"]})).json()
+    group = (await client.post("/v1/groups", json={"name": "导入"})).json()
+    data = "手机号,姓名,标签,金额\n13800138000,张三,VIP,12.50\n13900139000,李四,,8\n123,坏号码,,1\n".encode("gbk")
+    rows = list(iter_rows(io.BytesIO(data), detect_format(data)))
+    mapping = guess_mapping(rows[0].cells)
+    assert mapping is not None
+    mapping = type(mapping)(phone=0, name=1, tags=2, fields=(FieldColumn(3, "金额", "number"),))
+    drafts = [d for d in check_rows(rows, mapping, region="CN", header=rows[0].cells) if isinstance(d, ContactDraft)]
+    async with db.write() as session:  # fields must be defined first, as the import's mapping step does
+        with pytest.raises(Exception, match="No contact field '金额'"):
+            await contacts.upsert_contacts(session, account_id=account.account_id, drafts=drafts)
+    assert (await client.post("/v1/contact-fields", json={"name": "金额", "type": "number"})).status_code == 201
+    async with db.write() as session:
+        counts = await contacts.upsert_contacts(session, account_id=account.account_id, drafts=drafts,
+                                                group_id=group["id"])
+    assert (counts.created, counts.updated, counts.skipped) == (1, 1, 0)
+    updated = (await client.get(f"/v1/contacts/{existing['id']}")).json()
+    assert updated["name"] == "张三" and updated["tags"] == ["VIP", "老客户"] and updated["fields"] == {"金额": "12.50"}
+    new = (await client.get("/v1/contacts", params={"phone": "13900139000"})).json()["data"][0]
+    assert new["source"] == "import" and new["fields"] == {"金额": "8"}
+    assert (await client.get(f"/v1/groups/{group['id']}")).json()["size"] == 2
+    async with db.write() as session:  # the same file again, skipping known numbers: nothing changes
+        again = await contacts.upsert_contacts(session, account_id=account.account_id, drafts=drafts,
+                                               existing="skip", group_id=group["id"])
+    assert (again.created, again.updated, again.skipped) == (0, 0, 2)
+    assert (await client.get(f"/v1/groups/{group['id']}")).json()["size"] == 2

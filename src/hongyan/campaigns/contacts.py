@@ -334,3 +334,74 @@ async def delete_group(session: AsyncSession, *, authority: Authority, group_id:
     group = await get_group(session, account_id=authority.account_id, group_id=group_id)
     await session.execute(delete(GroupMember).where(GroupMember.group_id == group.id))
     await session.delete(group)
+
+
+# -- bulk (imports) -------------------------------------------------------------------------------
+@dataclass(slots=True)
+class UpsertCounts:
+    created: int = 0
+    updated: int = 0
+    skipped: int = 0
+
+
+def _stored(value: object) -> str:
+    """A typed draft value as contacts keep it (as typed_fields does): a number as written ("12.50"), a
+    date as ISO 8601."""
+    from datetime import date as date_type
+
+    return value.isoformat() if isinstance(value, date_type) else str(value)
+
+
+async def upsert_contacts(
+    session: AsyncSession, *, account_id: str, drafts: list[Any], source: str = "import",
+    existing: str = "update", group_id: str | None = None,
+) -> UpsertCounts:
+    """Store checked rows (campaigns.rows.ContactDraft) as contacts, one chunk per call (≤ MAX_BULK).
+
+    A number already in the address book is updated (name if given, tags added, fields merged) or, with
+    existing="skip", left alone. With `group_id` every row's contact joins that static group. Imports of
+    one account run one after another (the import job's rule); a concurrent insert of the same number
+    would hit the unique (account, number) index rather than make a duplicate."""
+    if len(drafts) > MAX_BULK:
+        raise InvalidRequest("too_many_ids", f"At most {MAX_BULK} rows at once.", field="rows")
+    group = await get_group(session, account_id=account_id, group_id=group_id) if group_id else None
+    if group is not None and group.kind != "static":
+        raise InvalidRequest("group_is_filter", "Import into a static group.", field="group_id")
+    types = await field_types(session, account_id)
+    unknown = sorted({name for d in drafts for name in (d.fields or {})} - set(types))
+    if unknown:  # the import's mapping step defines its fields first (define_field)
+        raise Unprocessable("unknown_contact_field", f"No contact field '{unknown[0]}'; define it first.",
+                            field=f"fields.{unknown[0]}")
+    counts = UpsertCounts()
+    by_bidx = {blind_index(d.phone): d for d in drafts}
+    found = {c.phone_bidx: c for c in await session.scalars(
+        select(Contact).where(Contact.account_id == account_id, Contact.phone_bidx.in_(list(by_bidx))))}
+    now = utcnow()
+    ids_in_chunk: list[str] = []
+    for bidx, d in by_bidx.items():
+        fields = {k: _stored(v) for k, v in (d.fields or {}).items()}
+        contact = found.get(bidx)
+        if contact is None:
+            contact = Contact(id=ids.new_id("ct"), account_id=account_id, phone=d.phone, phone_bidx=bidx,
+                              country=d.country, name=d.name, time_zone=None, tags=clean_tags(d.tags or []),
+                              fields=fields, consent_source=None, consent_at=None, source=source, created_at=now,
+                              updated_at=now)
+            session.add(contact)
+            counts.created += 1
+        elif existing == "skip":
+            counts.skipped += 1
+        else:
+            contact.name = d.name or contact.name
+            contact.tags = clean_tags([*(contact.tags or []), *(d.tags or [])])
+            contact.fields = {**(contact.fields or {}), **fields}
+            contact.updated_at = now
+            counts.updated += 1
+        ids_in_chunk.append(contact.id)
+    await session.flush()
+    if group is not None:
+        present = set(await session.scalars(select(GroupMember.contact_id).where(
+            GroupMember.group_id == group.id, GroupMember.contact_id.in_(ids_in_chunk))))
+        session.add_all(GroupMember(group_id=group.id, contact_id=c, added_at=now)
+                        for c in ids_in_chunk if c not in present)
+        await session.flush()
+    return counts
