@@ -31,12 +31,12 @@ async def make_account(
     balance_micros: int = FUNDED,
 ) -> AccountFixture:
     """An account with an API key and (by default) a balance large enough that billing never gets in the way."""
-    from hongyan.accounts import service
+    from hongyan.accounts import keys, service
     from hongyan.billing.recharge import top_up
 
     async with db.write() as session:
         account = await service.create_account(session, name=name)
-        created = await service.create_api_key(session, account_id=account.id, name="test", scopes=scopes)
+        created = await keys.create_api_key(session, account_id=account.id, name="test", scopes=scopes)
         if balance_micros:
             await top_up(session, account_id=account.id, amount_micros=balance_micros, currency=account.currency,
                          actor="test", note="test funds")

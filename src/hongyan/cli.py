@@ -247,13 +247,14 @@ def create_key(
     scopes: Annotated[str, typer.Option(help="Comma-separated: send,read,billing,admin,operator")] = "send,read",
 ) -> None:
     """Create an API key; the key is printed once."""
-    from hongyan.accounts import service
+    from hongyan.accounts import keys
+    from hongyan.audit.service import actor_for_cli
 
     async def main(db: Database) -> int:
         async with db.write() as session:
-            created = await service.create_api_key(session, account_id=account, name=name,
-                                                   scopes=tuple(s.strip() for s in scopes.split(",") if s.strip()),
-                                                   allow_operator=True)
+            created = await keys.create_api_key(session, account_id=account, name=name,
+                                                scopes=tuple(s.strip() for s in scopes.split(",") if s.strip()),
+                                                allow_operator=True, actor=actor_for_cli())
         typer.echo(created.token)
         return 0
 
@@ -263,11 +264,12 @@ def create_key(
 @admin.command("revoke-key")
 def revoke_key(key_id: str, account: Annotated[str, typer.Option(help="Account id (acc_…).")]) -> None:
     """Revoke an API key."""
-    from hongyan.accounts import service
+    from hongyan.accounts import keys
+    from hongyan.audit.service import actor_for_cli
 
     async def main(db: Database) -> int:
         async with db.write() as session:
-            await service.revoke_api_key(session, account_id=account, key_id=key_id)
+            await keys.revoke_api_key(session, account_id=account, key_id=key_id, actor=actor_for_cli())
         typer.echo(f"revoked {key_id}")
         return 0
 

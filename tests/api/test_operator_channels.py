@@ -6,14 +6,14 @@ from typing import Any
 
 import httpx
 
-from hongyan.accounts import service as accounts
+from hongyan.accounts import keys
 from hongyan.db.engine import Database
 from support import AccountFixture
 
 
 async def operator_client(app: Any, db: Database, account: AccountFixture) -> httpx.AsyncClient:
     async with db.write() as session:
-        created = await accounts.create_api_key(session, account_id=account.account_id, name="ops",
+        created = await keys.create_api_key(session, account_id=account.account_id, name="ops",
                                                 scopes=("operator",), allow_operator=True)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver",
                              headers={"Authorization": f"Bearer {created.token}"})

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select, text
 from typer.testing import CliRunner
 
-from hongyan.accounts import service as accounts
+from hongyan.accounts import keys
 from hongyan.audit.models import AuditEntry
 from hongyan.audit.service import Actor, changes, record, redact, verify_chain
 from hongyan.db.engine import Database
@@ -28,7 +28,7 @@ KEY = Actor("api_key", "key_test", "test key", "203.0.113.7")
 
 async def operator_client(app: Any, db: Database, account: AccountFixture) -> httpx.AsyncClient:
     async with db.write() as session:
-        created = await accounts.create_api_key(session, account_id=account.account_id, name="ops",
+        created = await keys.create_api_key(session, account_id=account.account_id, name="ops",
                                                 scopes=("operator",), allow_operator=True)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver",
                              headers={"Authorization": f"Bearer {created.token}"})

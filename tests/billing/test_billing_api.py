@@ -12,6 +12,7 @@ import orjson
 import pytest
 from sqlalchemy import select
 
+from hongyan.accounts import keys
 from hongyan.accounts import service as accounts
 from hongyan.db.engine import Database
 from hongyan.messaging.models import Message
@@ -28,7 +29,7 @@ def _client(app: Any, headers: dict[str, str]) -> httpx.AsyncClient:
 async def operator(db: Database, app: Any) -> httpx.AsyncClient:
     async with db.write() as session:
         staff = await accounts.create_account(session, name="Platform")
-        created = await accounts.create_api_key(session, account_id=staff.id, name="ops", scopes=("operator",),
+        created = await keys.create_api_key(session, account_id=staff.id, name="ops", scopes=("operator",),
                                                 allow_operator=True)
     return _client(app, {"Authorization": f"Bearer {created.token}"})
 

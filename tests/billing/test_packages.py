@@ -11,7 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from hongyan.accounts import service as accounts
+from hongyan.accounts import keys
 from hongyan.billing import ledger, packages
 from hongyan.billing.charging import verify_all
 from hongyan.billing.models import JournalEntry, LedgerAccount, Package, Product, Subscription
@@ -276,7 +276,7 @@ async def test_renewal_past_due_and_cancel(db: Database, settings: Settings) -> 
 
 async def test_operator_catalog(db: Database, app: Any, account: AccountFixture) -> None:
     async with db.write() as session:
-        created = await accounts.create_api_key(session, account_id=account.account_id, name="ops",
+        created = await keys.create_api_key(session, account_id=account.account_id, name="ops",
                                                 scopes=("operator",), allow_operator=True)
     headers = {"Authorization": f"Bearer {created.token}"}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t", headers=headers) as op:

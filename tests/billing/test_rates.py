@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from hongyan.accounts import keys
 from hongyan.accounts import service as accounts
 from hongyan.billing import rates
 from hongyan.billing.rates import PriceList
@@ -126,6 +127,6 @@ async def test_published_card_prices_the_send(app: Any, operator_headers: dict[s
 @pytest.fixture
 async def operator_headers(db: Database, account: AccountFixture) -> dict[str, str]:
     async with db.write() as session:
-        created = await accounts.create_api_key(session, account_id=account.account_id, name="ops", scopes=("operator",),
+        created = await keys.create_api_key(session, account_id=account.account_id, name="ops", scopes=("operator",),
                                                 allow_operator=True)
     return {"Authorization": f"Bearer {created.token}"}

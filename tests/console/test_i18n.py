@@ -8,7 +8,7 @@ from string import Formatter
 
 import pytest
 
-from hongyan.accounts.service import ALL_SCOPES
+from hongyan.accounts.keys import ALL_SCOPES
 from hongyan.console.i18n import LANGUAGES, Translator, catalog, negotiate
 from hongyan.messaging.states import Status
 from hongyan.messaging.submit import MESSAGE_TYPES

@@ -10,17 +10,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hongyan.accounts.keys import (  # noqa: F401  (re-exported: callers predate the split into keys.py)
-    ALL_SCOPES,
-    OPERATOR_SCOPE,
-    AccountContext,
-    CreatedKey,
-    authenticate_api_key,
-    create_api_key,
-    list_api_keys,
-    revoke_api_key,
-    touch_api_key,
-)
+from hongyan.accounts.keys import create_api_key
 from hongyan.accounts.models import Account, Membership, User
 from hongyan.core import ids
 from hongyan.core.clock import utcnow

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from hongyan.accounts.service import AccountContext
+from hongyan.accounts.keys import AccountContext
 from hongyan.api.body import openapi_body, parse_body
 from hongyan.api.deps import DbDep, require_scope
 from hongyan.api.responses import JsonResponse

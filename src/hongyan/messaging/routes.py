@@ -9,7 +9,7 @@ import orjson
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 
-from hongyan.accounts.service import AccountContext
+from hongyan.accounts.keys import AccountContext
 from hongyan.api.body import UtcDatetime, openapi_body, parse_body
 from hongyan.api.deps import DbDep, ReadAccount, SendAccount, SettingsDep
 from hongyan.api.responses import JsonResponse
