@@ -131,6 +131,7 @@ async def test_forgot_and_reset_password(browser: httpx.AsyncClient, db: Databas
     done = await browser.post("/console/reset-password", data={
         "token": token, "password": "New-password 77", "confirm": "New-password 77", "csrf_token": csrf_of(form.text)})
     assert done.status_code == 303 and done.headers["location"] == "/console/login"
+    assert "密码已更新，请使用新密码登录。" in (await browser.get("/console/login")).text  # the flash is shown
     assert (await browser.get(link)).status_code == 400  # used
     assert (await _login(browser, "wang@example.cn")).status_code == 401
     assert (await _login(browser, "wang@example.cn", "New-password 77")).status_code == 303
