@@ -24,7 +24,7 @@ from hongyan.core import ids
 from hongyan.core.clock import isoformat, utcnow
 from hongyan.core.crypto import blind_index
 from hongyan.core.errors import Conflict, InvalidRequest, NotFound, Unprocessable
-from hongyan.messaging.numbers import NumberProblem, normalize
+from hongyan.messaging.numbers import normalize_field
 
 MAX_TAGS = 50
 MAX_TAG_CHARS = 40
@@ -114,10 +114,7 @@ class ContactInput:
 
 
 def _number(raw: str, region: str) -> tuple[str, str | None]:
-    try:
-        n = normalize(raw, region)
-    except NumberProblem as problem:
-        raise Unprocessable(problem.code, problem.message, field="phone") from None
+    n = normalize_field(raw, region, field="phone")
     return n.e164, n.region
 
 

@@ -9,6 +9,8 @@ from functools import lru_cache
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumber, PhoneNumberType
 
+from hongyan.core.errors import Unprocessable
+
 _NOT_MOBILE = frozenset(
     {
         PhoneNumberType.FIXED_LINE,
@@ -80,6 +82,14 @@ def normalize(raw: str, default_region: str) -> NormalizedNumber:
         raise NumberProblem("not_mobile_number", f"'{raw}' is not a mobile number and cannot receive SMS.")
     e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
     return NormalizedNumber(e164=e164, region=region)
+
+
+def normalize_field(raw: str, default_region: str, *, field: str) -> NormalizedNumber:
+    """`normalize` for a request field: a bad number is 422 with the NumberProblem's code, naming `field`."""
+    try:
+        return normalize(raw, default_region)
+    except NumberProblem as problem:
+        raise Unprocessable(problem.code, problem.message, field=field) from None
 
 
 def split_recipients(text: str) -> list[str]:

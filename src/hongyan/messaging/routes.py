@@ -18,12 +18,12 @@ from hongyan.billing import charging
 from hongyan.billing.rates import load_price_list
 from hongyan.config import Settings
 from hongyan.core.clock import isoformat, utcnow
-from hongyan.core.errors import InvalidRequest, Unprocessable
+from hongyan.core.errors import InvalidRequest
 from hongyan.core.money import format_micros
 from hongyan.db.engine import Database
 from hongyan.messaging import idempotency, inbound, queries
 from hongyan.messaging.encoding import segment
-from hongyan.messaging.numbers import NumberProblem, normalize
+from hongyan.messaging.numbers import normalize_field
 from hongyan.messaging.schemas import (
     BatchAccepted,
     BatchCanceled,
@@ -222,10 +222,7 @@ async def quote(request: Request, db: DbDep, settings: SettingsDep, ctx: SendAcc
     seg = segment(data.text)
     country = None
     if data.to:
-        try:
-            country = normalize(data.to, ctx.default_region).region
-        except NumberProblem as problem:
-            raise Unprocessable(problem.code, problem.message, field="to") from problem
+        country = normalize_field(data.to, ctx.default_region, field="to").region
     async with db.read() as session:
         prices = await load_price_list(session, settings, account_id=ctx.account_id, currency=ctx.currency)
         price = prices.price(country or ctx.default_region, data.message_type)
@@ -305,10 +302,7 @@ async def list_messages(
 ) -> JsonResponse:
     to_number = None
     if to:
-        try:
-            to_number = normalize(to, ctx.default_region).e164
-        except NumberProblem as problem:
-            raise Unprocessable(problem.code, problem.message, field="to") from problem
+        to_number = normalize_field(to, ctx.default_region, field="to").e164
     statuses = [s.strip() for s in status.split(",") if s.strip()] if status else None
     async with db.read() as session:
         rows, next_cursor = await queries.list_messages(

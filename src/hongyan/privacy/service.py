@@ -24,10 +24,10 @@ from hongyan.accounts.models import Account
 from hongyan.audit.service import Actor, record
 from hongyan.core.clock import isoformat, utcnow
 from hongyan.core.crypto import blind_index
-from hongyan.core.errors import NotFound, Unprocessable
+from hongyan.core.errors import NotFound
 from hongyan.core.money import format_micros
 from hongyan.messaging.models import Batch, IdempotencyRecord, InboundMessage, Message, MessageEvent
-from hongyan.messaging.numbers import NumberProblem, normalize
+from hongyan.messaging.numbers import NumberProblem, normalize, normalize_field
 from hongyan.messaging.states import CANCELABLE, Status
 from hongyan.messaging.transitions import Transition, apply_transitions
 from hongyan.privacy.scrub import ERASED_NUMBER, ERASED_TEXT, scrub_event_payload, scrub_rejected
@@ -72,10 +72,7 @@ class Collector:
 
 def parse_number(raw: str, region: str, *, field_name: str = "phone_number") -> str:
     """The E.164 form of a number given in a request; 422 with the messaging error codes otherwise."""
-    try:
-        return normalize(raw, region).e164
-    except NumberProblem as problem:
-        raise Unprocessable(problem.code, problem.message, field=field_name) from None
+    return normalize_field(raw, region, field=field_name).e164
 
 
 async def subject_for(session: AsyncSession, *, account_id: str, e164: str) -> Subject:
