@@ -32,6 +32,9 @@ class Account(Base):
     spend_limit_period: Mapped[str] = mapped_column(String(8), default="month")  # day | month
     # privacy: message content and numbers of final messages older than this are purged (None: kept)
     retention_days: Mapped[int | None] = mapped_column(Integer)
+    # marketing is not delivered inside this window of the recipient's local time ("21:00-08:00");
+    # None: the platform default (HONGYAN_QUIET_HOURS)
+    quiet_hours: Mapped[str | None] = mapped_column(String(11))
 
 
 class User(Base):

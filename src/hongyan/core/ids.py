@@ -33,6 +33,8 @@ PREFIXES = {
     "auth_token": "tok",
     "contact": "ct",
     "contact_group": "grp",
+    "import_job": "imp",
+    "campaign_run": "run",
 }
 
 

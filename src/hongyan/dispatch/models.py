@@ -25,3 +25,16 @@ class OutboxItem(Base):
 
 
 Index("ix_outbox_available", OutboxItem.available_at, OutboxItem.id)
+
+
+class Lease(Base):
+    """A named lease (leader election without a coordinator): whoever holds an unexpired lease does the work.
+
+    Taken and renewed with one conditional UPDATE (or INSERT) — see dispatch.lease. Used by the campaign
+    scheduler; production mode (issue 9) uses the same table for its other singletons."""
+
+    __tablename__ = "lease"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)

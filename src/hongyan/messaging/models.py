@@ -58,6 +58,8 @@ class Message(Base):
     to_number: Mapped[str] = mapped_column(EncryptedText)  # E.164, sealed at rest (core.crypto)
     to_bidx: Mapped[str | None] = mapped_column(String(32))  # blind index of to_number: exact-number search
     to_country: Mapped[str | None] = mapped_column(String(2))
+    # the recipient's IANA time zone, kept for marketing (quiet hours are checked again at release)
+    time_zone: Mapped[str | None] = mapped_column(String(64))
     sender: Mapped[str | None] = mapped_column(String(32))
     body: Mapped[str] = mapped_column(EncryptedText)
     encoding: Mapped[str] = mapped_column(String(8))
@@ -87,7 +89,8 @@ Index("ix_message_account_id", Message.account_id, Message.id)
 Index("ix_message_account_status", Message.account_id, Message.status, Message.id)
 # number first: serves "this account's messages to N" and "who last wrote to N" (matching replies)
 Index("ix_message_to_bidx_account", Message.to_bidx, Message.account_id)
-Index("ix_message_batch_status", Message.batch_id, Message.status)
+# per-batch status counts, and campaign runs releasing their due `scheduled` messages in order
+Index("ix_message_batch_status", Message.batch_id, Message.status, Message.scheduled_at)
 Index("ix_message_status_expires", Message.status, Message.expires_at)
 
 

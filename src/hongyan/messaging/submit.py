@@ -246,6 +246,7 @@ def prepare(
                 "to_number": number.e164,
                 "to_bidx": blind_index(number.e164),
                 "to_country": number.region,
+                "time_zone": None,
                 "sender": request.sender,
                 "body": text,
                 "encoding": seg.encoding,
