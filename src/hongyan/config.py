@@ -121,6 +121,13 @@ class Settings(BaseSettings):
         3600.0, gt=0, description="Seconds between retention sweeps (content past an account's retention_days is purged)."
     )
 
+    # -- contact imports ----------------------------------------------------------------------
+    import_max_bytes: int = Field(200 * 1024 * 1024, gt=0, description="Largest contact file (CSV, XLSX, XLS) accepted for import.")
+    import_poll_s: float = Field(1.0, gt=0, description="How often workers look for queued contact imports.")
+    import_chunk_rows: int = Field(
+        2000, ge=1, le=10_000, description="Rows of a contact file imported (and progress committed) per transaction."
+    )
+
     # -- workers ------------------------------------------------------------------------------
     embedded_workers: bool = Field(True, description="`serve` also runs dispatcher, intake, webhooks, scheduler.")
     dispatch_chunk: int = Field(500, description="Message ids per queue item (outbox chunk).")

@@ -84,6 +84,7 @@ class Runtime:
                  self._periodic("billing sweep", self.settings.billing_sweep_s, self._billing_sweep),
                  self._periodic("privacy retention sweep", self.settings.privacy_sweep_s, self._privacy_sweep)]
         loops += [self._dispatch_loop(i) for i in range(self.dispatchers)]
+        loops.append(self._periodic("contact imports", self.settings.import_poll_s, self._imports))
         if self.settings.email_backend == "smtp":
             loops.append(self._periodic("email delivery", EMAIL_POLL_S, self._email_delivery))
         self._tasks = [asyncio.create_task(c) for c in loops]
@@ -592,6 +593,12 @@ class Runtime:
         from hongyan.privacy.retention import purge_expired
 
         await purge_expired(self.db)
+
+    async def _imports(self) -> None:
+        """Contact-file imports (campaigns.import_worker): queued jobs run chunk by chunk, one at a time."""
+        from hongyan.campaigns.import_worker import run_pending
+
+        await run_pending(self.db, self.settings, should_stop=lambda: self._stopping)
 
     async def _email_delivery(self) -> None:
         """Account emails (verification, reset, invitations) over SMTP."""
