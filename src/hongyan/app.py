@@ -16,7 +16,6 @@ from hongyan.accounts.member_routes import members_router, sub_accounts_router
 from hongyan.accounts.routes import router as keys_router
 from hongyan.api import errors
 from hongyan.api.body import SCHEMAS
-from hongyan.api.limits import RequestLimits
 from hongyan.api.openapi import build_openapi
 from hongyan.api.rate_limit import limiter_for
 from hongyan.api.responses import JsonResponse
@@ -25,6 +24,8 @@ from hongyan.billing.operator_routes import router as billing_operator_router
 from hongyan.billing.package_routes import router as billing_packages_router
 from hongyan.billing.payment_routes import router as billing_payments_router
 from hongyan.billing.routes import router as billing_router
+from hongyan.campaigns.import_routes import UploadAwareLimits
+from hongyan.campaigns.import_routes import router as imports_router
 from hongyan.campaigns.routes import router as contacts_router
 from hongyan.channels.routes import router as channels_router
 from hongyan.config import Settings, get_settings
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
     app.include_router(channels_router)
     app.include_router(billing_router)
     app.include_router(contacts_router)
+    app.include_router(imports_router)
     app.include_router(billing_operator_router)
     app.include_router(billing_payments_router)
     app.include_router(billing_packages_router)
@@ -121,7 +123,8 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
             )
         return HTMLResponse(_SWAGGER_PAGE)
 
-    app.add_middleware(RequestLimits, max_header_bytes=settings.max_header_bytes, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(UploadAwareLimits, max_header_bytes=settings.max_header_bytes, max_body_bytes=settings.max_body_bytes,
+                       import_max_bytes=settings.import_max_bytes)  # RequestLimits, uploads: their own limit
     return app
 
 

@@ -77,6 +77,9 @@ async def objects_of_a(client: httpx.AsyncClient, db: Database, a: AccountFixtur
     assert contact.status_code == 201, contact.text
     group = await client.post("/v1/groups", json={"name": "a-group"}, headers=h)
     assert group.status_code == 201, group.text
+    upload = await client.post("/v1/imports", headers=h,
+                               files={"file": ("a.csv", f"phone,name\n13800138004,{SECRET_TEXT}\n".encode())})
+    assert upload.status_code == 201, upload.text
     async with db.write() as session:
         plan = await packages.create_product(session, kind="subscription", name="plan", currency="CNY",
                                              price_micros=1_000_000, units=100)
@@ -91,7 +94,7 @@ async def objects_of_a(client: httpx.AsyncClient, db: Database, a: AccountFixtur
         "account_id": a.account_id, "product_id": plan.id,
         "user_id": member.id, "sub_account_id": sub_account.json()["id"], "invitation_id": invitation.json()["id"],
         "email_id": str(email_id),
-        "contact_id": contact.json()["id"], "group_id": group.json()["id"],
+        "contact_id": contact.json()["id"], "group_id": group.json()["id"], "import_id": upload.json()["id"],
         # operator-only kinds: B (a customer) is refused the same way for real and made-up ids
         "ref": "chn_" + "0" * 26, "route_id": "rte_" + "0" * 26, "card_id": "rc_" + "0" * 26,
         "channel_id": "chn_" + "0" * 26,
