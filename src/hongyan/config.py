@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     max_batch_recipients: int = Field(10_000, description="Most recipients in one POST /v1/batches.")
     max_text_chars: int = Field(1_000, description="Longest message text (characters) after personalization.")
     default_validity_hours: int = Field(48, description="Validity period: a message not final by then expires.")
+    quiet_hours: str = Field(
+        "21:00-08:00",
+        description="Platform default quiet window for marketing in the recipient's local time; 'off' disables.",
+    )
     currency: str = Field("CNY", description="Currency of the default price list.")
     default_price_micros: int = Field(
         40_000,
