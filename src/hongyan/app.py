@@ -24,6 +24,7 @@ from hongyan.billing.operator_routes import router as billing_operator_router
 from hongyan.billing.package_routes import router as billing_packages_router
 from hongyan.billing.payment_routes import router as billing_payments_router
 from hongyan.billing.routes import router as billing_router
+from hongyan.campaigns.campaign_routes import router as campaigns_router
 from hongyan.campaigns.import_routes import UploadAwareLimits
 from hongyan.campaigns.import_routes import router as imports_router
 from hongyan.campaigns.routes import router as contacts_router
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
     app.include_router(channels_router)
     app.include_router(billing_router)
     app.include_router(contacts_router)
+    app.include_router(campaigns_router)
     app.include_router(imports_router)
     app.include_router(billing_operator_router)
     app.include_router(billing_payments_router)

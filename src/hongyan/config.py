@@ -101,6 +101,25 @@ class Settings(BaseSettings):
         "operators normally publish a rate card instead.",
     )
 
+    # -- campaigns ----------------------------------------------------------------------------
+    default_time_zone: str = Field(
+        "Asia/Shanghai", description="Time zone of campaign schedules when a campaign names none (IANA name)."
+    )
+    campaign_chunk: int = Field(2_000, ge=10, le=10_000, description="Contacts per campaign materialization transaction.")
+    campaign_release_window: int = Field(
+        10_000, ge=100, description="Most campaign messages released to the dispatch queue and not yet taken "
+        "(keeps pause and cancel prompt, and verification codes ahead)."
+    )
+    campaign_misfire_grace_s: float = Field(
+        3600.0, ge=0, description="An occurrence the scheduler reaches later than this is skipped (recorded as a "
+        "`missed` run) instead of sent late."
+    )
+    campaign_lease_s: float = Field(
+        15.0, gt=1, description="The campaign scheduler's leader lease: another worker takes over this long after "
+        "the leader stopped renewing."
+    )
+    campaign_poll_s: float = Field(0.2, gt=0, description="How often the leader fires, builds and releases campaign runs.")
+
     # -- billing ------------------------------------------------------------------------------
     min_recharge_micros: int = Field(10_000_000, description="Smallest customer recharge (¥10).")
     recharge_bonus_rules: str = Field(

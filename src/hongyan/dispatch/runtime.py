@@ -74,6 +74,7 @@ class Runtime:
         self._parked: list[tuple[DeliveryReceipt, float]] = []
         self._stopping = False
         self._stop_event = asyncio.Event()
+        self.campaigns: Any = None  # campaigns.engine.CampaignEngine, once started
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -85,6 +86,7 @@ class Runtime:
                  self._periodic("privacy retention sweep", self.settings.privacy_sweep_s, self._privacy_sweep)]
         loops += [self._dispatch_loop(i) for i in range(self.dispatchers)]
         loops.append(self._periodic("contact imports", self.settings.import_poll_s, self._imports))
+        loops.append(self._campaign_loop())
         if self.settings.email_backend == "smtp":
             loops.append(self._periodic("email delivery", EMAIL_POLL_S, self._email_delivery))
         self._tasks = [asyncio.create_task(c) for c in loops]
@@ -96,6 +98,8 @@ class Runtime:
         holding the write lock, so loops check `_stopping` at safe points instead."""
         self._stopping = True
         self._stop_event.set()
+        if self.campaigns is not None:
+            self.campaigns.wakeup.set()
         self.outbox_wakeup.set()
         self._receipt_wakeup.set()
         self.webhooks.stop()
@@ -593,6 +597,31 @@ class Runtime:
         from hongyan.privacy.retention import purge_expired
 
         await purge_expired(self.db)
+
+    async def _campaign_loop(self) -> None:
+        """Campaigns (campaigns.engine): scheduler, run building and paced release, on the lease holder."""
+        from hongyan.campaigns.engine import CampaignEngine
+
+        self.campaigns = engine = CampaignEngine(self.db, self.settings, self.queue)
+        while not self._stopping:
+            try:
+                busy = await engine.tick()
+            except Exception:
+                self.stats.errors += 1
+                log.exception("campaign engine round failed")
+                busy = False
+            if busy:
+                await asyncio.sleep(0)
+                continue
+            engine.wakeup.clear()
+            try:
+                await asyncio.wait_for(engine.wakeup.wait(), timeout=self.settings.campaign_poll_s)
+            except TimeoutError:
+                pass
+        try:
+            await engine.release_lease()
+        except Exception:
+            log.exception("releasing the campaign lease failed")
 
     async def _imports(self) -> None:
         """Contact-file imports (campaigns.import_worker): queued jobs run chunk by chunk, one at a time."""

@@ -30,7 +30,8 @@ FINAL: frozenset[Status] = frozenset(
 
 # to-status -> the statuses it may be reached from
 _ALLOWED_FROM: dict[Status, frozenset[Status]] = {
-    Status.SCHEDULED: frozenset({Status.ACCEPTED}),
+    # QUEUED: a paused campaign takes back what it had released; quiet hours defer a released message
+    Status.SCHEDULED: frozenset({Status.ACCEPTED, Status.QUEUED}),
     Status.QUEUED: frozenset({Status.ACCEPTED, Status.SCHEDULED, Status.SENDING}),  # SENDING: requeue on link loss
     Status.SENDING: frozenset({Status.QUEUED}),
     Status.SENT: frozenset({Status.SENDING}),

@@ -156,7 +156,6 @@ def prepare(
     validity = request.validity or timedelta(hours=settings.default_validity_hours)
     expires_at = (scheduled or now) + validity
     status = Status.SCHEDULED if scheduled else Status.ACCEPTED
-    lane = LANES[request.message_type]
     batch_id = ids.new_id("bat")
     seg_cache: dict[str, Segmentation] = {}
     price_cache: dict[str | None, int] = {}
@@ -236,39 +235,12 @@ def prepare(
         message_id = message_ids[index]
         price_micros = per_segment * seg.segment_count
         rows.append(
-            {
-                "id": message_id,
-                "account_id": account_id,
-                "batch_id": batch_id,
-                "campaign_id": None,
-                "message_type": request.message_type,
-                "priority": lane,
-                "to_number": number.e164,
-                "to_bidx": blind_index(number.e164),
-                "to_country": number.region,
-                "time_zone": None,
-                "sender": request.sender,
-                "body": text,
-                "encoding": seg.encoding,
-                "segment_count": seg.segment_count,
-                "price_micros": price_micros,
-                "currency": currency,
-                "funding": None,
-                "billing_state": None,
-                "status": status.value,
-                "error_code": None,
-                "carrier_error_code": None,
-                "channel_id": None,
-                "carrier_message_id": None,
-                "client_ref": recipient.client_ref,
-                "attempts": 0,
-                "scheduled_at": scheduled,
-                "expires_at": expires_at,
-                "created_at": now,
-                "updated_at": now,
-                "sent_at": None,
-                "done_at": None,
-            }
+            message_row(
+                message_id, account_id=account_id, batch_id=batch_id, message_type=request.message_type,
+                to=number.e164, country=number.region, sender=request.sender, text=text, seg=seg,
+                price_micros=price_micros, currency=currency, status=status, client_ref=recipient.client_ref,
+                scheduled_at=scheduled, expires_at=expires_at, now=now,
+            )
         )
         result.accepted.append(
             AcceptedMessage(
@@ -284,6 +256,25 @@ def prepare(
         result.price_per_segment_micros = per_segment
     result.currency = currency
     return rows, result
+
+
+def message_row(
+    message_id: str, *, account_id: str, batch_id: str, message_type: str, to: str, country: str | None,
+    sender: str | None, text: str, seg: Segmentation, price_micros: int, currency: str, status: Status,
+    scheduled_at: datetime | None, expires_at: datetime, now: datetime, client_ref: str | None = None,
+    campaign_id: str | None = None, time_zone: str | None = None,
+) -> dict[str, Any]:
+    """A new message row for a bulk insert (the batch submit path and campaign runs)."""
+    return {
+        "id": message_id, "account_id": account_id, "batch_id": batch_id, "campaign_id": campaign_id,
+        "message_type": message_type, "priority": LANES[message_type], "to_number": to, "to_bidx": blind_index(to),
+        "to_country": country, "time_zone": time_zone, "sender": sender, "body": text, "encoding": seg.encoding,
+        "segment_count": seg.segment_count, "price_micros": price_micros, "currency": currency, "funding": None,
+        "billing_state": None, "status": status.value, "error_code": None, "carrier_error_code": None,
+        "channel_id": None, "carrier_message_id": None, "client_ref": client_ref, "attempts": 0,
+        "scheduled_at": scheduled_at, "expires_at": expires_at, "created_at": now, "updated_at": now,
+        "sent_at": None, "done_at": None,
+    }
 
 
 async def submit_batch(

@@ -1,0 +1,292 @@
+"""Campaign runs: firing an occurrence, materializing its audience into one batch, and its lifecycle.
+
+A run is `running` → `completed`, or `paused` / `canceled`, or `skipped` (missed occurrence) / `failed`.
+Materialization writes the audience as `scheduled` messages, a chunk per transaction (holds included);
+`audience_total` stays None until it is done and `cursor` (the last contact id) makes it resumable after a
+crash. Release to the queue is the pump's job (campaigns.pump), at the campaign's pace.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hongyan.billing import charging
+from hongyan.billing.rates import load_price_list
+from hongyan.campaigns import audience, quiet_hours
+from hongyan.campaigns.contacts import field_types
+from hongyan.campaigns.models import Campaign, CampaignRun
+from hongyan.campaigns.recurrence import next_occurrence, parse_rrule
+from hongyan.config import Settings
+from hongyan.core import ids
+from hongyan.core.clock import utcnow
+from hongyan.core.errors import HongyanError
+from hongyan.db.engine import Database
+from hongyan.messaging.models import Batch, Message, MessageEvent
+from hongyan.messaging.states import Status
+from hongyan.messaging.submit import message_row
+
+ACTIVE = ("running", "paused")
+REJECTED_KEPT = 1000  # problems listed per run (all are counted)
+WAIT_LIMIT = timedelta(days=30)  # a campaign message not released this long after its planned time expires
+UNSENT = (Status.ACCEPTED.value, Status.SCHEDULED.value, Status.QUEUED.value, Status.SENDING.value)
+
+
+def _for_update(query: Any, db: Database) -> Any:
+    return query.with_for_update() if db.dialect == "postgresql" else query
+
+
+def following(campaign: Campaign, occurrence: datetime) -> datetime | None:
+    """The occurrence after `occurrence` (None for one-off campaigns or an exhausted rule)."""
+    schedule = campaign.schedule or {}
+    if schedule.get("mode") != "recurring":
+        return None
+    return next_occurrence(parse_rrule(schedule["rrule"]), start_local=datetime.fromisoformat(schedule["start"]),
+                           tz=campaign.time_zone, after=occurrence)
+
+
+async def account_window(session: AsyncSession, settings: Settings, account_id: str) -> quiet_hours.QuietWindow | None:
+    from hongyan.accounts.models import Account
+
+    own = await session.scalar(select(Account.quiet_hours).where(Account.id == account_id))
+    return quiet_hours.parse_window(own if own is not None else settings.quiet_hours)
+
+
+# -- firing ----------------------------------------------------------------------------------------
+async def fire_due(db: Database, settings: Settings, *, now: datetime | None = None) -> int:
+    """Fire every due occurrence; returns how many runs started. Safe with several schedulers at once: the
+    campaign row is locked and re-checked, and (campaign, occurrence) is unique on runs."""
+    now = now or utcnow()
+    async with db.read() as session:
+        due = (await session.scalars(select(Campaign.id).where(
+            Campaign.next_fire_at <= now, Campaign.status.in_(("scheduled", "running"))).limit(100))).all()
+    started = 0
+    for campaign_id in due:
+        started += await fire(db, settings, campaign_id=campaign_id, now=now)
+    return started
+
+
+async def fire(db: Database, settings: Settings, *, campaign_id: str, now: datetime) -> int:
+    """Start the run of a campaign's due occurrence.
+
+    Catch-up rule: when several occurrences passed while no scheduler ran, only the latest one is a
+    candidate (the earlier ones are recorded as `skipped`, reason `superseded`); it fires if it is at most
+    HONGYAN_CAMPAIGN_MISFIRE_GRACE_S late, else it is skipped too (reason `missed`)."""
+    grace = timedelta(seconds=settings.campaign_misfire_grace_s)
+    async with db.write() as session:
+        campaign = await session.scalar(_for_update(select(Campaign).where(Campaign.id == campaign_id), db))
+        if (campaign is None or campaign.next_fire_at is None or campaign.next_fire_at > now
+                or campaign.status not in ("scheduled", "running")):
+            return 0
+        occurrence = campaign.next_fire_at
+        later = following(campaign, occurrence)
+        superseded: list[datetime] = []
+        while later is not None and later <= now:
+            superseded.append(occurrence)
+            occurrence, later = later, following(campaign, later)
+        for missed in superseded[-REJECTED_KEPT:]:
+            session.add(_run(campaign, missed, now, status="skipped",
+                             error={"code": "superseded", "message": "A later occurrence was due when the "
+                                    "scheduler ran again; only the latest one is sent."}))
+        fired = now - occurrence <= grace
+        if fired:
+            await _start_run(session, settings, campaign, occurrence, now)
+        else:
+            session.add(_run(campaign, occurrence, now, status="skipped",
+                             error={"code": "missed", "message": f"The scheduler ran {int((now - occurrence).total_seconds())} s "
+                                    f"after the planned time, more than the {int(grace.total_seconds())} s grace."}))
+        campaign.next_fire_at = later
+        campaign.runs_fired += int(fired)
+        await session.flush()
+        await refresh_campaign(session, campaign.id, now=now)
+    return int(fired)
+
+
+def _run(campaign: Campaign, occurrence: datetime, now: datetime, *, status: str,
+         error: dict[str, Any] | None = None, batch_id: str = "") -> CampaignRun:
+    return CampaignRun(id=ids.new_id("run"), campaign_id=campaign.id, account_id=campaign.account_id,
+                       occurrence_at=occurrence, batch_id=batch_id, status=status, audience_total=None if status ==
+                       "running" else 0, materialized=0, accepted_count=0, rejected_count=0, cursor=None,
+                       estimate_micros=0, currency="", error=error, rejected=[], created_at=now,
+                       started_at=now if status == "running" else None,
+                       finished_at=None if status == "running" else now, updated_at=now)
+
+
+async def _start_run(session: AsyncSession, settings: Settings, campaign: Campaign, occurrence: datetime,
+                     now: datetime) -> CampaignRun:
+    batch_id = ids.new_id("bat")
+    run = _run(campaign, occurrence, now, status="running", batch_id=batch_id)
+    run.currency = settings.currency
+    session.add(run)
+    session.add(Batch(id=batch_id, account_id=campaign.account_id, source="campaign", campaign_id=campaign.id,
+                      message_type=campaign.message_type, sender=campaign.sender, body_template=campaign.text,
+                      recipients_total=0, accepted_count=0, rejected_count=0, segments_total=0,
+                      price_micros_total=0, currency=settings.currency, rejected=[], client_ref=run.id,
+                      scheduled_at=occurrence, created_at=now))
+    await session.flush()
+    return run
+
+
+# -- materializing ---------------------------------------------------------------------------------
+async def pending_materialization(db: Database) -> list[str]:
+    async with db.read() as session:
+        return list((await session.scalars(select(CampaignRun.id).where(
+            CampaignRun.status.in_(ACTIVE), CampaignRun.audience_total.is_(None)).order_by(CampaignRun.id))).all())
+
+
+async def materialize_step(db: Database, settings: Settings, *, run_id: str, now: datetime | None = None) -> bool:
+    """Turn the next chunk of the run's audience into held `scheduled` messages; False when nothing is left."""
+    now = now or utcnow()
+    async with db.read() as session:
+        run = await session.get(CampaignRun, run_id)
+        if run is None or run.status not in ACTIVE or run.audience_total is not None:
+            return False
+        campaign = await session.get(Campaign, run.campaign_id)
+        assert campaign is not None
+        groups = await audience.audience_groups(session, campaign)
+        contacts = await audience.audience_chunk(session, campaign, groups, after=run.cursor,
+                                                 limit=settings.campaign_chunk)
+        cursor = run.cursor
+        if not contacts:
+            total = run.materialized
+        else:
+            prices = await load_price_list(session, settings, account_id=campaign.account_id,
+                                           currency=run.currency, at=now)
+            template = audience.check_variables(campaign.text, await field_types(session, campaign.account_id))
+            if campaign.on_missing == "empty":
+                template = audience.with_empty_defaults(template)
+            window = await account_window(session, settings, campaign.account_id)
+    if not contacts:
+        async with db.write() as session:
+            await session.execute(update(CampaignRun).where(CampaignRun.id == run_id, CampaignRun.cursor == cursor,
+                                                            CampaignRun.audience_total.is_(None))
+                                  .values(audience_total=total, updated_at=now))
+        return False
+    renderer = audience.Renderer(template, prices, campaign.message_type, window, settings.max_text_chars)
+    planned = max(run.occurrence_at, now)
+    rows: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    message_ids = ids.new_ids("msg", len(contacts))
+    for index, contact in enumerate(contacts):
+        out = renderer.render(contact, planned)
+        if isinstance(out, audience.Skipped):
+            skipped.append({"index": run.materialized + index, "to": out.to, "code": out.code,
+                            "message": out.message, "field": out.field, "contact_id": out.contact_id})
+            continue
+        rows.append(message_row(
+            message_ids[index], account_id=campaign.account_id, batch_id=run.batch_id, message_type=campaign.message_type,
+            to=out.to, country=out.country, sender=campaign.sender, text=out.text, seg=out.seg,
+            price_micros=out.price_micros, currency=run.currency, status=Status.SCHEDULED, scheduled_at=out.release_at,
+            expires_at=out.release_at + WAIT_LIMIT, now=now, campaign_id=campaign.id,
+            time_zone=quiet_hours.pack_zones(out.zones), client_ref=out.contact_id))
+    try:
+        await _store_chunk(db, run_id, cursor, contacts[-1].id, rows, skipped, now=now)
+    except HongyanError as exc:
+        if exc.code not in ("insufficient_balance", "spend_limit_exceeded"):
+            raise
+        await _stop_for_funds(db, run_id, cursor, exc, now=now)
+        return False
+    return True
+
+
+async def _store_chunk(db: Database, run_id: str, cursor: str | None, last_id: str, rows: list[dict[str, Any]],
+                       skipped: list[dict[str, Any]], *, now: datetime) -> None:
+    async with db.write() as session:
+        run = await session.scalar(_for_update(select(CampaignRun).where(CampaignRun.id == run_id), db))
+        if run is None or run.cursor != cursor or run.audience_total is not None or run.status not in ACTIVE:
+            return  # another materializer did this chunk, or the run was canceled meanwhile
+        if rows:
+            await charging.hold_batch(session, rows, account_id=run.account_id, currency=run.currency,
+                                      batch_id=run.batch_id, actor=f"campaign:{run.campaign_id}")
+            conn = await session.connection()
+            await conn.execute(insert(Message.__table__), rows)
+            await conn.execute(insert(MessageEvent.__table__),
+                               [{"message_id": r["id"], "status": "scheduled", "occurred_at": now} for r in rows])
+        price = sum(r["price_micros"] for r in rows)
+        segments = sum(r["segment_count"] for r in rows)
+        run.cursor = last_id
+        run.materialized += len(rows) + len(skipped)
+        run.accepted_count += len(rows)
+        run.rejected_count += len(skipped)
+        run.estimate_micros += price
+        if skipped and len(run.rejected) < REJECTED_KEPT:
+            run.rejected = [*run.rejected, *skipped][:REJECTED_KEPT]
+        run.updated_at = now
+        batch = await session.get(Batch, run.batch_id)
+        assert batch is not None
+        batch.recipients_total += len(rows) + len(skipped)
+        batch.accepted_count += len(rows)
+        batch.rejected_count += len(skipped)
+        batch.segments_total += segments
+        batch.price_micros_total += price
+        if skipped and len(batch.rejected) < REJECTED_KEPT:
+            batch.rejected = [*batch.rejected, *skipped][:REJECTED_KEPT]
+
+
+async def _stop_for_funds(db: Database, run_id: str, cursor: str | None, exc: HongyanError, *, now: datetime) -> None:
+    """The balance ran out part-way: what is held goes out; the rest of the audience is counted as rejected."""
+    async with db.write() as session:
+        run = await session.scalar(_for_update(select(CampaignRun).where(CampaignRun.id == run_id), db))
+        if run is None or run.cursor != cursor or run.audience_total is not None:
+            return
+        campaign = await session.get(Campaign, run.campaign_id)
+        assert campaign is not None
+        groups = await audience.audience_groups(session, campaign)
+        ids_ = audience.audience_ids(groups)
+        left_query = select(func.count()).select_from(ids_)
+        if cursor is not None:
+            left_query = left_query.where(ids_.c[0] > cursor)
+        left = int(await session.scalar(left_query) or 0)
+        run.rejected_count += left
+        run.audience_total = run.materialized + left
+        run.error = {"code": exc.code, "message": f"{exc.message} {left} recipients were not sent."}
+        run.updated_at = now
+        batch = await session.get(Batch, run.batch_id)
+        if batch is not None:
+            batch.recipients_total += left
+            batch.rejected_count += left
+
+
+# -- progress and lifecycle -----------------------------------------------------------------------
+async def status_counts(session: AsyncSession, batch_id: str) -> dict[str, int]:
+    rows = (await session.execute(select(Message.status, func.count()).where(Message.batch_id == batch_id)
+                                  .group_by(Message.status))).all()
+    return {status: int(n) for status, n in rows}
+
+
+async def finish_if_done(db: Database, run_id: str, *, now: datetime | None = None) -> bool:
+    """A running run whose audience is all materialized and has nothing left to send is completed (its
+    delivery counts still change as receipts arrive)."""
+    now = now or utcnow()
+    async with db.write() as session:
+        run = await session.scalar(_for_update(select(CampaignRun).where(CampaignRun.id == run_id), db))
+        if run is None or run.status != "running" or run.audience_total is None:
+            return False
+        unsent = await session.scalar(select(Message.id).where(Message.batch_id == run.batch_id,
+                                                               Message.status.in_(UNSENT)).limit(1))
+        if unsent is not None:
+            return False
+        run.status = "completed"
+        run.finished_at = run.updated_at = now
+        await refresh_campaign(session, run.campaign_id, now=now)
+    return True
+
+
+async def refresh_campaign(session: AsyncSession, campaign_id: str, *, now: datetime) -> None:
+    """A campaign is running while one of its runs is; completed when none is and nothing is due later."""
+    campaign = await session.get(Campaign, campaign_id)
+    if campaign is None or campaign.status in ("canceled", "draft", "paused"):
+        return
+    active = await session.scalar(select(CampaignRun.id).where(CampaignRun.campaign_id == campaign_id,
+                                                               CampaignRun.status.in_(ACTIVE)).limit(1))
+    if active is not None:
+        campaign.status = "running"
+    elif campaign.next_fire_at is not None:
+        campaign.status = "scheduled"
+    else:
+        campaign.status = "completed"
+        campaign.finished_at = now
+    campaign.updated_at = now
