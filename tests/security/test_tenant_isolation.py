@@ -80,6 +80,18 @@ async def objects_of_a(client: httpx.AsyncClient, db: Database, a: AccountFixtur
     upload = await client.post("/v1/imports", headers=h,
                                files={"file": ("a.csv", f"phone,name\n13800138004,{SECRET_TEXT}\n".encode())})
     assert upload.status_code == 201, upload.text
+    campaign = await client.post("/v1/campaigns", headers=h, json={
+        "name": "a-campaign", "text": SECRET_TEXT, "numbers": ["13800138005"], "message_type": "notification",
+        "schedule": {"mode": "at", "at": "2099-01-01T09:00"}, "time_zone": "UTC"})
+    assert campaign.status_code == 201, campaign.text
+    assert (await client.post(f"/v1/campaigns/{campaign.json()['id']}/start", headers=h)).status_code == 200
+    from datetime import UTC, datetime
+
+    from hongyan.campaigns import runs
+    from hongyan.config import Settings
+
+    await runs.fire(db, Settings(), campaign_id=campaign.json()["id"], now=datetime(2099, 1, 1, 9, 0, 1, tzinfo=UTC))
+    run_id = (await client.get(f"/v1/campaigns/{campaign.json()['id']}", headers=h)).json()["runs"][0]["id"]
     async with db.write() as session:
         plan = await packages.create_product(session, kind="subscription", name="plan", currency="CNY",
                                              price_micros=1_000_000, units=100)
@@ -95,6 +107,7 @@ async def objects_of_a(client: httpx.AsyncClient, db: Database, a: AccountFixtur
         "user_id": member.id, "sub_account_id": sub_account.json()["id"], "invitation_id": invitation.json()["id"],
         "email_id": str(email_id),
         "contact_id": contact.json()["id"], "group_id": group.json()["id"], "import_id": upload.json()["id"],
+        "campaign_id": campaign.json()["id"], "run_id": run_id,
         # operator-only kinds: B (a customer) is refused the same way for real and made-up ids
         "ref": "chn_" + "0" * 26, "route_id": "rte_" + "0" * 26, "card_id": "rc_" + "0" * 26,
         "channel_id": "chn_" + "0" * 26,
