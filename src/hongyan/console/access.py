@@ -20,6 +20,7 @@ PAGE_PERMISSIONS: tuple[tuple[str, str | None, str | None], ...] = (
     ("/console/api/preview", p.MESSAGES_SEND, p.MESSAGES_SEND),
     ("/console/messages", p.MESSAGES_READ, p.MESSAGES_READ),
     ("/console/contacts", p.MESSAGES_READ, p.MESSAGES_SEND),  # the address book: senders change it
+    ("/console/campaigns", p.MESSAGES_READ, p.MESSAGES_SEND),  # like contacts: viewers see, senders act
     ("/console/batches", p.MESSAGES_READ, p.MESSAGES_READ),
     ("/console/keys", p.API_KEYS_MANAGE, p.API_KEYS_MANAGE),
     ("/console/webhooks", p.WEBHOOKS_MANAGE, p.WEBHOOKS_MANAGE),
