@@ -298,3 +298,36 @@ async def test_other_accounts_campaign_is_not_found(app: Any, db: Database, acco
     browser = await signed_in_client(app, db, account, "en")
     assert (await browser.get("/console/campaigns/cmp_nope")).status_code == 404
     assert (await browser.get("/console/campaigns/cmp_nope/progress.json")).status_code == 404
+
+
+async def test_cancel_mid_run_states_and_releases_the_held_money(
+    app: Any, db: Database, account: AccountFixture, client: httpx.AsyncClient
+) -> None:
+    await _quiet_off(db, account)
+    group_id = await _group(client, 20)
+    browser = await signed_in_client(app, db, account, "en")
+    token = csrf_of((await browser.get("/console/campaigns/new")).text)
+    # one message a second: most of the run is still held in the campaign when it is canceled
+    created = await browser.post(
+        "/console/campaigns/new", data=_form(token, group_ids=[group_id], tps_cap="1")
+    )
+    campaign_id = _campaign_id(created)
+    page = f"/console/campaigns/{campaign_id}"
+    assert (await browser.post(f"{page}/start", data={"csrf_token": token})).status_code == 303
+
+    async def built() -> dict[str, Any] | None:
+        runs = (await browser.get(f"{page}/progress.json")).json()["runs"]
+        return runs[0] if runs and runs[0]["audience_total"] == 20 else None
+
+    await wait_until(built, timeout=30)
+    confirm = await browser.get(f"{page}/cancel")
+    held = int(text_of(confirm.text.split('id="cancel-messages">')[1].split("<")[0]))
+    assert 0 < held <= 20 and f"¥{held * PRICE / 1_000_000:.2f}" in confirm.text
+    canceled = await browser.post(f"{page}/cancel", data={"csrf_token": token})
+    flash = text_of(
+        (await browser.get(canceled.headers["location"])).text.split('class="flash flash-success"')[1]
+    )
+    count = int(re.search(r"(\d+) messages canceled", flash).group(1))  # type: ignore[union-attr]
+    assert 0 < count <= held and f"¥{count * PRICE / 1_000_000:.2f} returned to your balance" in flash
+    run = (await browser.get(f"{page}/progress.json")).json()["runs"][0]
+    assert run["status"] == "canceled" and run["counts"]["canceled"] == count
