@@ -103,12 +103,21 @@ def test_campaign_with_variables_preview_send_now_and_schedule(
 
     page.fill("#c-name", "双十二发货通知")
     page.select_option("#c-type", "marketing")
+    # a variable that is not a contact field: refused, named under the text, what was typed kept
+    page.fill("#c-text", "{name|客户}您好，优惠码{优惠码}")
+    page.locator(".group-option", has_text=group_name).locator("input").check()
+    page.click('button[value="create"]')
+    error = page.locator('[data-error-for="text"]')
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("{优惠码}")
+    expect(page.locator("#c-text")).to_have_value("{name|客户}您好，优惠码{优惠码}")
+    expect(page.locator(".group-option", has_text=group_name).locator("input")).to_be_checked()
+    full_screenshot(page, screenshots / "campaign_new_error.png")
     page.fill("#c-text", "{name|客户}您好，您的订单")
     page.locator("#c-text").press("End")
     page.click('[data-insert="{订单号}"]')  # inserted at the cursor by campaigns.js
     page.locator("#c-text").type("已发货。")
     expect(page.locator("#c-text")).to_have_value("{name|客户}您好，您的订单{订单号}已发货。")
-    page.locator(".group-option", has_text=group_name).locator("input").check()
     expect(page.locator(".group-option", has_text=group_name)).to_contain_text("4 个联系人")
     # only the fields of the chosen schedule are shown
     expect(page.locator('[data-schedule="recurring"]')).to_be_hidden()
