@@ -80,7 +80,7 @@ async def campaign_runs(session: AsyncSession, campaign_id: str, *, limit: int =
 def estimate_json(e: service.Estimate) -> dict[str, Any]:
     return {"audience": e.audience, "messages": e.messages, "skipped": e.skipped, "segments": e.segments,
             "price_total": format_micros(e.price_micros, e.currency), "price_total_micros": e.price_micros,
-            "currency": e.currency, "samples": e.samples, "problems": e.problems}
+            "currency": e.currency, "samples": e.samples, "problems": e.problems, "sampled": e.sampled}
 
 
 @router.post("/v1/campaigns", status_code=201, summary="Create a campaign (a draft: preview it, then start it)",

@@ -19,9 +19,10 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from phonenumbers import NumberParseException
+from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, NumberParseException
 from phonenumbers import parse as parse_phone
 from phonenumbers import timezone as phone_timezone
+from phonenumbers.tzdata import TIMEZONE_DATA
 
 from hongyan.core.errors import Unprocessable
 
@@ -81,11 +82,32 @@ def zones_for_number(e164: str, override: str | None = None) -> tuple[str, ...]:
     zone is ignored (contacts validate it on save; an old row should not stop a campaign)."""
     if override and _load(override) is not None:
         return (override,)
+    whole_country = _country_zones(e164)
+    if whole_country is not None:
+        return whole_country
     try:
         zones = phone_timezone.time_zones_for_number(parse_phone(e164))
     except NumberParseException:
         return ()
     return tuple(dict.fromkeys(z for z in zones if z != "Etc/Unknown"))
+
+
+def _country_zones(e164: str) -> tuple[str, ...] | None:
+    """Fast path (a campaign asks for every recipient): a country whose every prefix has the same zones, as
+    China's +86 (Asia/Shanghai), needs no parsing of the number. None when the prefix decides."""
+    digits = e164[1:4] if e164.startswith("+") else ""
+    for size in (1, 2, 3):  # ITU calling codes are prefix-free: at most one of these is a country
+        code = digits[:size]
+        if code and int(code) in COUNTRY_CODE_TO_REGION_CODE:
+            return _single_zone_set(code)
+    return None
+
+
+@lru_cache(maxsize=512)
+def _single_zone_set(code: str) -> tuple[str, ...] | None:
+    sets = {tuple(z for z in zones if z != "Etc/Unknown") for prefix, zones in TIMEZONE_DATA.items()
+            if prefix.startswith(code)}
+    return sets.pop() if len(sets) == 1 and all(sets) else None
 
 
 @lru_cache(maxsize=1024)

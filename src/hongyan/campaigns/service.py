@@ -203,6 +203,7 @@ class Estimate:
     samples: list[dict[str, Any]]
     problems: list[dict[str, Any]]
     by_country: dict[str | None, list[int]] = field(default_factory=dict)  # country -> [segments, price]
+    sampled: bool = False  # extrapolated from the first EXACT_UP_TO contacts
 
     def funding_rows(self, message_type: str) -> list[dict[str, Any]]:
         """One pseudo message row per country, for charging.plan_funding (packages are per country)."""
@@ -210,9 +211,13 @@ class Estimate:
                 for c, (seg, price) in self.by_country.items()]
 
 
+EXACT_UP_TO = 20_000  # audiences up to this size are rendered whole for an estimate; larger ones are sampled
+
+
 async def estimate(session: AsyncSession, settings: Settings, campaign: Campaign, *, samples: int = 5,
                    full: bool = True) -> Estimate:
-    """Render the audience (all of it with `full`, else only the samples): counts, segments and cost."""
+    """Render the audience: counts, segments and cost. Exact up to EXACT_UP_TO contacts; a larger audience
+    is estimated from its first EXACT_UP_TO (`sampled`), and the run itself holds the exact amounts."""
     now = utcnow()
     prices = await load_price_list(session, settings, account_id=campaign.account_id, currency=settings.currency)
     template = audience.check_variables(campaign.text, await contacts.field_types(session, campaign.account_id))
@@ -248,7 +253,18 @@ async def estimate(session: AsyncSession, settings: Settings, campaign: Campaign
         if not full or len(chunk) < settings.campaign_chunk:
             break
         cursor = chunk[-1].id
+        read = out.messages + out.skipped
+        if read >= EXACT_UP_TO and out.audience > read:
+            _extrapolate(out, out.audience / read)
+            break
     return out
+
+
+def _extrapolate(out: Estimate, factor: float) -> None:
+    out.sampled = True
+    out.messages, out.skipped = round(out.messages * factor), round(out.skipped * factor)
+    out.segments, out.price_micros = round(out.segments * factor), round(out.price_micros * factor)
+    out.by_country = {c: [round(seg * factor), round(price * factor)] for c, (seg, price) in out.by_country.items()}
 
 
 async def start_campaign(db: Database, settings: Settings, *, authority: Authority, actor: Actor,
