@@ -193,3 +193,15 @@ async def test_pause_then_cancel_or_resume_exact_counts_and_money(
         run = await wait_until(completed, timeout=30, message="the resumed run completes")
         assert run["counts"].get("sent", 0) + run["counts"].get("delivered", 0) == n
     assert await charging.verify_all(db) == []
+
+
+async def test_account_quiet_hours(client: httpx.AsyncClient) -> None:
+    r = await client.get("/v1/account/quiet-hours")
+    assert r.json() == {"quiet_hours": "21:00-08:00", "own": None, "platform_default": "21:00-08:00"}
+    r = await client.patch("/v1/account/quiet-hours", json={"quiet_hours": "22:00 - 8:30"})
+    assert r.status_code == 200 and r.json()["quiet_hours"] == "22:00-08:30" and r.json()["own"] == "22:00-08:30"
+    for bad, code in (("off", "quiet_hours_required"), ("25:00-08:00", "invalid_quiet_hours")):
+        r = await client.patch("/v1/account/quiet-hours", json={"quiet_hours": bad})
+        assert r.status_code == 422 and r.json()["error"]["code"] == code and r.json()["error"]["field"] == "quiet_hours"
+    r = await client.patch("/v1/account/quiet-hours", json={"quiet_hours": None})
+    assert r.json()["quiet_hours"] == "21:00-08:00" and r.json()["own"] is None

@@ -9,9 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hongyan.accounts.models import Account
 from hongyan.accounts.permissions import Authority
 from hongyan.api.body import openapi_body, parse_body
-from hongyan.api.deps import DbDep, ReadAccount, SendAccount, SettingsDep
+from hongyan.api.deps import AdminAccount, DbDep, ReadAccount, SendAccount, SettingsDep
 from hongyan.api.responses import JsonResponse
 from hongyan.audit.service import actor_for_api
 from hongyan.campaigns import runs, service
@@ -175,6 +176,31 @@ async def get_run(campaign_id: str, run_id: str, db: DbDep, ctx: ReadAccount) ->
             raise NotFound("run_not_found", "No such run of this campaign.", field="run_id")
         counts = await runs.status_counts(session, run.batch_id) if run.batch_id else {}
         return JsonResponse({**run_json(run, counts), "problems": run.rejected[:100]})
+
+
+class QuietHoursUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    quiet_hours: Annotated[StrictStr, Field(max_length=20)] | None = Field(
+        description='Local-time window, e.g. "21:00-08:00"; null: the platform default.')
+
+
+@router.get("/v1/account/quiet-hours", summary="The account's quiet window for marketing (recipient's local time)")
+async def get_quiet_hours(db: DbDep, settings: SettingsDep, ctx: ReadAccount) -> JsonResponse:
+    async with db.read() as session:
+        own = await session.scalar(select(Account.quiet_hours).where(Account.id == ctx.account_id))
+    return JsonResponse({"quiet_hours": service.effective_quiet_hours(settings, own), "own": own,
+                         "platform_default": settings.quiet_hours})
+
+
+@router.patch("/v1/account/quiet-hours", summary="Change the account's quiet window (null: platform default)",
+              openapi_extra=openapi_body(QuietHoursUpdate, {"quiet_hours": "22:00-08:30"}))
+async def update_quiet_hours(request: Request, db: DbDep, settings: SettingsDep, ctx: AdminAccount) -> JsonResponse:
+    data = await parse_body(request, QuietHoursUpdate)
+    async with db.write() as session:
+        effective = await service.set_quiet_hours(session, settings, authority=Authority.of_api(ctx),
+                                                  actor=actor_for_api(ctx, request), value=data.quiet_hours)
+        own = await session.scalar(select(Account.quiet_hours).where(Account.id == ctx.account_id))
+    return JsonResponse({"quiet_hours": effective, "own": own, "platform_default": settings.quiet_hours})
 
 
 def _wake(request: Request) -> None:

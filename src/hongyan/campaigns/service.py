@@ -15,11 +15,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hongyan.accounts.permissions import Authority, require
+from hongyan.accounts.models import Account
+from hongyan.accounts.permissions import ACCOUNT_SETTINGS, Authority, require
 from hongyan.audit.service import Actor, record
 from hongyan.billing import charging
 from hongyan.billing.rates import load_price_list
-from hongyan.campaigns import audience, contacts
+from hongyan.campaigns import audience, contacts, quiet_hours
 from hongyan.campaigns.models import Campaign, CampaignRun, ContactGroup
 from hongyan.campaigns.recurrence import next_occurrence, parse_rrule, to_rrule
 from hongyan.campaigns.rows import ContactDraft
@@ -304,6 +305,30 @@ async def start_campaign(db: Database, settings: Settings, *, authority: Authori
                      after={"next_fire_at": isoformat(first) if first else None,
                             "estimate_micros": quote.price_micros, "messages": quote.messages})
     return campaign
+
+
+async def set_quiet_hours(session: AsyncSession, settings: Settings, *, authority: Authority, actor: Actor,
+                          value: str | None) -> str:
+    """The account's quiet window for marketing ("21:00-08:00"); None returns to the platform default. An
+    account cannot switch it off (marketing at night is not allowed): only the platform setting can."""
+    require(authority, ACCOUNT_SETTINGS)
+    window = quiet_hours.parse_window(value) if value is not None else None
+    if value is not None and window is None:
+        raise Unprocessable("quiet_hours_required", "Marketing needs a quiet window; give one such as 21:00-08:00 "
+                            "(null returns to the platform default).", field="quiet_hours")
+    account = await session.get(Account, authority.account_id)
+    assert account is not None
+    stored = quiet_hours.format_window(window) if window is not None else None
+    if account.quiet_hours != stored:
+        await record(session, actor=actor, action="account.quiet_hours_changed", account_id=account.id,
+                     target_type="account", target_id=account.id, before={"quiet_hours": account.quiet_hours},
+                     after={"quiet_hours": stored})
+        account.quiet_hours = stored
+    return effective_quiet_hours(settings, account.quiet_hours)
+
+
+def effective_quiet_hours(settings: Settings, own: str | None) -> str:
+    return quiet_hours.format_window(quiet_hours.parse_window(own if own is not None else settings.quiet_hours))
 
 
 async def _active_runs(session: AsyncSession, campaign_id: str, db: Database) -> list[CampaignRun]:
