@@ -25,8 +25,15 @@
     var url = card.dataset.importProgress;
     var bar = card.querySelector("[data-import-bar]");
 
+    var badge = card.querySelector("[data-import-status]");
+
     function show(data) {
       var p = data.progress || {};
+      var label = badge && badge.getAttribute("data-label-" + data.status);
+      if (label) {
+        badge.textContent = label;
+        badge.className = "badge badge-import-" + data.status;
+      }
       if (p.percent !== null && p.percent !== undefined) {
         bar.value = p.percent;
         text("[data-import-percent]", p.percent + " %");
