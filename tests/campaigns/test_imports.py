@@ -434,3 +434,24 @@ async def test_two_workers_never_run_the_same_job(db: Database, settings: Settin
         assert done.created_count + done.updated_count == 300 and done.failed_count == 0
     for acc in accounts:
         assert await contact_count(db, acc.account_id) == 450
+
+
+async def test_uploads_never_started_expire(
+    db: Database, settings: Settings, account: AccountFixture
+) -> None:
+    old = await upload(db, settings, account, csv_bytes([["phone"], ["13800138000"]]))
+    fresh = await upload(db, settings, account, csv_bytes([["phone"], ["13800138000"]]))
+    async with db.write() as session:
+        await session.execute(
+            update(ImportJob).where(ImportJob.id == old.id).values(created_at=utcnow() - timedelta(hours=25))
+        )
+    assert await import_worker.run_pending(db, settings) == 0
+    expired, kept = await reload(db, old.id), await reload(db, fresh.id)
+    assert expired.status == "canceled" and expired.error == {
+        "code": "upload_expired",
+        "message": "Not started within 24 hours.",
+    }
+    assert kept.status == "uploaded"
+    async with db.read() as session:
+        chunks = set(await session.scalars(select(UploadChunk.owner_id).where(UploadChunk.kind == "source")))
+    assert chunks == {fresh.id}

@@ -321,15 +321,21 @@ async def _run_chunks(
 async def expire_uploads(db: Database) -> int:
     """Uploads never started within UPLOAD_TTL are canceled and their stored file deleted."""
     cutoff = utcnow() - UPLOAD_TTL
-    async with db.write() as session:
+    async with db.read() as session:  # most rounds find none: no write transaction for them
         stale = list(
             await session.scalars(
-                select(ImportJob)
+                select(ImportJob.id)
                 .where(ImportJob.status == "uploaded", ImportJob.created_at < cutoff)
                 .limit(100)
             )
         )
-        for job in stale:
+    if not stale:
+        return 0
+    async with db.write() as session:
+        jobs = await session.scalars(
+            select(ImportJob).where(ImportJob.id.in_(stale), ImportJob.status == "uploaded").with_for_update()
+        )
+        for job in jobs:
             await _finish(
                 session,
                 job,
