@@ -253,6 +253,14 @@ async def test_wrong_delimiter_too_large_and_permission(
         db, settings, account, csv_bytes([["手机号", "姓名"], ["13800138000", "张三"]], delimiter=";")
     )
     assert semicolons.delimiter == ";" and semicolons.header == ["手机号", "姓名"]
+    png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x00\x00\x00\x00:~"
+    for encoding, code, field in [
+        ("utf-8", "file_not_text", "file"),
+        ("utf-16", "file_unreadable", "encoding"),
+    ]:
+        with pytest.raises(HongyanError) as caught:  # a chosen encoding does not let binary files through
+            await upload(db, settings, account, png, "file.png", encoding=encoding)
+        assert (caught.value.code, caught.value.field) == (code, field)
     with pytest.raises(HongyanError) as caught:
         await upload(db, settings.model_copy(update={"import_max_bytes": 10}), account, data)
     assert (caught.value.status_code, caught.value.code) == (413, "file_too_large")

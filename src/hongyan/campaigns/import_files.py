@@ -26,6 +26,7 @@ from hongyan.campaigns.tabular import (
     SourceRow,
     TableFormat,
     TableProblem,
+    detect_encoding,
     detect_format,
     iter_rows,
 )
@@ -79,6 +80,13 @@ def _inspect_table(spool: IO[bytes], fmt: TableFormat) -> _Shape:
     try:
         header = next(rows, None)
         first = next(rows, None)
+    except UnicodeError as exc:  # e.g. UTF-16 chosen for a file without a byte-order mark
+        raise Unprocessable(
+            "file_unreadable",
+            f"The file cannot be read as {fmt.encoding} ({exc}); choose "
+            "another encoding or let it be detected.",
+            field="encoding",
+        ) from exc
     finally:
         rows.close()
     if header is None:
@@ -144,9 +152,10 @@ async def create_import(
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY) as spool:
         size = await _spool(stream, spool, settings.import_max_bytes)
         spool.seek(0)
-        fmt = detect_format(
-            spool.read(SNIFF_BYTES), filename=filename, encoding=encoding or None, delimiter=delimiter or None
-        )
+        head = spool.read(SNIFF_BYTES)
+        fmt = detect_format(head, filename=filename, encoding=encoding or None, delimiter=delimiter or None)
+        if fmt.kind == "csv" and encoding and encoding != "utf-16":
+            detect_encoding(head)  # a chosen encoding skips detection; binary files are still refused
         spool.seek(0)
         shape = await asyncio.to_thread(_inspect_table, spool, fmt)
         now = utcnow()
@@ -251,7 +260,7 @@ def _first_rows(spool: IO[bytes], fmt: TableFormat, count: int) -> list[tuple[in
             out.append((row.number, [c[:PREVIEW_CELL_CHARS] for c in row.cells]))
             if len(out) >= count:
                 break
-    except TableProblem:  # the first chunk may end inside a quoted cell: show what was read
+    except (TableProblem, UnicodeError):  # the first chunk may end inside a quoted cell: show what was read
         pass
     finally:
         rows.close()
