@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
-from tests.support import AccountFixture
+from tests.support import AccountFixture, wait_until
 
 from hongyan.accounts.models import Account
 from hongyan.accounts.permissions import Authority
@@ -95,12 +95,16 @@ async def _quiet_now(db: Database, account: AccountFixture) -> quiet_hours.Quiet
 
 
 async def _build(db: Database, settings: Settings, engine: CampaignEngine, cid: str) -> CampaignRun:
-    for _ in range(20):
+    """Tick the engine until the campaign's run is built (the builder runs beside the ticks)."""
+
+    async def built() -> CampaignRun | None:
         await engine.tick()
-        built = [r for r in await _runs(db, cid) if r.audience_total is not None]
-        if built:
-            return built[0]
-    raise AssertionError("the run was not built")
+        done = [r for r in await _runs(db, cid) if r.audience_total is not None]
+        return done[0] if done else None
+
+    run = await wait_until(built, timeout=10, message="the run is built")
+    assert isinstance(run, CampaignRun)
+    return run
 
 
 async def test_marketing_waits_for_the_end_of_quiet_hours(db: Database, settings: Settings,
@@ -122,6 +126,7 @@ async def test_marketing_waits_for_the_end_of_quiet_hours(db: Database, settings
     assert await engine.pump.release_once(now=opens - timedelta(minutes=1)) == 0
     assert await engine.pump.release_once(now=opens + timedelta(minutes=3)) == 3
     assert sum(queue.depth("dispatch").values()) == 1
+    await engine.close()
 
 
 async def test_notifications_ignore_quiet_hours(db: Database, settings: Settings, account: AccountFixture) -> None:
@@ -132,6 +137,7 @@ async def test_notifications_ignore_quiet_hours(db: Database, settings: Settings
     await _build(db, settings, engine, cid)
     await engine.tick()
     assert engine.pump.released == 3
+    await engine.close()
 
 
 async def test_standby_engine_waits_for_the_lease(db: Database, settings: Settings, account: AccountFixture) -> None:
@@ -140,6 +146,38 @@ async def test_standby_engine_waits_for_the_lease(db: Database, settings: Settin
     await leader.tick()
     await standby.tick()
     assert leader.leader and not standby.leader
-    await leader.release_lease()
+    await leader.close()
     await standby.tick()
     assert standby.leader
+    await standby.close()
+
+
+async def test_dispatch_holds_back_marketing_when_the_window_began_after_release(
+    db: Database, settings: Settings, account: AccountFixture
+) -> None:
+    from hongyan.dispatch.models import OutboxItem
+    from hongyan.dispatch.runtime import Runtime
+
+    local = datetime.now(SHANGHAI)
+    far = f"{(local + timedelta(hours=6)):%H:%M}-{(local + timedelta(hours=8)):%H:%M}"
+    async with db.write() as session:
+        await session.execute(update(Account).where(Account.id == account.account_id).values(quiet_hours=far))
+    cid = await _campaign(db, settings, account, schedule={"mode": "now"}, message_type="marketing")
+    queue = MemoryQueue()
+    engine = CampaignEngine(db, settings, queue)
+    run = await _build(db, settings, engine, cid)
+    while engine.pump.released < 3:  # released outside the window
+        await engine.tick()
+    item = await queue.get("dispatch")
+    await engine.close()
+    window = await _quiet_now(db, account)  # ... and then the window begins before a dispatcher takes them
+    runtime = Runtime(db, settings, MemoryQueue())
+    await runtime.dispatch(item.body["ids"])
+    opens = quiet_hours.next_allowed(window, ("Asia/Shanghai",), datetime.now(UTC))
+    async with db.read() as session:
+        rows = (await session.execute(select(Message.status, Message.scheduled_at, Message.attempts)
+                                      .where(Message.batch_id == run.batch_id))).all()
+        outbox = (await session.scalars(select(OutboxItem))).all()
+    assert [r.status for r in rows] == ["scheduled"] * 3
+    assert all(abs((r.scheduled_at - opens).total_seconds()) < 120 and r.attempts == 0 for r in rows)
+    assert outbox == []  # campaign messages come back through their run's pump, not the outbox

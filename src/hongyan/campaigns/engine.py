@@ -33,6 +33,8 @@ class CampaignEngine:
         self.leader = False
         self._lease_at = 0.0
         self._finish_at = 0.0
+        self._builder: asyncio.Task[None] | None = None
+        self._stopping = False
         self.wakeup = asyncio.Event()
 
     async def tick(self) -> bool:
@@ -44,8 +46,14 @@ class CampaignEngine:
         if not self.leader:
             return False
         busy = await runs.fire_due(self.db, self.settings) > 0
-        for run_id in await runs.pending_materialization(self.db):
-            busy = await runs.materialize_step(self.db, self.settings, run_id=run_id) or busy
+        if self._builder is None or self._builder.done():
+            if self._builder is not None:
+                self._builder.result()  # a failed build round is logged by the caller; the next one retries
+                self._builder = None
+            if await runs.pending_materialization(self.db):
+                # runs are built beside the releases, so the queue is fed while the next chunk is written
+                self._builder = asyncio.create_task(self.build_runs())
+                busy = True
         busy = await self.pump.release_once() > 0 or busy
         if now - self._finish_at >= FINISH_CHECK_S or not busy:
             self._finish_at = now
@@ -53,7 +61,27 @@ class CampaignEngine:
                 await runs.finish_if_done(self.db, run.id)
         return busy
 
-    async def release_lease(self) -> None:
+    async def build_runs(self) -> None:
+        """Materialize pending runs chunk by chunk (round robin) until none is left or the engine stops."""
+        while not self._stopping and self.leader:
+            pending = await runs.pending_materialization(self.db)
+            if not pending:
+                return
+            for run_id in pending:
+                if self._stopping:
+                    return
+                await runs.materialize_step(self.db, self.settings, run_id=run_id)
+                self.wakeup.set()
+
+    async def close(self) -> None:
+        """Finish the chunk being written, then give the lease up so another worker takes over at once."""
+        self._stopping = True
+        if self._builder is not None:
+            try:
+                await self._builder
+            except Exception:
+                log.exception("building a campaign run failed")
+            self._builder = None
         if self.leader:
             await lease.release(self.db, LEASE, self.holder)
             self.leader = False

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from hongyan.campaigns import quiet_hours
 from hongyan.campaigns.models import Campaign, CampaignRun
@@ -24,6 +24,7 @@ from hongyan.campaigns.runs import WAIT_LIMIT, account_window
 from hongyan.config import Settings
 from hongyan.core.clock import utcnow
 from hongyan.db.engine import Database
+from hongyan.dispatch.models import OutboxItem
 from hongyan.dispatch.queue import Queue
 from hongyan.messaging.models import Message
 from hongyan.messaging.states import Status
@@ -33,6 +34,56 @@ from hongyan.messaging.transitions import Transition, apply_transitions
 DISPATCH = "dispatch"
 WINDOW_CACHE_S = 30.0
 _M = Message.__table__
+
+
+class WindowCache:
+    """Accounts' quiet windows, re-read every WINDOW_CACHE_S (an account's change applies within that)."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+        self._windows: dict[str, tuple[quiet_hours.QuietWindow | None, float]] = {}
+
+    async def get(self, account_id: str) -> quiet_hours.QuietWindow | None:
+        hit = self._windows.get(account_id)
+        if hit is not None and time.monotonic() - hit[1] < WINDOW_CACHE_S:
+            return hit[0]
+        async with self.db.read() as session:
+            window = await account_window(session, self.settings, account_id)
+        self._windows[account_id] = (window, time.monotonic())
+        return window
+
+
+async def hold_back_quiet(session: Any, rows: list[dict[str, Any]], windows: WindowCache, *,
+                          now: datetime) -> list[dict[str, Any]]:
+    """The last check before a carrier (dispatch, just after queued → sending): a marketing message whose
+    recipient's quiet window has begun since its release (a slow channel, retries) goes back to `scheduled`
+    until the window ends — a campaign's pump releases it again, other messages get an outbox item then.
+    Returns the rows that may be sent now."""
+    send: list[dict[str, Any]] = []
+    later: list[tuple[dict[str, Any], datetime]] = []
+    for row in rows:
+        zones = quiet_hours.unpack_zones(row.get("time_zone"))
+        if row["message_type"] == "marketing" and zones:
+            window = await windows.get(row["account_id"])
+            if window is not None and quiet_hours.is_quiet(window, zones, now):
+                later.append((row, quiet_hours.next_allowed(window, zones, now)))
+                continue
+        send.append(row)
+    if later:
+        back = [r["id"] for r, _ in later]
+        await apply_transitions(session, [Transition(m, Status.QUEUED) for m in back])
+        await apply_transitions(session, [Transition(m, Status.SCHEDULED) for m in back])
+        await session.execute(
+            update(_M).where(_M.c.id == bindparam("mid")).values(
+                scheduled_at=bindparam("at"), expires_at=bindparam("exp"), attempts=_M.c.attempts - 1),
+            [{"mid": r["id"], "at": at, "exp": at + WAIT_LIMIT} for r, at in later],
+            execution_options={"synchronize_session": False})
+        outbox = [{"topic": DISPATCH, "lane": LANES[r["message_type"]], "payload": {"ids": [r["id"]]},
+                   "available_at": at, "created_at": now} for r, at in later if r.get("campaign_id") is None]
+        if outbox:
+            await session.execute(insert(OutboxItem.__table__), outbox)
+    return send
 
 
 @dataclass(slots=True)
@@ -51,7 +102,7 @@ class Pump:
         self.settings = settings
         self.queue = queue
         self._buckets: dict[str, tuple[float, float]] = {}  # run id -> (tokens, monotonic time)
-        self._windows: dict[str, tuple[quiet_hours.QuietWindow | None, float]] = {}
+        self.windows = WindowCache(db, settings)
         self.released = 0
         self.deferred = 0
 
@@ -84,15 +135,6 @@ class Pump:
             tokens, last = self._buckets[run.id]
             self._buckets[run.id] = (tokens - n, last)
 
-    async def _window(self, account_id: str) -> quiet_hours.QuietWindow | None:
-        hit = self._windows.get(account_id)
-        if hit is not None and time.monotonic() - hit[1] < WINDOW_CACHE_S:
-            return hit[0]
-        async with self.db.read() as session:
-            window = await account_window(session, self.settings, account_id)
-        self._windows[account_id] = (window, time.monotonic())
-        return window
-
     async def release_once(self, *, now: datetime | None = None) -> int:
         """One round over the running runs; returns how many messages went to the queue."""
         now = now or utcnow()
@@ -113,7 +155,7 @@ class Pump:
         return total
 
     async def release_run(self, run: ActiveRun, limit: int, *, now: datetime) -> int:
-        window = await self._window(run.account_id) if run.message_type == "marketing" else None
+        window = await self.windows.get(run.account_id) if run.message_type == "marketing" else None
         lane = LANES[run.message_type]
         validity = timedelta(hours=run.validity_hours or self.settings.default_validity_hours)
         async with self.db.write() as session:

@@ -263,7 +263,7 @@ async def start_campaign(console: SignedIn, campaign_id: str, form: CheckedForm)
             campaign_id=campaign_id,
         )
     except HongyanError as exc:
-        return console.redirect_error(page, exc)
+        return console.redirect_error(PAGE if isinstance(exc, NotFound) else page, exc)  # no echo of unknown ids
     _wake(console)
     key = (
         "campaigns.flash.started_now"
@@ -289,7 +289,7 @@ async def pause_campaign(console: SignedIn, campaign_id: str, form: CheckedForm)
             campaign_id=campaign_id,
         )
     except HongyanError as exc:
-        return console.redirect_error(page, exc)
+        return console.redirect_error(PAGE if isinstance(exc, NotFound) else page, exc)  # no echo of unknown ids
     return console.redirect(
         page, flash=Flash(kind="success", key="campaigns.flash.paused", params={"count": out["taken_back"]})
     )
@@ -306,7 +306,7 @@ async def resume_campaign(console: SignedIn, campaign_id: str, form: CheckedForm
             campaign_id=campaign_id,
         )
     except HongyanError as exc:
-        return console.redirect_error(page, exc)
+        return console.redirect_error(PAGE if isinstance(exc, NotFound) else page, exc)  # no echo of unknown ids
     _wake(console)
     return console.redirect(page, flash=Flash(kind="success", key="campaigns.flash.resumed", params={}))
 
@@ -342,7 +342,7 @@ async def cancel_campaign(console: SignedIn, campaign_id: str, form: CheckedForm
             campaign_id=campaign_id,
         )
     except HongyanError as exc:
-        return console.redirect_error(page, exc)
+        return console.redirect_error(PAGE if isinstance(exc, NotFound) else page, exc)  # no echo of unknown ids
     return console.redirect(
         page,
         flash=Flash(

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, select, update
 
+from hongyan.campaigns.pump import WindowCache, hold_back_quiet
 from hongyan.channels.base import Connector, DeliveryReceipt, InboundSms, OutboundSms, SubmitOutcome
 from hongyan.channels.models import CarrierMessage
 from hongyan.channels.registry import build_connector, fingerprint, load_setup
@@ -75,6 +76,7 @@ class Runtime:
         self._stopping = False
         self._stop_event = asyncio.Event()
         self.campaigns: Any = None  # campaigns.engine.CampaignEngine, once started
+        self.quiet_windows = WindowCache(db, settings)
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -273,11 +275,14 @@ class Runtime:
             outcome = await apply_transitions(session, [Transition(mid, Status.SENDING) for mid in message_ids])
             if not outcome.applied:
                 return
+            applied = await hold_back_quiet(session, outcome.applied, self.quiet_windows, now=utcnow())
         batch = [
             OutboundSms(r["id"], r["to_number"], r["sender"], r["body"], r["encoding"], r["segment_count"],
                         r["message_type"], r["priority"], r["account_id"], r["to_country"], r["attempts"])
-            for r in outcome.applied
+            for r in applied
         ]
+        if not batch:
+            return
         final: list[tuple[SubmitOutcome, str | None]] = []
         tried: dict[str, list[str]] = {}
         last: dict[str, tuple[SubmitOutcome, str]] = {}
@@ -619,9 +624,9 @@ class Runtime:
             except TimeoutError:
                 pass
         try:
-            await engine.release_lease()
+            await engine.close()
         except Exception:
-            log.exception("releasing the campaign lease failed")
+            log.exception("closing the campaign engine failed")
 
     async def _imports(self) -> None:
         """Contact-file imports (campaigns.import_worker): queued jobs run chunk by chunk, one at a time."""

@@ -49,7 +49,8 @@ _RETURNED = tuple(
 )
 # queued → sending also returns what a connector needs, so dispatch does not read the rows again
 _RETURNED_FOR_SENDING = _RETURNED + tuple(
-    _M.c[name] for name in ("sender", "body", "encoding", "priority", "to_country", "attempts")
+    _M.c[name] for name in ("sender", "body", "encoding", "priority", "to_country", "attempts", "time_zone",
+                            "campaign_id")
 )
 
 
