@@ -447,4 +447,11 @@ def test_next_occurrence_matches_full_expansion(
     if _never_fires(rec, start):
         return  # dateutil alone would search until the year 9999
     after = local_to_utc(start, ZoneInfo(tz)) + timedelta(days=offset_days, minutes=offset_days % 97)
-    assert next_occurrence(rec, start_local=start, tz=tz, after=after) == _brute_force(rec, start, tz, after)
+    got, want = (
+        next_occurrence(rec, start_local=start, tz=tz, after=after),
+        _brute_force(rec, start, tz, after),
+    )
+    if want is not None and want - after > timedelta(days=3650):
+        assert got in (None, want)  # beyond the documented horizon (DAILY;INTERVAL=13;BYDAY=MO;BYMONTHDAY=1)
+    else:
+        assert got == want
