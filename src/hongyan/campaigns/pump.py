@@ -185,10 +185,9 @@ class Pump:
                                                                          expires_at=bindparam("exp")),
                     later, execution_options={"synchronize_session": False})
                 self.deferred += len(later)
-            if go:
-                await session.execute(update(_M).where(_M.c.id.in_(go)).values(expires_at=now + validity),
-                                      execution_options={"synchronize_session": False})
-                outcome = await apply_transitions(session, [Transition(mid, Status.QUEUED) for mid in go])
+            if go:  # the validity period counts from the release
+                outcome = await apply_transitions(session, [Transition(mid, Status.QUEUED) for mid in go],
+                                                  also={"expires_at": now + validity})
                 go = outcome.applied_ids
         chunk = self.settings.dispatch_chunk
         for i in range(0, len(go), chunk):

@@ -25,9 +25,10 @@ from hongyan.core import ids
 from hongyan.core.clock import utcnow
 from hongyan.core.errors import HongyanError
 from hongyan.db.engine import Database
-from hongyan.messaging.models import Batch, Message, MessageEvent
+from hongyan.messaging.models import Batch, Message
 from hongyan.messaging.states import Status
 from hongyan.messaging.submit import message_row
+from hongyan.messaging.transitions import record_history
 
 ACTIVE = ("running", "paused")
 REJECTED_KEPT = 1000  # problems listed per run (all are counted)
@@ -203,8 +204,7 @@ async def _store_chunk(db: Database, run_id: str, cursor: str | None, last_id: s
                                       batch_id=run.batch_id, actor=f"campaign:{run.campaign_id}")
             conn = await session.connection()
             await conn.execute(insert(Message.__table__), rows)
-            await conn.execute(insert(MessageEvent.__table__),
-                               [{"message_id": r["id"], "status": "scheduled", "occurred_at": now} for r in rows])
+            await record_history(session, rows, now, db.dialect == "postgresql")
         price = sum(r["price_micros"] for r in rows)
         segments = sum(r["segment_count"] for r in rows)
         run.cursor = last_id

@@ -20,10 +20,11 @@ from hongyan.core.errors import Unprocessable
 from hongyan.db.engine import Database
 from hongyan.dispatch.models import OutboxItem
 from hongyan.messaging.encoding import Segmentation, segment
-from hongyan.messaging.models import Batch, Message, MessageEvent
+from hongyan.messaging.models import Batch, Message
 from hongyan.messaging.numbers import NumberProblem, normalize
 from hongyan.messaging.personalize import MissingVariable, parse_template, render
 from hongyan.messaging.states import Status
+from hongyan.messaging.transitions import record_history
 
 MESSAGE_TYPES = ("verification", "notification", "marketing")
 LANES = {"verification": 0, "notification": 1, "marketing": 2}
@@ -348,10 +349,7 @@ async def submit_batch(
         conn = await session.connection()
         await conn.execute(insert(Message.__table__), rows)
         if result.scheduled_at is not None:
-            await conn.execute(
-                insert(MessageEvent.__table__),
-                [{"message_id": r["id"], "status": "scheduled", "occurred_at": result.created_at} for r in rows],
-            )
+            await record_history(session, rows, result.created_at, db.dialect == "postgresql")
         await conn.execute(insert(OutboxItem.__table__), outbox)
         if after_insert is not None:
             await after_insert(session, result)

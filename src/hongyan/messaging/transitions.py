@@ -127,8 +127,10 @@ async def apply_transitions(
     *,
     at: datetime | None = None,
     account_id: str | None = None,
+    also: dict[str, Any] | None = None,
 ) -> TransitionOutcome:
-    """Apply many transitions in the caller's transaction. `account_id` scopes them (API cancel)."""
+    """Apply many transitions in the caller's transaction. `account_id` scopes them (API cancel); `also` sets
+    more columns in the same UPDATE (a campaign's release sets expires_at; not for carrier-id transitions)."""
     now = at or utcnow()
     outcome = TransitionOutcome()
     if not transitions:
@@ -151,7 +153,8 @@ async def apply_transitions(
         cond = [id_match, _M.c.status.in_([s.value for s in allowed_from(first.to)])]
         if account_id is not None:
             cond.append(_M.c.account_id == account_id)
-        stmt = update(_M).where(and_(*cond)).values(_values_for(first.to, now, first)).returning(*_returned(first.to))
+        values = {**_values_for(first.to, now, first), **(also or {})}
+        stmt = update(_M).where(and_(*cond)).values(values).returning(*_returned(first.to))
         rows = _dicts(await (await session.connection()).execute(stmt))
         outcome.applied.extend(rows)
         if len(rows) != len(group):
@@ -162,7 +165,7 @@ async def apply_transitions(
         await _apply_individual(session, individual, now, outcome, account_id)
 
     if outcome.applied:
-        await _record_history(session, outcome.applied, now, postgres)
+        await record_history(session, outcome.applied, now, postgres)
         final = [row for row in outcome.applied if row["status"] in _FINAL_VALUES]
         if final:
             await charging.settle_final(session, final, at=now)
@@ -170,8 +173,10 @@ async def apply_transitions(
     return outcome
 
 
-async def _record_history(session: AsyncSession, rows: list[dict[str, Any]], now: datetime, postgres: bool) -> None:
-    """One message_event row per applied change (Core insert: the ORM bulk path costs more than the rows)."""
+async def record_history(session: AsyncSession, rows: list[dict[str, Any]], now: datetime, postgres: bool) -> None:
+    """One message_event row per row (`id`, `status`, `error_code`, `carrier_error_code`): every applied change,
+    and the `scheduled` state of messages stored as scheduled (Core insert: the ORM bulk path costs more than
+    the rows)."""
     conn = await session.connection()
     table = MessageEvent.__table__
     if postgres:  # one INSERT … SELECT unnest(arrays): no per-row parameter sets
