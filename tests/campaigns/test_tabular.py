@@ -22,7 +22,7 @@ from hongyan.campaigns.rows import (
     guess_mapping,
     problems_csv,
 )
-from hongyan.campaigns.tabular import TableProblem, detect_format, iter_rows
+from hongyan.campaigns.tabular import TableFormat, TableProblem, detect_format, iter_rows
 
 HEADER = "手机号,姓名,订单号,金额,到期日\n"
 
@@ -89,6 +89,23 @@ def test_binary_garbage_and_empty_files_are_refused() -> None:
     with pytest.raises(TableProblem) as fake:
         detect_format(b"just text", filename="list.xlsx")
     assert fake.value.code == "file_unreadable"
+
+
+@pytest.mark.parametrize("data", [
+    (HEADER + "13800138000,张三\n").encode("utf-16-le"),  # UTF-16 without its byte-order mark
+    (HEADER + "13800138000,张三\n").encode("utf-8-sig"),
+    b"phone\n13800138000\n",
+])
+def test_utf16_chosen_without_a_byte_order_mark_is_a_file_problem(data: bytes) -> None:
+    with pytest.raises(TableProblem) as chosen:
+        detect_format(data, encoding="utf-16")
+    assert (chosen.value.code, chosen.value.field) == ("file_unreadable", "encoding")
+    assert "byte-order mark" in chosen.value.message
+    with pytest.raises(TableProblem) as reading:  # a format made without detect_format: the same problem
+        list(iter_rows(io.BytesIO(data), TableFormat("csv", "utf-16", ",")))
+    assert (reading.value.code, reading.value.field) == ("file_unreadable", "encoding")
+    with_bom = b"\xff\xfe" + (HEADER + "13800138000,张三\n").encode("utf-16-le")
+    assert read(with_bom, encoding="utf-16")[0][1] == ["13800138000", "张三"]
 
 
 def test_half_the_numbers_invalid_the_other_half_imported() -> None:

@@ -34,10 +34,17 @@ REPLACEMENT = "\ufffd"
 
 
 class TableProblem(Unprocessable):
-    """The file as a whole cannot be read (nothing is imported): a stable code, a message, field `file`."""
+    """The file as a whole cannot be read (nothing is imported): a stable code, a message, field `file` (or
+    `encoding` when the chosen encoding is what cannot read it)."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(code, message, field="file")
+    def __init__(self, code: str, message: str, *, field: str = "file") -> None:
+        super().__init__(code, message, field=field)
+
+
+def _no_utf16_bom() -> TableProblem:
+    return TableProblem("file_unreadable", "UTF-16 was chosen but the file does not start with a UTF-16 byte-order "
+                        "mark, so its byte order is unknown; choose another encoding or let it be detected.",
+                        field="encoding")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +80,8 @@ def detect_format(head: bytes, *, filename: str = "", encoding: str | None = Non
         raise TableProblem("file_unreadable", "The file is named as Excel but is not an Excel workbook.")
     if encoding is not None and encoding not in ENCODINGS:
         raise Unprocessable("invalid_encoding_choice", f"Encoding is one of {', '.join(ENCODINGS)}.", field="encoding")
+    if encoding == "utf-16" and not head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise _no_utf16_bom()  # Python's utf-16 decoder refuses a stream without one (a raw UnicodeError)
     found = encoding or detect_encoding(head)
     text = head.decode(found, errors="replace")
     if delimiter is not None and delimiter not in DELIMITERS:
@@ -164,6 +173,9 @@ def _csv_rows(stream: IO[bytes], fmt: TableFormat) -> Iterator[tuple[int, list[s
         except csv.Error as exc:  # e.g. a NUL byte deep in the file, or a cell over 16 MiB
             raise TableProblem("file_unreadable", f"Line {reader.line_num + 1} cannot be read as CSV ({exc}); "
                                "the rows before it were read.") from exc
+        # a TableFormat made without detect_format: utf-16 for a stream without a byte-order mark
+        except UnicodeError as exc:
+            raise _no_utf16_bom() from exc
     finally:
         text.detach()  # leave the caller's stream open
 
