@@ -102,7 +102,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         await asyncio.to_thread(upgrade, url)
         settings = Settings(data_dir=tmp, database_url=url, sandbox_delay_ms=0, sandbox_outcomes="delivered:100",
-                            log_level="WARNING")
+                            log_level="WARNING", campaign_chunk=args.chunk)
         db = Database(url, pool_size=10)
         async with db.write() as session:
             account = await accounts.create_account(session, name="bench")
@@ -114,9 +114,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         group_id = await load_contacts(db, authority, args.contacts)
         load_s = time.perf_counter() - t0
         if args.carrier == "smpp":
-            from smsc import SmscSim
-
             from hongyan.channels import service as channels
+            from smsc import SmscSim
 
             smsc = SmscSim().start()
             async with db.write() as session:
@@ -150,7 +149,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                             Message.batch_id == run_row.batch_id, Message.status.in_(UNSENT)))
                 if left == 0:
                     break
-                await asyncio.sleep(0.2)
+                if args.progress and run_row is not None:
+                    print(f"{time.perf_counter() - t_start:6.1f}s built {run_row.materialized} released "
+                          f"{runtime.campaigns.pump.released} submitted {runtime.stats.submitted}", file=sys.stderr)
+                await asyncio.sleep(0.2 if not args.progress else 2.0)
             submitted_s = time.perf_counter() - t_start
             async with db.read() as session:
                 counts = dict((await session.execute(select(Message.status, func.count()).where(
@@ -165,6 +167,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await db.dispose()
         return {
             "benchmark": "campaign", "backend": args.backend, "carrier": args.carrier, "contacts": args.contacts,
+            "campaign_chunk": args.chunk,
             "python": platform.python_version(), "cpus": os.cpu_count(),
             "contacts_load_s": round(load_s, 1),
             "start_call_s": round(started_s, 2),
@@ -188,6 +191,8 @@ def main() -> None:
     parser.add_argument("--carrier", choices=["sandbox", "smpp"], default="sandbox")
     parser.add_argument("--backend", choices=["postgresql", "sqlite"], default="postgresql")
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--progress", action="store_true", help="print progress every 2 s on stderr")
+    parser.add_argument("--chunk", type=int, default=Settings().campaign_chunk, help="HONGYAN_CAMPAIGN_CHUNK")
     print(json.dumps(asyncio.run(run(parser.parse_args())), ensure_ascii=False))
 
 
