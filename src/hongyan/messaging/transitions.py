@@ -23,42 +23,28 @@ from hongyan.messaging.models import Message, MessageEvent
 from hongyan.messaging.states import FINAL, Status, allowed_from
 from hongyan.webhooks import service as webhooks
 
-# columns handed to webhook events and callers after a change
+# columns returned by a change: what history, billing and the next step need — no more (fetching and
+# converting RETURNING rows was the largest cost of a campaign run); a webhook payload reads the rest
 _M = Message.__table__
 _TEXT_ARRAY = ARRAY(String)
-_RETURNED = tuple(
-    _M.c[name]
-    for name in (
-        "id",
-        "account_id",
-        "batch_id",
-        "to_number",
-        "status",
-        "client_ref",
-        "segment_count",
-        "price_micros",
-        "currency",
-        "error_code",
-        "carrier_error_code",
-        "channel_id",
-        "created_at",
-        "funding",
-        "billing_state",
-        "message_type",
-    )
-)
-# queued → sending also returns what a connector needs, so dispatch does not read the rows again
-_RETURNED_FOR_SENDING = _RETURNED + tuple(
-    _M.c[name] for name in ("sender", "body", "encoding", "priority", "to_country", "attempts", "time_zone",
-                            "campaign_id")
-)
+_BASE = ("id", "account_id", "status", "error_code", "carrier_error_code")
+# a final status settles, releases or refunds the held funds (charging.settle_final)
+_FOR_BILLING = ("funding", "billing_state", "price_micros", "segment_count", "currency")
+# queued → sending: what a connector needs, so dispatch does not read the rows again
+_FOR_SENDING = ("to_number", "sender", "body", "encoding", "segment_count", "message_type", "priority", "to_country",
+                "attempts", "time_zone", "campaign_id")
+_COLUMNS = {
+    to: tuple(_M.c[name] for name in dict.fromkeys(
+        _BASE + (_FOR_BILLING if to in FINAL else ()) + (_FOR_SENDING if to is Status.SENDING else ())))
+    for to in Status
+}
 
 
 _FINAL_VALUES = frozenset(s.value for s in FINAL)
 
 
 def _returned(to: Status) -> tuple[Any, ...]:
-    return _RETURNED_FOR_SENDING if to is Status.SENDING else _RETURNED
+    return _COLUMNS[to]
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +245,7 @@ async def _apply_individual(
             for t in group
         ]
         await conn.execute(stmt, params)
-    rows = await conn.execute(select(*_RETURNED).where(_M.c.id.in_([t.message_id for t in accepted])))
+    rows = await conn.execute(select(*_COLUMNS[Status.FAILED]).where(_M.c.id.in_([t.message_id for t in accepted])))
     outcome.applied.extend(_dicts(rows))
 
 
@@ -301,7 +287,7 @@ async def _apply_individual_pg(
             .where(*cond)
             .values(status=to.value, updated_at=now, carrier_message_id=rows.c.v_cid, error_code=rows.c.v_err,
                     carrier_error_code=rows.c.v_cerr, channel_id=rows.c.v_chn, **extra)
-            .returning(*_RETURNED)
+            .returning(*_returned(to))
         )
         applied = _dicts(await (await session.connection()).execute(stmt, params))
         outcome.applied.extend(applied)

@@ -134,6 +134,7 @@ async def enqueue_message_status_events(
     by_account = await _endpoints_by_account(session, {r["account_id"] for r in rows})
     if not by_account:
         return 0
+    rows = await _with_payload_columns(session, [r for r in rows if r["account_id"] in by_account])
     events = []
     for row in rows:
         event_type = f"message.{row['status']}"
@@ -158,6 +159,26 @@ async def enqueue_message_status_events(
     if events:
         await (await session.connection()).execute(insert(WebhookEvent.__table__), events)
     return len(events)
+
+
+_PAYLOAD_COLUMNS = ("batch_id", "to_number", "client_ref", "segment_count", "price_micros", "currency")
+
+
+async def _with_payload_columns(session: AsyncSession, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Transitions return only what their callers need; a webhook payload also shows the batch, number,
+    client reference and price, read here (same transaction) only for messages that have a subscriber."""
+    missing = [r["id"] for r in rows if any(c not in r for c in _PAYLOAD_COLUMNS)]
+    if not missing:
+        return rows
+    from hongyan.messaging.models import Message
+
+    table = Message.__table__
+    found = {
+        row.id: row._asdict()
+        for row in await session.execute(
+            select(table.c.id, *(table.c[c] for c in _PAYLOAD_COLUMNS)).where(table.c.id.in_(missing)))
+    }
+    return [{**found.get(r["id"], {}), **r} for r in rows]
 
 
 async def _endpoints_by_account(session: AsyncSession, accounts: set[str]) -> dict[str, list[Any]]:
