@@ -128,3 +128,87 @@ async def test_viewer_cannot_import(app: Any, db: Database, account: AccountFixt
         files={"file": ("a.csv", LIST, "text/csv")},
     )
     assert r.status_code == 403
+
+
+async def test_a_campaign_link_targets_its_audience_and_foreign_ids_are_ignored(
+    app: Any, db: Database, account: AccountFixture, client: Any
+) -> None:
+    """The campaign page links here with its audience group (or a campaign id): the upload page says where
+    the contacts go, the mapping step has that campaign chosen, the finished job links back to the campaign.
+    Another account's ids (and unknown ones) change nothing and never appear in the page."""
+    from support import make_account
+
+    campaign = (
+        await client.post(
+            "/v1/campaigns", json={"name": "双十二", "text": "您好", "numbers": ["13700137000"]}
+        )
+    ).json()
+    cid, audience = campaign["id"], campaign["audience_group_id"]
+    own_group = (await client.post("/v1/groups", json={"name": "老客户"})).json()["id"]
+    other = await make_account(db, name="B")
+    foreign_campaign = (
+        await client.post(
+            "/v1/campaigns",
+            headers=other.headers,
+            json={"name": "别家活动", "text": "您好", "numbers": ["13600136000"]},
+        )
+    ).json()
+    foreign_group = (await client.post("/v1/groups", headers=other.headers, json={"name": "别家分组"})).json()
+
+    browser = await signed_in_client(app, db, account, "zh-CN")
+    for query in (f"group_id={audience}", f"campaign_id={cid}"):
+        page = await browser.get(f"/console/contacts/import?{query}")
+        assert page.status_code == 200
+        assert f'name="campaign_id" value="{cid}"' in page.text and "活动“双十二”的受众" in page.text
+    page = await browser.get(f"/console/contacts/import?group_id={own_group}")
+    assert f'name="group_id" value="{own_group}"' in page.text and "分组“老客户”" in page.text
+    for query in (
+        f"group_id={foreign_group['id']}",
+        f"campaign_id={foreign_campaign['id']}",
+        "group_id=grp_01NOTHERE",
+        "campaign_id=%3Cscript%3E",
+    ):
+        ignored = await browser.get(f"/console/contacts/import?{query}")
+        assert ignored.status_code == 303 and ignored.headers["location"] == "/console/contacts/import", query
+
+    token = csrf_of(page.text)
+    smuggled = await browser.post(
+        "/console/contacts/import",
+        data={"csrf_token": token, "campaign_id": foreign_campaign["id"]},
+        files={"file": ("b.csv", LIST, "text/csv")},
+    )
+    assert smuggled.status_code == 303 and "?" not in smuggled.headers["location"]
+    mapping = await browser.get(f"{smuggled.headers['location']}?campaign_id={foreign_campaign['id']}")
+    assert mapping.status_code == 303 and mapping.headers["location"] == smuggled.headers["location"]
+    mapping = await browser.get(smuggled.headers["location"])
+    assert foreign_campaign["id"] not in mapping.text and "别家" not in mapping.text
+
+    r = await browser.post(
+        "/console/contacts/import",
+        data={"csrf_token": token, "campaign_id": cid},
+        files={"file": ("名单.csv", LIST, "text/csv")},
+    )
+    assert r.status_code == 303 and r.headers["location"].endswith(f"?campaign_id={cid}")
+    job_url = r.headers["location"].split("?")[0]
+    mapping = await browser.get(r.headers["location"])
+    assert f'<option value="{cid}" selected>活动“双十二”的受众</option>' in mapping.text
+    form = {"csrf_token": token, "col_0": "phone", "col_1": "name", "col_2": "ignore", "group": cid}
+    refused = await browser.post(
+        f"{smuggled.headers['location']}/start", data={**form, "group": foreign_campaign["id"]}
+    )
+    assert refused.status_code == 404 and field_error(refused.text, "group")
+    assert foreign_campaign["id"] not in refused.text and "别家" not in refused.text
+    assert (await browser.post(f"{job_url}/start", data=form)).status_code == 303
+
+    async def finished() -> dict[str, Any] | None:
+        data: dict[str, Any] = (
+            await browser.get(f"{job_url}/progress", headers={"X-Console-Fetch": "1"})
+        ).json()
+        return data if data["status"] == "completed" else None
+
+    await wait_until(finished, timeout=30, interval=0.1, message="import completed")
+    done = await browser.get(job_url)
+    assert f'id="import-campaign" href="/console/campaigns/{cid}"' in done.text
+    assert (await client.get(f"/v1/groups/{audience}")).json()["size"] == 3  # the typed number and two rows
+    plain = await browser.get(f"{smuggled.headers['location']}")
+    assert "import-campaign" not in plain.text  # not a campaign's import: no link back

@@ -1,10 +1,16 @@
 """Contacts → Import: upload a file (step 1), map its columns over a preview of the first rows and pick the
 target group (step 2), watch the progress, cancel, download the error file (step 3). The same services as
-/v1/imports; imports.js polls the progress endpoint once a second."""
+/v1/imports; imports.js polls the progress endpoint once a second.
+
+A link may name the target (`?group_id=` or `?campaign_id=`, as the campaign page does): it is carried from
+the upload to the mapping step and chosen there; an id that is not this account's is ignored, never shown.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
@@ -14,7 +20,7 @@ from starlette.datastructures import FormData, UploadFile
 from hongyan.audit.service import actor_for_console
 from hongyan.campaigns import import_files, imports
 from hongyan.campaigns.import_routes import error_download
-from hongyan.campaigns.models import ContactGroup, ImportJob
+from hongyan.campaigns.models import Campaign, ContactGroup, ImportJob
 from hongyan.console.access import member_authority
 from hongyan.console.context import CheckedForm, Console, FieldErrors, SignedIn, form_text
 from hongyan.console.session import Flash
@@ -37,6 +43,7 @@ DELIMITERS = (
     ("|", "imports.delimiter.pipe"),
 )
 RECENT = 10
+CLOSED_CAMPAIGNS = ("completed", "canceled")  # no import into their audience (imports._target_group)
 
 
 def _job_url(job_id: str) -> str:
@@ -54,6 +61,56 @@ def _not_found(console: Console) -> Any:
     return console.render("not_found.html", status=404, what="page")
 
 
+# -- the target named by a link -------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A static group, or a campaign's audience: where a link asked the contacts to go."""
+
+    group: ContactGroup | None = None
+    campaign: Campaign | None = None
+
+    @property
+    def choice(self) -> str:
+        """The mapping step's `group` value: grp_… or cmp_…."""
+        return self.campaign.id if self.campaign is not None else self.group.id if self.group else ""
+
+    @property
+    def query(self) -> str:
+        key = "campaign_id" if self.campaign is not None else "group_id"
+        return "?" + urlencode({key: self.choice})
+
+
+async def _target(console: Console, *, group_id: str = "", campaign_id: str = "") -> Target | None:
+    """The account's open campaign or static group with this id, else None (an unknown or other account's id
+    is dropped without a word). A campaign's own audience group counts as that campaign, so the job is
+    linked to it."""
+    async with console.db.read() as session:
+        if campaign_id:
+            campaign = await session.scalar(
+                select(Campaign).where(Campaign.id == campaign_id, Campaign.account_id == console.account_id)
+            )
+            return Target(campaign=campaign) if campaign and campaign.status not in CLOSED_CAMPAIGNS else None
+        if not group_id:
+            return None
+        group = await session.scalar(
+            select(ContactGroup).where(
+                ContactGroup.id == group_id,
+                ContactGroup.account_id == console.account_id,
+                ContactGroup.kind == "static",
+            )
+        )
+        if group is None:
+            return None
+        campaign = await session.scalar(
+            select(Campaign).where(
+                Campaign.account_id == console.account_id,
+                Campaign.audience_group_id == group.id,
+                Campaign.status.not_in(CLOSED_CAMPAIGNS),
+            )
+        )
+    return Target(campaign=campaign) if campaign is not None else Target(group=group)
+
+
 # -- step 1: upload -------------------------------------------------------------------------------
 async def _upload_page(
     console: Console,
@@ -61,6 +118,7 @@ async def _upload_page(
     status: int = 200,
     errors: FieldErrors | None = None,
     form: dict[str, str] | None = None,
+    target: Target | None = None,
 ) -> Any:
     recent, _ = await imports.list_imports(console.db, account_id=console.account_id, limit=RECENT)
     return console.render(
@@ -73,17 +131,24 @@ async def _upload_page(
         delimiters=DELIMITERS,
         recent=recent,
         progress_of=imports.progress,
+        target=target,
     )
 
 
 @router.get("/contacts/import")
-async def upload_page(console: SignedIn) -> Any:
-    return await _upload_page(console)
+async def upload_page(console: SignedIn, group_id: str = "", campaign_id: str = "") -> Any:
+    target = await _target(console, group_id=group_id, campaign_id=campaign_id)
+    if target is None and (group_id or campaign_id):
+        return console.redirect(PAGE)  # the plain wizard; the id is not echoed (not even in the page's links)
+    return await _upload_page(console, target=target)
 
 
 @router.post("/contacts/import")
 async def upload(console: SignedIn, form: CheckedForm) -> Any:
     values = {k: form_text(form, k) for k in ("encoding", "delimiter")}
+    target = await _target(
+        console, group_id=form_text(form, "group_id"), campaign_id=form_text(form, "campaign_id")
+    )
     upload = form.get("file")
     try:
         if not isinstance(upload, UploadFile) or not upload.filename:
@@ -100,11 +165,11 @@ async def upload(console: SignedIn, form: CheckedForm) -> Any:
     except HongyanError as exc:
         errors = FieldErrors()
         console.field_error(errors, exc.field if exc.field in ("encoding", "delimiter") else "file", exc)
-        return await _upload_page(console, status=exc.status_code, errors=errors, form=values)
+        return await _upload_page(console, status=exc.status_code, errors=errors, form=values, target=target)
     finally:
         if isinstance(upload, UploadFile):
             await upload.close()
-    return console.redirect(_job_url(job.id))
+    return console.redirect(_job_url(job.id) + (target.query if target else ""))
 
 
 # -- step 2: mapping, step 3: progress ------------------------------------------------------------
@@ -158,8 +223,10 @@ async def _mapping_page(
     errors: FieldErrors | None = None,
     columns: list[dict[str, str]] | None = None,
     form: dict[str, Any] | None = None,
+    target: Target | None = None,
 ) -> Any:
     shown = await import_files.preview(console.db, job)
+    chosen = target.choice if target else ""  # the link's target, preselected
     async with console.db.read() as session:
         groups = list(
             await session.scalars(
@@ -177,18 +244,22 @@ async def _mapping_page(
         columns=columns or _columns_from_mapping(job.header, shown["mapping"]),
         targets=TARGETS,
         groups=groups,
+        campaign=target.campaign if target else None,
         errors=errors or FieldErrors(),
-        form=form or {"group": "", "new_group_name": "", "update_existing": True},
+        form=form or {"group": chosen, "new_group_name": "", "update_existing": True},
     )
 
 
 @router.get("/contacts/import/{import_id}")
-async def job_page(console: SignedIn, import_id: str) -> Any:
+async def job_page(console: SignedIn, import_id: str, group_id: str = "", campaign_id: str = "") -> Any:
     job = await _job(console, import_id)
     if job is None:
         return _not_found(console)
     if job.status == "uploaded":
-        return await _mapping_page(console, job)
+        target = await _target(console, group_id=group_id, campaign_id=campaign_id)
+        if target is None and (group_id or campaign_id):
+            return console.redirect(_job_url(job.id))
+        return await _mapping_page(console, job, target=target)
     return console.render("imports_progress.html", active="contacts", job=job, view=imports.job_json(job))
 
 
@@ -213,6 +284,7 @@ async def start(console: SignedIn, import_id: str, form: CheckedForm) -> Any:
             mapping=_mapping_of(columns),
             group_id=group if group.startswith("grp_") else None,
             new_group_name=values["new_group_name"] if group == "new" else None,
+            campaign_id=group if group.startswith("cmp_") else None,
             options={"update_existing": values["update_existing"]},
             actor=actor_for_console(console),
         )
@@ -220,10 +292,11 @@ async def start(console: SignedIn, import_id: str, form: CheckedForm) -> Any:
         if exc.code == "import_not_startable":
             return console.redirect(_job_url(job.id))
         errors = FieldErrors()
-        slot = exc.field if exc.field in ("new_group_name", "group_id") else "mapping"
-        console.field_error(errors, "group" if slot == "group_id" else slot, exc)
+        slot = exc.field if exc.field in ("new_group_name", "group_id", "campaign_id") else "mapping"
+        console.field_error(errors, "group" if slot in ("group_id", "campaign_id") else slot, exc)
+        target = await _target(console, campaign_id=group) if group.startswith("cmp_") else None
         return await _mapping_page(
-            console, job, status=exc.status_code, errors=errors, columns=columns, form=values
+            console, job, status=exc.status_code, errors=errors, columns=columns, form=values, target=target
         )
     return console.redirect(
         _job_url(job.id),
