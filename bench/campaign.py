@@ -8,6 +8,8 @@ Prints one JSON object.
 
   .venv/bin/python bench/campaign.py [--contacts 100000] [--carrier sandbox|smpp] [--backend postgresql|sqlite]
 
+--workers 2 starts a second `hongyan worker` process on the same database: whichever leads releases and
+dispatches, the other builds the run (production topology on PostgreSQL).
 --carrier smpp sends over real SMPP to the SMSC simulator (tests/peers/smsc-sim; `npm ci` there first).
 """
 
@@ -19,6 +21,8 @@ import json
 import os
 import platform
 import resource
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,8 +45,10 @@ from hongyan.campaigns import contacts, service  # noqa: E402
 from hongyan.campaigns.models import CampaignRun  # noqa: E402
 from hongyan.campaigns.rows import ContactDraft  # noqa: E402
 from hongyan.config import Settings  # noqa: E402
+from hongyan.core import crypto  # noqa: E402
 from hongyan.db.engine import Database  # noqa: E402
 from hongyan.db.migrate import upgrade  # noqa: E402
+from hongyan.dispatch import lease  # noqa: E402
 from hongyan.dispatch.queue import MemoryQueue  # noqa: E402
 from hongyan.dispatch.runtime import Runtime  # noqa: E402
 from hongyan.messaging.models import Message  # noqa: E402
@@ -82,6 +88,15 @@ async def drop_database(url: str) -> None:
         await conn.close()
 
 
+def start_workers(n: int, tmp: Path, url: str, chunk: int) -> list[subprocess.Popen[bytes]]:
+    """More `hongyan worker` processes on the same database (and keys: the same data dir)."""
+    env = dict(os.environ, HONGYAN_DATA_DIR=str(tmp), HONGYAN_DATABASE_URL=url, HONGYAN_LOG_LEVEL="WARNING",
+               HONGYAN_SANDBOX_DELAY_MS="0", HONGYAN_SANDBOX_OUTCOMES="delivered:100", HONGYAN_CAMPAIGN_CHUNK=str(chunk))
+    with (tmp / "worker.log").open("ab") as log:
+        return [subprocess.Popen([sys.executable, "-m", "hongyan.cli", "worker"], env=env, stdout=log, stderr=log)
+                for _ in range(n)]
+
+
 async def load_contacts(db: Database, authority: Authority, n: int) -> str:
     async with db.write() as session:
         await contacts.define_field(session, authority=authority, name="订单号", type="text")
@@ -103,6 +118,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.to_thread(upgrade, url)
         settings = Settings(data_dir=tmp, database_url=url, sandbox_delay_ms=0, sandbox_outcomes="delivered:100",
                             log_level="WARNING", campaign_chunk=args.chunk)
+        crypto.configure(crypto.keyring_from_settings(settings))  # key files in the data dir, shared by workers
         db = Database(url, pool_size=10)
         async with db.write() as session:
             account = await accounts.create_account(session, name="bench")
@@ -123,8 +139,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                                         config=smsc.channel_config(window=100, binds=2))
                 await channels.create_route(session, channel=channel.id, priority=10)
         rss_before = rss_mb()
+        helpers = start_workers(args.workers - 1, tmp, url, args.chunk)
         runtime = Runtime(db, settings, MemoryQueue())
         await runtime.start()
+        if helpers:  # the others announce themselves (campaign-standby lease) before the campaign starts
+            deadline = time.perf_counter() + 30
+            while runtime.campaigns is None or not await lease.held_by_other(db, "campaign-standby",
+                                                                             runtime.campaigns.holder):
+                if time.perf_counter() > deadline:
+                    raise RuntimeError((tmp / "worker.log").read_text())
+                await asyncio.sleep(0.2)
+            runtime.campaigns._lease_at = 0.0  # look for helpers now rather than at the next lease renewal
         try:
             async with db.write() as session:
                 campaign = await service.create_campaign(
@@ -159,6 +184,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     Message.campaign_id == campaign.id).group_by(Message.status))).all())
         finally:
             await runtime.stop()
+            for proc in helpers:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=30)
         if args.backend == "postgresql":
             async with db.read() as session:
                 size = await session.scalar(text("select pg_database_size(current_database())"))
@@ -166,7 +194,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             size = None
         await db.dispose()
         return {
-            "benchmark": "campaign", "backend": args.backend, "carrier": args.carrier, "contacts": args.contacts,
+            "benchmark": "campaign", "backend": args.backend, "carrier": args.carrier, "contacts": args.contacts, "workers": args.workers,
             "campaign_chunk": args.chunk,
             "python": platform.python_version(), "cpus": os.cpu_count(),
             "contacts_load_s": round(load_s, 1),
@@ -192,6 +220,8 @@ def main() -> None:
     parser.add_argument("--backend", choices=["postgresql", "sqlite"], default="postgresql")
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--progress", action="store_true", help="print progress every 2 s on stderr")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes in all (this one included): the others build runs (PostgreSQL)")
     parser.add_argument("--chunk", type=int, default=Settings().campaign_chunk, help="HONGYAN_CAMPAIGN_CHUNK")
     print(json.dumps(asyncio.run(run(parser.parse_args())), ensure_ascii=False))
 

@@ -181,3 +181,26 @@ async def test_dispatch_holds_back_marketing_when_the_window_began_after_release
     assert [r.status for r in rows] == ["scheduled"] * 3
     assert all(abs((r.scheduled_at - opens).total_seconds()) < 120 and r.attempts == 0 for r in rows)
     assert outbox == []  # campaign messages come back through their run's pump, not the outbox
+
+
+async def test_a_standby_worker_builds_runs_while_the_leader_releases(db: Database, settings: Settings,
+                                                                      account: AccountFixture) -> None:
+    leader = CampaignEngine(db, settings, MemoryQueue(), holder="leader")
+    standby = CampaignEngine(db, settings, MemoryQueue(), holder="standby")
+    await leader.tick()
+    await standby.tick()  # announces itself (the campaign-standby lease)
+    leader._lease_at = 0.0  # the leader looks for helpers when it renews its lease
+    await leader.tick()
+    assert leader.leader and not standby.leader
+    cid = await _campaign(db, settings, account, schedule={"mode": "now"}, numbers=5)
+
+    async def built() -> CampaignRun | None:
+        await leader.tick()
+        await standby.tick()
+        done = [r for r in await _runs(db, cid) if r.audience_total is not None]
+        return done[0] if done else None
+
+    run = await wait_until(built, timeout=10, message="the run is built")
+    assert run.lease_holder == "standby" and run.accepted_count == 5
+    await leader.close()
+    await standby.close()

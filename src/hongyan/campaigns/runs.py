@@ -8,10 +8,11 @@ crash. Release to the queue is the pump's job (campaigns.pump), at the campaign'
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hongyan.billing import charging
@@ -138,34 +139,61 @@ async def pending_materialization(db: Database) -> list[str]:
             CampaignRun.status.in_(ACTIVE), CampaignRun.audience_total.is_(None)).order_by(CampaignRun.id))).all())
 
 
-async def materialize_step(db: Database, settings: Settings, *, run_id: str, now: datetime | None = None) -> bool:
-    """Turn the next chunk of the run's audience into held `scheduled` messages; False when nothing is left."""
+async def claim_build(db: Database, *, run_id: str, holder: str, ttl_s: float, min_age_s: float = 0.0,
+                      now: datetime | None = None) -> bool:
+    """Take (or renew) the run's build lease: one builder per run at a time, in any worker process, so runs
+    can be built beside the leader that releases and dispatches. `min_age_s`: only a run that nobody claimed
+    for that long since it started (the leader leaves runs to other workers first)."""
+    now = now or utcnow()
+    free = or_(CampaignRun.lease_until.is_(None), CampaignRun.lease_until < now, CampaignRun.lease_holder == holder)
+    query = (update(CampaignRun).where(CampaignRun.id == run_id, CampaignRun.audience_total.is_(None),
+                                       CampaignRun.status.in_(ACTIVE), free)
+             .values(lease_holder=holder, lease_until=now + timedelta(seconds=ttl_s)))
+    if min_age_s:
+        query = query.where(or_(CampaignRun.lease_holder == holder,
+                                CampaignRun.started_at <= now - timedelta(seconds=min_age_s)))
+    async with db.write() as session:
+        result = await session.execute(query, execution_options={"synchronize_session": False})
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+_FROM_RUN: Any = object()  # prepare_chunk: continue from the run's stored cursor
+
+
+@dataclass(slots=True)
+class Chunk:
+    """The next contacts of a run, rendered and priced, not stored yet (`last_id` None: audience exhausted)."""
+
+    run_id: str
+    cursor: str | None  # the run's cursor this chunk follows; storing checks it under the run's lock
+    last_id: str | None
+    rows: list[dict[str, Any]]
+    skipped: list[dict[str, Any]]
+
+
+async def prepare_chunk(db: Database, settings: Settings, *, run_id: str, after: Any = _FROM_RUN,
+                        now: datetime | None = None) -> Chunk | None:
+    """Read and render the contacts after `after` (default: the run's cursor). None: nothing to build (the
+    run is gone, stopped or built). A builder prepares chunk N+1 while chunk N is being stored."""
     now = now or utcnow()
     async with db.read() as session:
         run = await session.get(CampaignRun, run_id)
         if run is None or run.status not in ACTIVE or run.audience_total is not None:
-            return False
+            return None
+        cursor = run.cursor if after is _FROM_RUN else after
         campaign = await session.get(Campaign, run.campaign_id)
         assert campaign is not None
         groups = await audience.audience_groups(session, campaign)
-        contacts = await audience.audience_chunk(session, campaign, groups, after=run.cursor,
+        contacts = await audience.audience_chunk(session, campaign, groups, after=cursor,
                                                  limit=settings.campaign_chunk)
-        cursor = run.cursor
         if not contacts:
-            total = run.materialized
-        else:
-            prices = await load_price_list(session, settings, account_id=campaign.account_id,
-                                           currency=run.currency, at=now)
-            template = audience.check_variables(campaign.text, await field_types(session, campaign.account_id))
-            if campaign.on_missing == "empty":
-                template = audience.with_empty_defaults(template)
-            window = await account_window(session, settings, campaign.account_id)
-    if not contacts:
-        async with db.write() as session:
-            await session.execute(update(CampaignRun).where(CampaignRun.id == run_id, CampaignRun.cursor == cursor,
-                                                            CampaignRun.audience_total.is_(None))
-                                  .values(audience_total=total, updated_at=now))
-        return False
+            return Chunk(run_id, cursor, None, [], [])
+        prices = await load_price_list(session, settings, account_id=campaign.account_id,
+                                       currency=run.currency, at=now)
+        template = audience.check_variables(campaign.text, await field_types(session, campaign.account_id))
+        if campaign.on_missing == "empty":
+            template = audience.with_empty_defaults(template)
+        window = await account_window(session, settings, campaign.account_id)
     renderer = audience.Renderer(template, prices, campaign.message_type, window, settings.max_text_chars)
     planned = max(run.occurrence_at, now)
     rows: list[dict[str, Any]] = []
@@ -174,8 +202,8 @@ async def materialize_step(db: Database, settings: Settings, *, run_id: str, now
     for index, contact in enumerate(contacts):
         out = renderer.render(contact, planned)
         if isinstance(out, audience.Skipped):
-            skipped.append({"index": run.materialized + index, "to": out.to, "code": out.code,
-                            "message": out.message, "field": out.field, "contact_id": out.contact_id})
+            skipped.append({"position": index, "to": out.to, "code": out.code, "message": out.message,
+                            "field": out.field, "contact_id": out.contact_id})
             continue
         rows.append(message_row(
             message_ids[index], account_id=campaign.account_id, batch_id=run.batch_id, message_type=campaign.message_type,
@@ -183,22 +211,43 @@ async def materialize_step(db: Database, settings: Settings, *, run_id: str, now
             price_micros=out.price_micros, currency=run.currency, status=Status.SCHEDULED, scheduled_at=out.release_at,
             expires_at=out.release_at + WAIT_LIMIT, now=now, campaign_id=campaign.id,
             time_zone=quiet_hours.pack_zones(out.zones), client_ref=out.contact_id))
+    return Chunk(run_id, cursor, contacts[-1].id, rows, skipped)
+
+
+async def store_prepared(db: Database, chunk: Chunk, *, now: datetime | None = None) -> bool:
+    """Store a prepared chunk (holds, messages, cursor) if the run is still where the chunk follows; an
+    exhausted audience completes the build. True when the run has more to build."""
+    now = now or utcnow()
+    if chunk.last_id is None:
+        same_cursor = CampaignRun.cursor.is_(None) if chunk.cursor is None else CampaignRun.cursor == chunk.cursor
+        async with db.write() as session:
+            await session.execute(update(CampaignRun).where(
+                CampaignRun.id == chunk.run_id, same_cursor, CampaignRun.audience_total.is_(None))
+                .values(audience_total=CampaignRun.materialized, updated_at=now))
+        return False
     try:
-        await _store_chunk(db, run_id, cursor, contacts[-1].id, rows, skipped, now=now)
+        return await _store_chunk(db, chunk, now=now)
     except HongyanError as exc:
         if exc.code not in ("insufficient_balance", "spend_limit_exceeded"):
             raise
-        await _stop_for_funds(db, run_id, cursor, exc, now=now)
+        await _stop_for_funds(db, chunk.run_id, chunk.cursor, exc, now=now)
         return False
-    return True
 
 
-async def _store_chunk(db: Database, run_id: str, cursor: str | None, last_id: str, rows: list[dict[str, Any]],
-                       skipped: list[dict[str, Any]], *, now: datetime) -> None:
+async def materialize_step(db: Database, settings: Settings, *, run_id: str, now: datetime | None = None) -> bool:
+    """Turn the next chunk of the run's audience into held `scheduled` messages; False when nothing is left."""
+    chunk = await prepare_chunk(db, settings, run_id=run_id, now=now)
+    return chunk is not None and await store_prepared(db, chunk, now=now)
+
+
+async def _store_chunk(db: Database, chunk: Chunk, *, now: datetime) -> bool:
+    rows, skipped = chunk.rows, chunk.skipped
     async with db.write() as session:
-        run = await session.scalar(_for_update(select(CampaignRun).where(CampaignRun.id == run_id), db))
-        if run is None or run.cursor != cursor or run.audience_total is not None or run.status not in ACTIVE:
-            return  # another materializer did this chunk, or the run was canceled meanwhile
+        run = await session.scalar(_for_update(select(CampaignRun).where(CampaignRun.id == chunk.run_id), db))
+        if run is None or run.cursor != chunk.cursor or run.audience_total is not None or run.status not in ACTIVE:
+            return False  # another builder stored this chunk, or the run was canceled meanwhile
+        for problem in skipped:  # numbered within the whole audience
+            problem["index"] = run.materialized + problem.pop("position")
         if rows:
             await charging.hold_batch(session, rows, account_id=run.account_id, currency=run.currency,
                                       batch_id=run.batch_id, actor=f"campaign:{run.campaign_id}")
@@ -207,7 +256,7 @@ async def _store_chunk(db: Database, run_id: str, cursor: str | None, last_id: s
             await record_history(session, rows, now, db.dialect == "postgresql")
         price = sum(r["price_micros"] for r in rows)
         segments = sum(r["segment_count"] for r in rows)
-        run.cursor = last_id
+        run.cursor = chunk.last_id
         run.materialized += len(rows) + len(skipped)
         run.accepted_count += len(rows)
         run.rejected_count += len(skipped)
@@ -224,6 +273,7 @@ async def _store_chunk(db: Database, run_id: str, cursor: str | None, last_id: s
         batch.price_micros_total += price
         if skipped and len(batch.rejected) < REJECTED_KEPT:
             batch.rejected = [*batch.rejected, *skipped][:REJECTED_KEPT]
+        return True
 
 
 async def _stop_for_funds(db: Database, run_id: str, cursor: str | None, exc: HongyanError, *, now: datetime) -> None:

@@ -64,3 +64,14 @@ def new_holder_id() -> str:
     """hostname:pid:random — tells operators which process holds a lease; unique per call."""
     tail = f":{os.getpid()}:{secrets.token_hex(6)}"
     return socket.gethostname()[: MAX_ID_CHARS - len(tail)] + tail
+
+
+async def held_by_other(db: Database, name: str, holder: str, *, now: datetime | None = None) -> bool:
+    """Whether someone else holds the lease now (e.g. a standby worker announcing itself)."""
+    from sqlalchemy import select
+
+    now = now or utcnow()
+    async with db.read() as session:
+        other = await session.scalar(select(Lease.holder).where(Lease.name == name, Lease.holder != holder,
+                                                                Lease.expires_at > now))
+    return other is not None
