@@ -158,3 +158,43 @@ async def test_rows_from_a_file_are_stored_as_contacts(client: httpx.AsyncClient
                                                existing="skip", group_id=group["id"])
     assert (again.created, again.updated, again.skipped) == (0, 0, 2)
     assert (await client.get(f"/v1/groups/{group['id']}")).json()["size"] == 2
+
+
+async def test_a_number_twice_in_one_call_is_one_contact_and_numbers_are_sealed(
+        client: httpx.AsyncClient, db: Database, account: Any) -> None:
+    """The bulk path (Core statements): repeats fold in order and count once; the number is sealed like any;
+    a contact already in the group stays a member once."""
+    from hongyan.campaigns import contacts
+    from hongyan.campaigns.rows import ContactDraft
+
+    assert (await client.post("/v1/contact-fields", json={"name": "订单号"})).status_code == 201
+    old = (await client.post("/v1/contacts", json={"phone": "13700137000", "name": "老王", "tags": ["老客户"],
+                                                   "fields": {"订单号": "DD-0"}})).json()
+    group = (await client.post("/v1/groups", json={"name": "导入"})).json()
+    assert (await client.post(f"/v1/groups/{group['id']}/members", json={"ids": [old["id"]]})).status_code == 200
+
+    def draft(row: int, phone: str, name: str | None, tags: list[str], order: str | None = None) -> ContactDraft:
+        return ContactDraft(row=row, phone=phone, country="CN", name=name, tags=tags,
+                            fields={"订单号": order} if order else {})
+
+    drafts = [draft(1, "+8613800138000", "张三", ["A"], "DD-1"), draft(2, "+8613700137000", None, ["B"]),
+              draft(3, "+8613800138000", None, ["B", "A"]), draft(4, "+8613700137000", "王五", [], "DD-2"),
+              draft(5, "+8613800138000", "张三丰", [])]
+    async with db.write() as session:
+        counts = await contacts.upsert_contacts(session, account_id=account.account_id, drafts=drafts,
+                                                group_id=group["id"])
+    assert (counts.created, counts.updated, counts.skipped) == (1, 1, 0)
+    new = (await client.get("/v1/contacts", params={"phone": "13800138000"})).json()["data"]
+    assert [(c["name"], c["tags"], c["fields"]) for c in new] == [("张三丰", ["A", "B"], {"订单号": "DD-1"})]
+    updated = (await client.get(f"/v1/contacts/{old['id']}")).json()
+    assert (updated["name"], updated["tags"], updated["fields"]) == ("王五", ["B", "老客户"], {"订单号": "DD-2"})
+    assert updated["updated_at"] != old["updated_at"] and updated["created_at"] == old["created_at"]
+    assert (await client.get(f"/v1/groups/{group['id']}")).json()["size"] == 2
+    async with db.read() as session:
+        raw = (await session.execute(text("SELECT phone FROM contact WHERE id = :id"), {"id": new[0]["id"]})).scalar_one()
+    assert raw.startswith("enc1:") and "13800138000" not in raw
+    async with db.write() as session:  # skipping known numbers: nothing changes, each counted once
+        again = await contacts.upsert_contacts(session, account_id=account.account_id, drafts=drafts,
+                                               existing="skip", group_id=group["id"])
+    assert (again.created, again.updated, again.skipped) == (0, 0, 2)
+    assert (await client.get(f"/v1/contacts/{old['id']}")).json()["name"] == "王五"

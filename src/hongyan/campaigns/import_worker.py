@@ -101,6 +101,8 @@ async def _after_upsert(
 ) -> None:
     """Time-zone overrides and the consent source: on contacts this import may change (not those left
     alone because update_existing is off)."""
+    if not chunk.zones and not opts.consent_source:
+        return  # most files: nothing to set, and no blind index to compute again per row
     now = utcnow()
     by_zone: dict[str, list[str]] = {}
     changed: list[str] = []
