@@ -16,6 +16,7 @@ from hongyan.api.deps import AdminAccount, DbDep, ReadAccount, SendAccount, Sett
 from hongyan.api.responses import JsonResponse
 from hongyan.audit.service import actor_for_api
 from hongyan.campaigns import runs, service
+from hongyan.campaigns.engine import wake
 from hongyan.campaigns.models import Campaign, CampaignRun
 from hongyan.core.clock import isoformat
 from hongyan.core.errors import NotFound
@@ -139,7 +140,7 @@ async def _then_show(db: DbDep, account_id: str, campaign_id: str, extra: dict[s
 async def start(campaign_id: str, request: Request, db: DbDep, settings: SettingsDep, ctx: SendAccount) -> JsonResponse:
     await service.start_campaign(db, settings, authority=Authority.of_api(ctx), actor=actor_for_api(ctx, request),
                                  campaign_id=campaign_id)
-    _wake(request)
+    wake(request.app)
     return await _then_show(db, ctx.account_id, campaign_id)
 
 
@@ -154,7 +155,7 @@ async def pause(campaign_id: str, request: Request, db: DbDep, ctx: SendAccount)
 async def resume(campaign_id: str, request: Request, db: DbDep, ctx: SendAccount) -> JsonResponse:
     await service.resume_campaign(db, authority=Authority.of_api(ctx), actor=actor_for_api(ctx, request),
                                   campaign_id=campaign_id)
-    _wake(request)
+    wake(request.app)
     return await _then_show(db, ctx.account_id, campaign_id)
 
 
@@ -201,11 +202,3 @@ async def update_quiet_hours(request: Request, db: DbDep, settings: SettingsDep,
                                                   actor=actor_for_api(ctx, request), value=data.quiet_hours)
         own = await session.scalar(select(Account.quiet_hours).where(Account.id == ctx.account_id))
     return JsonResponse({"quiet_hours": effective, "own": own, "platform_default": settings.quiet_hours})
-
-
-def _wake(request: Request) -> None:
-    """Embedded workers: the campaign engine looks at once instead of at its next poll."""
-    runtime = getattr(request.app.state, "runtime", None)
-    engine = getattr(runtime, "campaigns", None)
-    if engine is not None:
-        engine.wakeup.set()

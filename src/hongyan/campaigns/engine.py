@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 from hongyan.campaigns import pump, runs
 from hongyan.config import Settings
@@ -121,3 +122,11 @@ class CampaignEngine:
         if self.leader:
             await lease.release(self.db, LEASE, self.holder)
             self.leader = False
+
+
+def wake(app: Any) -> None:
+    """Embedded workers: the campaign engine looks at once (a campaign started or resumed) instead of at its
+    next poll. Without embedded workers there is nothing to wake: the workers poll."""
+    engine = getattr(getattr(app.state, "runtime", None), "campaigns", None)
+    if engine is not None:
+        engine.wakeup.set()

@@ -5,6 +5,7 @@ so an error is shown next to its field with the API's own message.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -16,6 +17,7 @@ from hongyan.audit.service import actor_for_console
 from hongyan.campaigns import contacts, service
 from hongyan.campaigns.audience import BUILTIN_VARIABLES
 from hongyan.campaigns.campaign_routes import campaign_json, estimate_json
+from hongyan.campaigns.engine import wake
 from hongyan.campaigns.models import Campaign, ContactGroup
 from hongyan.campaigns.recurrence import WEEKDAYS
 from hongyan.config import Settings
@@ -243,72 +245,44 @@ async def campaign_progress_json(console: SignedIn, campaign_id: str) -> Any:
         return console.json(await campaign_progress(session, campaign))
 
 
-def _wake(console: Console) -> None:
-    """Embedded workers: the campaign engine looks at once instead of at its next poll."""
-    runtime = getattr(console.request.app.state, "runtime", None)
-    engine = getattr(runtime, "campaigns", None)
-    if engine is not None:
-        engine.wakeup.set()
+async def _act(console: Console, campaign_id: str, call: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    """Run a campaign action as the member; (result, None), or (None, a redirect showing the error: back to
+    the campaign, or to the list for an unknown id so that the id is not echoed)."""
+    try:
+        return await call(console.db, *args, authority=member_authority(console), actor=actor_for_console(console),
+                          campaign_id=campaign_id), None
+    except HongyanError as exc:
+        return None, console.redirect_error(PAGE if isinstance(exc, NotFound) else f"{PAGE}/{campaign_id}", exc)
 
 
 @router.post("/campaigns/{campaign_id}/start")
 async def start_campaign(console: SignedIn, campaign_id: str, form: CheckedForm) -> Any:
-    page = f"{PAGE}/{campaign_id}"
-    try:
-        campaign = await service.start_campaign(
-            console.db,
-            _settings(console),
-            authority=member_authority(console),
-            actor=actor_for_console(console),
-            campaign_id=campaign_id,
-        )
-    except HongyanError as exc:
-        return console.redirect_error(PAGE if isinstance(exc, NotFound) else page, exc)  # no echo of unknown ids
-    _wake(console)
-    key = (
-        "campaigns.flash.started_now"
-        if campaign.schedule.get("mode") == "now"
-        else "campaigns.flash.scheduled"
-    )
-    return console.redirect(
-        page,
-        flash=Flash(
-            kind="success", key=key, params={"when": local_time(campaign.next_fire_at, campaign.time_zone)}
-        ),
-    )
+    campaign, failed = await _act(console, campaign_id, service.start_campaign, _settings(console))
+    if failed is not None:
+        return failed
+    wake(console.request.app)
+    key = "campaigns.flash.started_now" if campaign.schedule.get("mode") == "now" else "campaigns.flash.scheduled"
+    return console.redirect(f"{PAGE}/{campaign_id}", flash=Flash(
+        kind="success", key=key, params={"when": local_time(campaign.next_fire_at, campaign.time_zone)}))
 
 
 @router.post("/campaigns/{campaign_id}/pause")
 async def pause_campaign(console: SignedIn, campaign_id: str, form: CheckedForm) -> Any:
-    page = f"{PAGE}/{campaign_id}"
-    try:
-        out = await service.pause_campaign(
-            console.db,
-            authority=member_authority(console),
-            actor=actor_for_console(console),
-            campaign_id=campaign_id,
-        )
-    except HongyanError as exc:
-        return console.redirect_error(PAGE if isinstance(exc, NotFound) else page, exc)  # no echo of unknown ids
-    return console.redirect(
-        page, flash=Flash(kind="success", key="campaigns.flash.paused", params={"count": out["taken_back"]})
-    )
+    out, failed = await _act(console, campaign_id, service.pause_campaign)
+    if failed is not None:
+        return failed
+    return console.redirect(f"{PAGE}/{campaign_id}", flash=Flash(
+        kind="success", key="campaigns.flash.paused", params={"count": out["taken_back"]}))
 
 
 @router.post("/campaigns/{campaign_id}/resume")
 async def resume_campaign(console: SignedIn, campaign_id: str, form: CheckedForm) -> Any:
-    page = f"{PAGE}/{campaign_id}"
-    try:
-        await service.resume_campaign(
-            console.db,
-            authority=member_authority(console),
-            actor=actor_for_console(console),
-            campaign_id=campaign_id,
-        )
-    except HongyanError as exc:
-        return console.redirect_error(PAGE if isinstance(exc, NotFound) else page, exc)  # no echo of unknown ids
-    _wake(console)
-    return console.redirect(page, flash=Flash(kind="success", key="campaigns.flash.resumed", params={}))
+    _out, failed = await _act(console, campaign_id, service.resume_campaign)
+    if failed is not None:
+        return failed
+    wake(console.request.app)
+    return console.redirect(f"{PAGE}/{campaign_id}", flash=Flash(kind="success", key="campaigns.flash.resumed",
+                                                                 params={}))
 
 
 @router.get("/campaigns/{campaign_id}/cancel")
@@ -333,24 +307,10 @@ async def cancel_confirm_page(console: SignedIn, campaign_id: str) -> Any:
 @router.post("/campaigns/{campaign_id}/cancel")
 async def cancel_campaign(console: SignedIn, campaign_id: str, form: CheckedForm) -> Any:
     assert console.user is not None
-    page = f"{PAGE}/{campaign_id}"
-    try:
-        out = await service.cancel_campaign(
-            console.db,
-            authority=member_authority(console),
-            actor=actor_for_console(console),
-            campaign_id=campaign_id,
-        )
-    except HongyanError as exc:
-        return console.redirect_error(PAGE if isinstance(exc, NotFound) else page, exc)  # no echo of unknown ids
-    return console.redirect(
-        page,
-        flash=Flash(
-            kind="success",
-            key="campaigns.flash.canceled",
-            params={
-                "count": out["canceled_messages"],
-                "released": money(out["released_micros"], console.user.currency),
-            },
-        ),
-    )
+    out, failed = await _act(console, campaign_id, service.cancel_campaign)
+    if failed is not None:
+        return failed
+    released = money(out["released_micros"], console.user.currency)
+    return console.redirect(f"{PAGE}/{campaign_id}", flash=Flash(
+        kind="success", key="campaigns.flash.canceled", params={"count": out["canceled_messages"],
+                                                                "released": released}))
