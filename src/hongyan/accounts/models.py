@@ -35,6 +35,9 @@ class Account(Base):
     # marketing is not delivered inside this window of the recipient's local time ("21:00-08:00");
     # None: the platform default (HONGYAN_QUIET_HOURS)
     quiet_hours: Mapped[str | None] = mapped_column(String(11))
+    # enterprise verification (compliance.kyc): unverified | pending | verified | rejected; unverified
+    # accounts are limited (compliance.gate) until an operator approves their application
+    kyc_status: Mapped[str] = mapped_column(String(12), default="unverified")
 
 
 class User(Base):

@@ -33,6 +33,7 @@ class Contact(Base):
     # consent for marketing (the compliance issue enforces it): where it came from and when
     consent_source: Mapped[str | None] = mapped_column(String(64))
     consent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    consent_evidence: Mapped[str | None] = mapped_column(String(500))  # e.g. form URL, order id, recording ref
     source: Mapped[str] = mapped_column(String(16))  # api | console | import
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -19,8 +19,11 @@ CATALOG_DIR = Path(__file__).parent / "i18n"
 
 @cache
 def catalog(lang: str) -> dict[str, str]:
-    """The flat key → text mapping of one language."""
+    """The flat key → text mapping of one language: `<lang>.json` plus one `<area>.<lang>.json` per console
+    area (compliance, …), so that areas built side by side do not edit one file."""
     data: dict[str, str] = json.loads((CATALOG_DIR / f"{lang}.json").read_text(encoding="utf-8"))
+    for extra in sorted(CATALOG_DIR.glob(f"*.{lang}.json")):
+        data.update(json.loads(extra.read_text(encoding="utf-8")))
     return data
 
 

@@ -35,6 +35,12 @@ PREFIXES = {
     "contact_group": "grp",
     "import_job": "imp",
     "campaign_run": "run",
+    "signature": "sig",
+    "message_template": "tpl",
+    "kyc_application": "kyc",
+    "compliance_document": "doc",
+    "filter_rule": "flt",
+    "inbound_message": "inb",
 }
 
 

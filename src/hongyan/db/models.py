@@ -5,6 +5,7 @@ from hongyan.audit import models as audit  # noqa: F401
 from hongyan.billing import models as billing  # noqa: F401
 from hongyan.campaigns import models as campaigns  # noqa: F401
 from hongyan.channels import models as channels  # noqa: F401
+from hongyan.compliance import models as compliance  # noqa: F401
 from hongyan.db.base import Base
 from hongyan.dispatch import models as dispatch  # noqa: F401
 from hongyan.messaging import models as messaging  # noqa: F401
