@@ -151,6 +151,28 @@ class Settings(BaseSettings):
         2000, ge=1, le=10_000, description="Rows of a contact file imported (and progress committed) per transaction."
     )
 
+    # -- compliance ---------------------------------------------------------------------------
+    document_max_bytes: int = Field(
+        5 * 1024 * 1024, gt=0, description="Largest supporting document (PDF, PNG, JPEG) for signatures, templates, KYC."
+    )
+    signature_required: bool = Field(
+        False,
+        description="Every message must carry an approved signature 【…】 (mainland China rule); off: optional, "
+        "but a signature that is given must still be approved.",
+    )
+    kyc_required: bool = Field(
+        True, description="Accounts without approved enterprise verification are limited (see unverified_*)."
+    )
+    unverified_daily_limit: int = Field(
+        20, ge=0, description="Messages per day an account without approved verification may send (UTC day)."
+    )
+    unverified_max_numbers: int = Field(
+        5, ge=0, description="Distinct recipients per day an unverified account may send to (its own test phones)."
+    )
+    marketing_daily_cap: int = Field(
+        0, ge=0, description="Platform cap of marketing messages per recipient number per account and day (0: none)."
+    )
+
     # -- workers ------------------------------------------------------------------------------
     embedded_workers: bool = Field(True, description="`serve` also runs dispatcher, intake, webhooks, scheduler.")
     dispatch_chunk: int = Field(500, description="Message ids per queue item (outbox chunk).")

@@ -551,7 +551,8 @@ class Runtime:
                 await session.scalars(
                     select(Message.id)
                     .where(
-                        Message.status.in_([Status.SCHEDULED.value, Status.QUEUED.value, Status.SENT.value]),
+                        Message.status.in_([Status.SCHEDULED.value, Status.HELD.value, Status.QUEUED.value,
+                                            Status.SENT.value]),
                         Message.expires_at <= now,
                     )
                     .limit(5000)
