@@ -28,14 +28,15 @@ FUNDED = 1_000_000 * 1_000_000  # ¥1,000,000: more than any test sends
 
 async def make_account(
     db: Database, *, name: str = "Acme", scopes: tuple[str, ...] = ("send", "read", "billing", "admin"),
-    balance_micros: int = FUNDED,
+    balance_micros: int = FUNDED, kyc_status: str = "verified",
 ) -> AccountFixture:
-    """An account with an API key and (by default) a balance large enough that billing never gets in the way."""
+    """An account with an API key and (by default) a balance large enough that billing never gets in the way,
+    verified (compliance limits on unverified accounts have their own tests)."""
     from hongyan.accounts import keys, service
     from hongyan.billing.recharge import top_up
 
     async with db.write() as session:
-        account = await service.create_account(session, name=name)
+        account = await service.create_account(session, name=name, kyc_status=kyc_status)
         created = await keys.create_api_key(session, account_id=account.id, name="test", scopes=scopes)
         if balance_micros:
             await top_up(session, account_id=account.id, amount_micros=balance_micros, currency=account.currency,

@@ -35,6 +35,7 @@ class Recipient:
     to: str
     vars: dict[str, str] | None = None
     client_ref: str | None = None
+    params: dict[str, str] | None = None  # values of a template's ${variables} (sending by template_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,8 @@ class SubmitRequest:
     client_ref: str | None = None
     default_region: str | None = None
     field_prefix: str = "recipients"  # how recipient fields are named in errors ("to" for single sends)
+    signature: str | None = None  # an approved signature's name (without 【】); None: in the text or the default
+    template_id: str | None = None  # send an approved template (tpl_…) with each recipient's params; text unused
 
 
 @dataclass(frozen=True, slots=True)
