@@ -30,6 +30,7 @@ from hongyan.campaigns.import_routes import router as imports_router
 from hongyan.campaigns.routes import router as contacts_router
 from hongyan.channels.routes import router as channels_router
 from hongyan.compliance.signature_routes import router as signatures_router
+from hongyan.compliance.suppression_routes import router as suppressions_router
 from hongyan.compliance.template_routes import router as templates_router
 from hongyan.config import Settings, get_settings
 from hongyan.core import crypto
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
     app.include_router(billing_packages_router)
     app.include_router(audit_router)
     app.include_router(privacy_router)
+    app.include_router(suppressions_router)
     app.include_router(signatures_router)
     app.include_router(templates_router)
     app.include_router(health_router)

@@ -29,6 +29,7 @@ from hongyan.console import (
     privacy,
     send,
     sub_accounts,
+    suppressions,
     team,
     webhook_endpoints,
 )
@@ -140,6 +141,7 @@ def install(app: FastAPI, settings: Settings) -> None:
         api_keys.router,
         audit.router,
         privacy.router,
+        suppressions.router,
         webhook_endpoints.router,
         contacts.router,
         imports.router,

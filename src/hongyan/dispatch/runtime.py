@@ -22,6 +22,7 @@ from hongyan.channels.base import Connector, DeliveryReceipt, InboundSms, Outbou
 from hongyan.channels.models import CarrierMessage
 from hongyan.channels.registry import build_connector, fingerprint, load_setup
 from hongyan.channels.routing import Router
+from hongyan.compliance import replies as opt_out_replies  # registers the opt-out reply hook (MO)
 from hongyan.config import Settings
 from hongyan.core.clock import utcnow
 from hongyan.db.engine import Database
@@ -67,6 +68,7 @@ class Runtime:
         self._setup_signature: tuple[Any, ...] | None = None
         self._receipt_waiters: list[asyncio.Future[None]] = []
         self.outbox_wakeup = asyncio.Event()
+        self.confirmations_wakeup = asyncio.Event()  # an MO was stored: opt-out confirmations may be due
         self.webhooks = WebhookSender(db, settings)
         self.stats = RuntimeStats()
         self._tasks: list[asyncio.Task[None]] = []
@@ -89,6 +91,7 @@ class Runtime:
         loops += [self._dispatch_loop(i) for i in range(self.dispatchers)]
         loops.append(self._periodic("contact imports", self.settings.import_poll_s, self._imports))
         loops.append(self._campaign_loop())
+        loops.append(self._confirmation_loop())
         if self.settings.email_backend == "smtp":
             loops.append(self._periodic("email delivery", EMAIL_POLL_S, self._email_delivery))
         self._tasks = [asyncio.create_task(c) for c in loops]
@@ -103,6 +106,7 @@ class Runtime:
         if self.campaigns is not None:
             self.campaigns.wakeup.set()
         self.outbox_wakeup.set()
+        self.confirmations_wakeup.set()
         self._receipt_wakeup.set()
         self.webhooks.stop()
         _done, pending = await asyncio.wait(self._tasks, timeout=timeout)
@@ -541,6 +545,23 @@ class Runtime:
         async with self.db.write() as session:
             await inbound.store_inbound(session, messages)
         self.webhooks.wakeup.set()
+        self.confirmations_wakeup.set()
+
+    async def _confirmation_loop(self) -> None:
+        """Opt-out confirmations the reply hook queued (compliance.replies), sent after the reply committed;
+        also every CONFIRMATION_RETRY_S, for those a crash left behind."""
+        while not self._stopping:
+            self.confirmations_wakeup.clear()
+            try:
+                if await opt_out_replies.send_confirmations(self.db, self.settings):
+                    self.outbox_wakeup.set()
+            except Exception:
+                self.stats.errors += 1
+                log.exception("opt-out confirmations failed")
+            try:
+                await asyncio.wait_for(self.confirmations_wakeup.wait(), timeout=opt_out_replies.CONFIRMATION_RETRY_S)
+            except TimeoutError:
+                pass
 
     # -- sweeps -----------------------------------------------------------------------------------
     async def sweep_once(self) -> None:
