@@ -29,6 +29,8 @@ from hongyan.campaigns.import_routes import UploadAwareLimits
 from hongyan.campaigns.import_routes import router as imports_router
 from hongyan.campaigns.routes import router as contacts_router
 from hongyan.channels.routes import router as channels_router
+from hongyan.compliance.hold_routes import router as held_messages_router
+from hongyan.compliance.kyc_routes import router as verification_router
 from hongyan.compliance.signature_routes import router as signatures_router
 from hongyan.compliance.suppression_routes import router as suppressions_router
 from hongyan.compliance.template_routes import router as templates_router
@@ -104,6 +106,8 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
     app.include_router(audit_router)
     app.include_router(privacy_router)
     app.include_router(suppressions_router)
+    app.include_router(verification_router)
+    app.include_router(held_messages_router)
     app.include_router(signatures_router)
     app.include_router(templates_router)
     app.include_router(health_router)
