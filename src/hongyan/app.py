@@ -29,6 +29,8 @@ from hongyan.campaigns.import_routes import UploadAwareLimits
 from hongyan.campaigns.import_routes import router as imports_router
 from hongyan.campaigns.routes import router as contacts_router
 from hongyan.channels.routes import router as channels_router
+from hongyan.compliance.filter_routes import operator_router as filter_operator_router
+from hongyan.compliance.filter_routes import router as filter_router
 from hongyan.compliance.hold_routes import router as held_messages_router
 from hongyan.compliance.kyc_routes import router as verification_router
 from hongyan.compliance.signature_routes import router as signatures_router
@@ -99,6 +101,8 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
     app.include_router(billing_router)
     app.include_router(contacts_router)
     app.include_router(campaigns_router)
+    app.include_router(filter_router)
+    app.include_router(filter_operator_router)
     app.include_router(imports_router)
     app.include_router(billing_operator_router)
     app.include_router(billing_payments_router)
