@@ -24,10 +24,26 @@ def _full_width(text: str) -> str:
 
 def _spellings(keyword: str) -> list[str]:
     return [
-        keyword, keyword.lower(), keyword.upper(), keyword.capitalize(), _full_width(keyword),
-        _full_width(keyword.lower()), f"  {keyword}  ", f"\t{keyword}\n", f"\u3000{keyword}\u3000",
-        f"{keyword}。", f"{keyword}.", f"{keyword}!", f"{keyword}！", f"“{keyword}”", f"{keyword}～",
-        f"\u200b{keyword}\ufeff", f"{keyword} 谢谢", f"请{keyword}", f"{keyword}，谢谢！", f"{keyword} please",
+        keyword,
+        keyword.lower(),
+        keyword.upper(),
+        keyword.capitalize(),
+        _full_width(keyword),
+        _full_width(keyword.lower()),
+        f"  {keyword}  ",
+        f"\t{keyword}\n",
+        f"\u3000{keyword}\u3000",
+        f"{keyword}。",
+        f"{keyword}.",
+        f"{keyword}!",
+        f"{keyword}！",
+        f"“{keyword}”",
+        f"{keyword}～",
+        f"\u200b{keyword}\ufeff",
+        f"{keyword} 谢谢",
+        f"请{keyword}",
+        f"{keyword}，谢谢！",
+        f"{keyword} please",
         f"thank you, {keyword}",
     ]
 
@@ -44,7 +60,10 @@ def test_every_opt_in_keyword_in_every_spelling(keyword: str) -> None:
         assert classify_reply(spelling) == "opt_in", spelling
 
 
-@pytest.mark.parametrize("body", ["退订。", " td ", "退 订", "T D", "Ｔ Ｄ", "ｓｔｏｐ　", "退订!!!", "【退订】", "退订了", "N 谢谢"])
+@pytest.mark.parametrize(
+    "body",
+    ["退订。", " td ", "退 订", "T D", "Ｔ Ｄ", "ｓｔｏｐ　", "退订!!!", "【退订】", "退订了", "N 谢谢"],
+)
 def test_variants_people_send(body: str) -> None:
     assert classify_reply(body) == "opt_out"
 
@@ -52,9 +71,27 @@ def test_variants_people_send(body: str) -> None:
 @pytest.mark.parametrize(
     "body",
     [
-        "N号楼", "the end of the day", "stop by at 5", "不要退订", "我想退订一下可以吗，怎么操作", "T恤还有吗",
-        "Nice", "TDD", "Stop it", "END OF MESSAGE", "谢谢", "please", "", "   ", "。", "好的", "123",
-        "STOP" * 20, "订阅号在哪里", "restart", "starting",
+        "N号楼",
+        "the end of the day",
+        "stop by at 5",
+        "不要退订",
+        "我想退订一下可以吗，怎么操作",
+        "T恤还有吗",
+        "Nice",
+        "TDD",
+        "Stop it",
+        "END OF MESSAGE",
+        "谢谢",
+        "please",
+        "",
+        "   ",
+        "。",
+        "好的",
+        "123",
+        "STOP" * 20,
+        "订阅号在哪里",
+        "restart",
+        "starting",
     ],
 )
 def test_replies_that_only_contain_a_keyword_are_not_keywords(body: str) -> None:
@@ -86,8 +123,11 @@ def test_normalize_keyword() -> None:
     assert normalize_keyword("!!!") == ""
 
 
-@given(st.sampled_from(DEFAULT_OPT_OUT_KEYWORDS), st.text(alphabet=" \t\u3000。.!！,，?？", max_size=4),
-       st.text(alphabet=" \t\u3000。.!！,，?？", max_size=4))
+@given(
+    st.sampled_from(DEFAULT_OPT_OUT_KEYWORDS),
+    st.text(alphabet=" \t\u3000。.!！,，?？", max_size=4),
+    st.text(alphabet=" \t\u3000。.!！,，?？", max_size=4),
+)
 def test_whitespace_and_punctuation_around_never_matter(keyword: str, before: str, after: str) -> None:
     assert classify_reply(before + keyword + after) == "opt_out"
 
@@ -113,10 +153,18 @@ def test_compliance_settings_defaults_and_parsing() -> None:
     assert default.free_text_allowed and not default.strict_consent and default.marketing_daily_cap is None
 
     class Holder:
-        settings = {"compliance": {"opt_out_keywords": ["R", " ", "R"], "opt_out_per_signature": True,
-                                   "opt_out_reply": "  已退订 ", "suppress_all_types": "yes",
-                                   "signature_position": "suffix", "opt_out_text_mode": "bogus",
-                                   "marketing_daily_cap": 3, "unknown": 1}}
+        settings = {
+            "compliance": {
+                "opt_out_keywords": ["R", " ", "R"],
+                "opt_out_per_signature": True,
+                "opt_out_reply": "  已退订 ",
+                "suppress_all_types": "yes",
+                "signature_position": "suffix",
+                "opt_out_text_mode": "bogus",
+                "marketing_daily_cap": 3,
+                "unknown": 1,
+            }
+        }
 
     parsed = ComplianceSettings.from_account(Holder())
     assert parsed.opt_out_keywords == ("R",) and parsed.opt_out_per_signature

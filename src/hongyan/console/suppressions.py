@@ -79,6 +79,7 @@ async def _render(
     values.setdefault("add_form", {"numbers": "", "scope": "account", "note": ""})
     values.setdefault("settings_form", _settings_form(ComplianceSettings.from_account(account)))
     values.setdefault("rejected", [])
+    values.setdefault("notice", None)
     more = None
     if page is not None and page.next_cursor:
         more = urlencode({**({"number": number} if number else {}), "cursor": page.next_cursor})
