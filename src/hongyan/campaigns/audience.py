@@ -20,6 +20,7 @@ from hongyan.billing.rates import PriceList
 from hongyan.campaigns import quiet_hours
 from hongyan.campaigns.contacts import group_member_ids
 from hongyan.campaigns.models import Campaign, Contact, ContactGroup, GroupMember
+from hongyan.compliance.gate import Gate, TextRefused
 from hongyan.core.errors import Unprocessable
 from hongyan.messaging.encoding import Segmentation, segment
 from hongyan.messaging.personalize import MissingVariable, Template, parse_template, render
@@ -116,6 +117,8 @@ class Rendered:
     price_micros: int
     zones: tuple[str, ...]
     release_at: datetime  # the planned time, or when the recipient's quiet window ends
+    held: Any = None  # content-filter verdict "review": the message waits for a reviewer
+    signature_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +139,7 @@ class Renderer:
     message_type: str
     window: quiet_hours.QuietWindow | None
     max_chars: int
+    gate: Gate | None = None
     _segs: dict[str, Segmentation] = field(default_factory=dict)
 
     def render(self, contact: Any, at: datetime) -> Rendered | Skipped:
@@ -146,6 +150,13 @@ class Renderer:
                            f"The contact has no value for {{{missing.name}}}.", f"fields.{missing.name}")
         if not text.strip():
             return Skipped(contact.id, contact.phone, "text_empty", "The personalized text is empty.", "text")
+        held = signature_id = None
+        if self.gate is not None:  # compliance: signature, opt-out wording, content rules
+            try:
+                composed = self.gate.compose(text, self.message_type)
+            except TextRefused as refused:
+                return Skipped(contact.id, contact.phone, refused.code, refused.message, "text")
+            text, held, signature_id = composed.text, composed.verdict, composed.signature_id
         if len(text) > self.max_chars:
             return Skipped(contact.id, contact.phone, "text_too_long",
                            f"The personalized text has {len(text)} characters; the limit is {self.max_chars}.", "text")
@@ -160,5 +171,5 @@ class Renderer:
         if self.message_type == "marketing" and self.window is not None:
             release_at = quiet_hours.next_allowed(self.window, zones, at)
         return Rendered(contact.id, contact.phone, contact.country, text, seg,
-                        price.per_segment_micros * seg.segment_count, zones, release_at)
+                        price.per_segment_micros * seg.segment_count, zones, release_at, held, signature_id)
 

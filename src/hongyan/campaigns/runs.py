@@ -8,7 +8,7 @@ crash. Release to the queue is the pump's job (campaigns.pump), at the campaign'
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,6 +21,8 @@ from hongyan.campaigns import audience, quiet_hours
 from hongyan.campaigns.contacts import field_types
 from hongyan.campaigns.models import Campaign, CampaignRun
 from hongyan.campaigns.recurrence import next_occurrence, parse_rrule
+from hongyan.compliance import holds
+from hongyan.compliance.gate import load_gate, screen
 from hongyan.config import Settings
 from hongyan.core import ids
 from hongyan.core.clock import utcnow
@@ -169,6 +171,7 @@ class Chunk:
     last_id: str | None
     rows: list[dict[str, Any]]
     skipped: list[dict[str, Any]]
+    held: dict[str, Any] = field(default_factory=dict)  # message id → content-filter verdict (status held)
 
 
 async def prepare_chunk(db: Database, settings: Settings, *, run_id: str, after: Any = _FROM_RUN,
@@ -194,24 +197,47 @@ async def prepare_chunk(db: Database, settings: Settings, *, run_id: str, after:
         if campaign.on_missing == "empty":
             template = audience.with_empty_defaults(template)
         window = await account_window(session, settings, campaign.account_id)
-    renderer = audience.Renderer(template, prices, campaign.message_type, window, settings.max_text_chars)
+        gate = await load_gate(session, settings, account_id=campaign.account_id)
+    renderer = audience.Renderer(template, prices, campaign.message_type, window, settings.max_text_chars, gate)
     planned = max(run.occurrence_at, now)
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
     message_ids = ids.new_ids("msg", len(contacts))
+    held: dict[str, Any] = {}
+    signature_ids: set[str] = set()
+    position: dict[str, int] = {}
     for index, contact in enumerate(contacts):
         out = renderer.render(contact, planned)
         if isinstance(out, audience.Skipped):
             skipped.append({"position": index, "to": out.to, "code": out.code, "message": out.message,
                             "field": out.field, "contact_id": out.contact_id})
             continue
+        if out.held is not None:
+            held[message_ids[index]] = out.held
+        if out.signature_id:
+            signature_ids.add(out.signature_id)
+        position[message_ids[index]] = index
         rows.append(message_row(
             message_ids[index], account_id=campaign.account_id, batch_id=run.batch_id, message_type=campaign.message_type,
             to=out.to, country=out.country, sender=campaign.sender, text=out.text, seg=out.seg,
-            price_micros=out.price_micros, currency=run.currency, status=Status.SCHEDULED, scheduled_at=out.release_at,
+            price_micros=out.price_micros, currency=run.currency,
+            status=Status.HELD if out.held is not None else Status.SCHEDULED, scheduled_at=out.release_at,
             expires_at=out.release_at + WAIT_LIMIT, now=now, campaign_id=campaign.id,
             time_zone=quiet_hours.pack_zones(out.zones), client_ref=out.contact_id))
-    return Chunk(run_id, cursor, contacts[-1].id, rows, skipped)
+    if rows:  # compliance: suppression list, consent, frequency cap, unverified limits
+        async with db.read() as session:
+            refusals = await screen(session, gate, rows, message_type=campaign.message_type, now=now,
+                                    signature_ids=signature_ids)
+        if refusals:
+            for r in rows:
+                refusal = refusals.get(r["id"])
+                if refusal is not None:
+                    skipped.append({"position": position[r["id"]], "to": r["to_number"], "code": refusal.code,
+                                    "message": refusal.message, "field": "to", "contact_id": r["client_ref"]})
+                    held.pop(r["id"], None)
+            skipped.sort(key=lambda p: p["position"])
+            rows = [r for r in rows if r["id"] not in refusals]
+    return Chunk(run_id, cursor, contacts[-1].id, rows, skipped, held)
 
 
 async def store_prepared(db: Database, chunk: Chunk, *, now: datetime | None = None) -> bool:
@@ -254,6 +280,8 @@ async def _store_chunk(db: Database, chunk: Chunk, *, now: datetime) -> bool:
             conn = await session.connection()
             await conn.execute(insert(Message.__table__), rows)
             await record_history(session, rows, now, db.dialect == "postgresql")
+            if chunk.held:
+                await holds.record_holds(session, [r for r in rows if r["id"] in chunk.held], chunk.held, now=now)
         price = sum(r["price_micros"] for r in rows)
         segments = sum(r["segment_count"] for r in rows)
         run.cursor = chunk.last_id

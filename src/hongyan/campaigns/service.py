@@ -25,6 +25,7 @@ from hongyan.campaigns.models import Campaign, CampaignRun, ContactGroup
 from hongyan.campaigns.recurrence import next_occurrence, parse_rrule, to_rrule
 from hongyan.campaigns.rows import ContactDraft
 from hongyan.campaigns.runs import ACTIVE, WAIT_LIMIT, account_window, refresh_campaign
+from hongyan.compliance.gate import load_gate
 from hongyan.config import Settings
 from hongyan.core import ids
 from hongyan.core.clock import isoformat, utcnow
@@ -123,6 +124,10 @@ async def _check(session: AsyncSession, settings: Settings, account_id: str, dat
         raise Unprocessable("text_empty" if not data.text.strip() else "text_too_long",
                             f"The text is 1 to {settings.max_text_chars} characters.", field="text")
     audience.check_variables(data.text, await contacts.field_types(session, account_id))
+    # compliance, before anything is built: verification for marketing, signature, opt-out wording, content
+    gate = await load_gate(session, settings, account_id=account_id)
+    gate.check_request(data.message_type, has_template=False)
+    gate.compose(data.text, data.message_type)
     if len(data.group_ids) > MAX_GROUPS:
         raise Unprocessable("too_many_groups", f"At most {MAX_GROUPS} groups.", field="group_ids")
     for i, group_id in enumerate(data.group_ids):
@@ -401,7 +406,8 @@ async def cancel_campaign(db: Database, *, authority: Authority, actor: Actor, c
                 run.audience_total = run.materialized
             left = (await session.scalars(select(Message.id).where(
                 Message.batch_id == run.batch_id,
-                Message.status.in_((Status.ACCEPTED.value, Status.SCHEDULED.value, Status.QUEUED.value))))).all()
+                Message.status.in_((Status.ACCEPTED.value, Status.SCHEDULED.value, Status.HELD.value,
+                                    Status.QUEUED.value))))).all()
             for i in range(0, len(left), 5000):
                 outcome = await apply_transitions(session, [Transition(m, Status.CANCELED, error_code="campaign_canceled")
                                                             for m in left[i : i + 5000]])

@@ -1,6 +1,6 @@
 """Messages the content filter held for review: stored `held` with their funds on hold, no outbox item
-until a reviewer decides. Approved → `queued` (or `scheduled` when their time is still ahead) with an
-outbox item; rejected → `rejected` (`content_rejected`), which releases the hold like any unsent final
+until a reviewer decides. Approved → an outbox item (the relay makes them `queued`; `scheduled` first when
+their time is still ahead); rejected → `rejected` (`content_rejected`), which releases the hold like any unsent final
 status. A message not decided before its validity ends expires (the expiry sweep treats `held` like
 `scheduled`). Every decision is in the audit log with the reviewer and the reason.
 """
@@ -90,9 +90,13 @@ async def decide(db: Database, *, message_ids: list[str], decision: str, actor: 
         raise Unprocessable("message_ids_empty", "Choose at least one held message.", field="message_ids")
     now = now or utcnow()
     async with db.write() as session:
-        held = (await session.execute(
-            select(Message.id, Message.account_id, Message.message_type, Message.priority, Message.scheduled_at)
-            .where(Message.id.in_(message_ids), Message.status == Status.HELD.value))).all()
+        query = (select(Message.id, Message.account_id, Message.priority, Message.scheduled_at)
+                 .join(MessageHold, MessageHold.message_id == Message.id)
+                 .where(Message.id.in_(message_ids), Message.status == Status.HELD.value,
+                        MessageHold.decided_at.is_(None)))
+        if db.dialect == "postgresql":  # two reviewers deciding the same message: the second waits, finds it decided
+            query = query.with_for_update(of=MessageHold)
+        held = (await session.execute(query)).all()
         if not held:
             return 0
         ids_ = [h.id for h in held]
@@ -100,9 +104,10 @@ async def decide(db: Database, *, message_ids: list[str], decision: str, actor: 
             await apply_transitions(session, [Transition(i, Status.REJECTED, error_code="content_rejected")
                                               for i in ids_], at=now)
         else:
+            # released through the outbox like any accepted message: the relay moves held → queued (now) and
+            # a message whose time is still ahead waits as scheduled
             later = {h.id for h in held if h.scheduled_at is not None and h.scheduled_at > now}
             await apply_transitions(session, [Transition(i, Status.SCHEDULED) for i in ids_ if i in later], at=now)
-            await apply_transitions(session, [Transition(i, Status.QUEUED) for i in ids_ if i not in later], at=now)
             await session.execute(insert(OutboxItem.__table__), [
                 {"topic": DISPATCH, "lane": h.priority, "payload": {"ids": [h.id]},
                  "available_at": h.scheduled_at if h.id in later else now, "created_at": now} for h in held])

@@ -18,7 +18,7 @@ from hongyan.billing import charging
 from hongyan.billing.rates import load_price_list
 from hongyan.config import Settings
 from hongyan.core.clock import isoformat, utcnow
-from hongyan.core.errors import InvalidRequest
+from hongyan.core.errors import InvalidRequest, Unprocessable
 from hongyan.core.money import format_micros
 from hongyan.db.engine import Database
 from hongyan.messaging import idempotency, inbound, queries
@@ -35,7 +35,7 @@ from hongyan.messaging.schemas import (
     MessagesPublic,
     QuoteRequest,
 )
-from hongyan.messaging.submit import Recipient, SubmitRequest, SubmitResult, prepare, submit_batch
+from hongyan.messaging.submit import Recipient, SubmitRequest, SubmitResult, prepare_checked, submit_batch
 
 router = APIRouter(prefix="/v1", tags=["messages"])
 
@@ -54,6 +54,15 @@ def _vars(values: dict[str, Any] | None) -> dict[str, str] | None:
     return None if values is None else {k: str(v) for k, v in values.items()}
 
 
+def _text_or_template(text: str | None, template_id: str | None) -> str:
+    """The text, or "" when sending by template (the template's body replaces it); neither is an error."""
+    if text is None and not template_id:
+        raise Unprocessable("text_required", "Give the message text, or a template_id with params.", field="text")
+    if text is not None and template_id:
+        raise Unprocessable("text_and_template", "Give either text or template_id, not both.", field="template_id")
+    return text or ""
+
+
 def _validity(minutes: int | None) -> timedelta | None:
     return None if minutes is None else timedelta(minutes=minutes)
 
@@ -64,7 +73,8 @@ def _message_json(result: SubmitResult) -> dict[str, Any]:
         "id": m.id,
         "batch_id": result.batch_id,
         "to": m.to,
-        "status": result.status,
+        "status": m.status,
+        "text": m.text if m.text is not None else result.text,
         "message_type": result.message_type,
         "encoding": m.encoding,
         "segments": m.segments,
@@ -95,6 +105,7 @@ def _batch_json(result: SubmitResult) -> dict[str, Any]:
                 "index": m.index,
                 "id": m.id,
                 "to": m.to,
+                "status": m.status,
                 "encoding": m.encoding,
                 "segments": m.segments,
                 "price": format_micros(m.price_micros, result.currency),
@@ -169,9 +180,12 @@ async def send_message(
 ) -> Response:
     data = await parse_body(request, MessageCreate)
     submit = SubmitRequest(
-        text=data.text,
-        recipients=[Recipient(to=data.to, vars=_vars(data.vars), client_ref=data.client_ref)],
+        text=_text_or_template(data.text, data.template_id),
+        recipients=[Recipient(to=data.to, vars=_vars(data.vars), client_ref=data.client_ref,
+                              params=_vars(data.params))],
         message_type=data.message_type,
+        signature=data.signature,
+        template_id=data.template_id,
         sender=data.sender,
         scheduled_at=data.scheduled_at,
         validity=_validity(data.validity_minutes),
@@ -198,14 +212,19 @@ async def send_batch(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Response:
     data = await parse_body(request, BatchCreate)
+    shared = _vars(data.params)
     recipients = [
-        Recipient(to=r) if isinstance(r, str) else Recipient(to=r.to, vars=_vars(r.vars), client_ref=r.client_ref)
+        Recipient(to=r, params=shared) if isinstance(r, str) else Recipient(
+            to=r.to, vars=_vars(r.vars), client_ref=r.client_ref,
+            params={**(shared or {}), **(_vars(r.params) or {})} if shared or r.params else None)
         for r in data.recipients
     ]
     submit = SubmitRequest(
-        text=data.text,
+        text=_text_or_template(data.text, data.template_id),
         recipients=recipients,
         message_type=data.message_type,
+        signature=data.signature,
+        template_id=data.template_id,
         sender=data.sender,
         scheduled_at=data.scheduled_at,
         validity=_validity(data.validity_minutes),
@@ -248,7 +267,7 @@ async def quote(request: Request, db: DbDep, settings: SettingsDep, ctx: SendAcc
         submit = SubmitRequest(text=data.text, recipients=recipients, message_type=data.message_type,
                                default_region=ctx.default_region,
                                field_prefix="to" if data.recipients is None else "recipients")
-        rows, result = prepare(submit, settings, account_id=ctx.account_id, prices=prices)
+        rows, result = await prepare_checked(session, settings, submit, account_id=ctx.account_id, prices=prices)
         plan = await charging.plan_funding(session, rows, account_id=ctx.account_id, currency=ctx.currency,
                                            lock=False, at=utcnow())
     allocation = plan.allocation

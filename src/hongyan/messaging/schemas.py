@@ -11,6 +11,7 @@ from hongyan.api.body import UtcDatetime
 
 MessageType = Literal["verification", "notification", "marketing"]
 Vars = dict[StrictStr, StrictStr | int | float]
+Params = dict[StrictStr, StrictStr | int | float]
 
 
 class _Strict(BaseModel):
@@ -21,8 +22,17 @@ class MessageCreate(_Strict):
     """One message to one recipient."""
 
     to: StrictStr = Field(description="Recipient; E.164 (`+8613800138000`) or national with the default region.")
-    text: StrictStr = Field(description="Message text; may contain `{variables}` filled from `vars`.")
+    text: StrictStr | None = Field(
+        None, description="Message text; may contain `{variables}` filled from `vars`. Required unless `template_id`."
+    )
     vars: Vars | None = Field(None, description="Values for `{variables}` in the text.")
+    template_id: StrictStr | None = Field(
+        None, description="Send an approved template (`tpl_…`) instead of `text`; its type becomes the message type."
+    )
+    params: Params | None = Field(None, description="Values for the template's `${variables}`, checked by type.")
+    signature: Annotated[str, Field(max_length=42)] | None = Field(
+        None, description="An approved signature's name (`公司名` or `【公司名】`); default: the account's default."
+    )
     message_type: MessageType = "notification"
     sender: Annotated[str, Field(max_length=32)] | None = Field(None, description="Sender ID, if the route allows one.")
     scheduled_at: UtcDatetime | None = Field(None, description="Send at this time (with time zone); omit for now.")
@@ -33,16 +43,21 @@ class MessageCreate(_Strict):
 class RecipientIn(_Strict):
     to: StrictStr
     vars: Vars | None = None
+    params: Params | None = None
     client_ref: Annotated[str, Field(max_length=128)] | None = None
 
 
 class BatchCreate(_Strict):
-    """Up to 10,000 recipients: one text for all, or per-recipient `vars`."""
+    """Up to 10,000 recipients: one text for all, or per-recipient `vars`; or an approved template with
+    per-recipient `params`."""
 
-    text: StrictStr
+    text: StrictStr | None = Field(None, description="Required unless `template_id`.")
     recipients: list[StrictStr | RecipientIn] = Field(
-        description="Numbers as strings, or objects `{to, vars, client_ref}`; at most 10,000."
+        description="Numbers as strings, or objects `{to, vars, params, client_ref}`; at most 10,000."
     )
+    template_id: StrictStr | None = None
+    params: Params | None = Field(None, description="Template parameters shared by all recipients.")
+    signature: Annotated[str, Field(max_length=42)] | None = None
     message_type: MessageType = "notification"
     sender: Annotated[str, Field(max_length=32)] | None = None
     scheduled_at: UtcDatetime | None = None
@@ -86,6 +101,7 @@ class MessageAccepted(_Out):
     batch_id: str
     to: str
     status: str
+    text: str = Field(description="The text as it will be sent (signature and opt-out wording included).")
     message_type: MessageType
     encoding: str
     segments: int
@@ -100,10 +116,13 @@ class AcceptedRecipient(_Out):
     index: int
     id: str
     to: str
+    status: str = Field(description="accepted, scheduled (a time or quiet hours), or held for content review.")
     encoding: str
     segments: int
     price: Money
-    text: str | None = Field(None, description="The personalized text (only when the text has variables).")
+    text: str | None = Field(
+        None, description="The final text when it differs from the request's (variables, signature, opt-out text)."
+    )
 
 
 class RejectedRecipientOut(_Out):

@@ -4,14 +4,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from hongyan.billing import charging
 from hongyan.billing.rates import PriceList, load_price_list, settings_price_list
+from hongyan.compliance import holds
+from hongyan.compliance import templates as template_params
+from hongyan.compliance.gate import Gate, TextRefused, load_gate, screen
 from hongyan.config import Settings
 from hongyan.core import ids
 from hongyan.core.clock import utcnow
@@ -60,8 +64,9 @@ class AcceptedMessage:
     encoding: str
     segments: int
     price_micros: int
-    text: str | None  # set only when personalized (the rendered text differs per recipient)
+    text: str | None  # set when the final text differs from the request's (personalized, signed, opt-out text)
     index: int
+    status: str = "accepted"  # accepted | scheduled (a time, or marketing deferred by quiet hours) | held
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +89,10 @@ class SubmitResult:
     rejected: list[RejectedRecipient] = field(default_factory=list)
     scheduled_at: datetime | None = None
     created_at: datetime | None = None
+    held: dict[str, Any] = field(default_factory=dict)  # message id → content-filter verdict (status held)
+    text_template: str | None = None  # the template body when sending by template_id
+    text: str = ""  # the request's text (AcceptedMessage.text is set where a message's final text differs)
+    signature_ids: set[str] = field(default_factory=set)  # approved signatures the messages carry
 
     @property
     def segments_total(self) -> int:
@@ -114,13 +123,21 @@ def _check_text(text: str, settings: Settings, field_name: str) -> None:
 
 
 def prepare(
-    request: SubmitRequest, settings: Settings, *, account_id: str, prices: PriceList | None = None
+    request: SubmitRequest, settings: Settings, *, account_id: str, prices: PriceList | None = None,
+    gate: Gate | None = None,
 ) -> tuple[list[dict[str, Any]], SubmitResult]:
     """Validate, render and price every recipient (pure, no I/O). Returns message rows and the result to report.
 
     `prices` is the account's resolved price list (billing.rates.load_price_list); without it the platform
-    price from settings applies."""
+    price from settings applies. `gate` (compliance.gate.load_gate) applies the text rules: template,
+    signature, opt-out text, content filter, quiet hours; the per-recipient rules run after (`screen`)."""
     prices = prices or settings_price_list(settings)
+    template_ref = gate.template if gate is not None else None
+    if template_ref is not None:
+        request = replace(request, text=template_ref.body, message_type=template_ref.message_type)
+    elif request.template_id:
+        raise Unprocessable("template_not_approved", f"{request.template_id} is not an approved template.",
+                            field="template_id")
     if request.message_type not in MESSAGE_TYPES:
         raise Unprocessable(
             "invalid_message_type", f"message_type must be one of {', '.join(MESSAGE_TYPES)}.", field="message_type"
@@ -135,7 +152,14 @@ def prepare(
             field=request.field_prefix,
         )
     _check_text(request.text, settings, "text")
-    template = parse_template(request.text)
+    signature = request.signature
+    if gate is not None:
+        gate.check_request(request.message_type, has_template=template_ref is not None)
+        if template_ref is not None and not signature and template_ref.signature_id:
+            signature = next((s.name for s in gate.signatures.values() if s.id == template_ref.signature_id), None)
+        # the text as written (placeholders included) must pass: signature, opt-out wording, content rules
+        gate.compose(request.text, request.message_type, signature)
+    template = parse_template(request.text) if template_ref is None else parse_template("")
     if template.variables:
         supplied: set[str] = set()
         for r in request.recipients:
@@ -174,6 +198,7 @@ def prepare(
         price_per_segment_micros=0,
         scheduled_at=scheduled,
         created_at=now,
+        text=request.text,
     )
     message_ids = ids.new_ids("msg", len(request.recipients))
     prefix = request.field_prefix
@@ -197,7 +222,16 @@ def prepare(
                 )
             )
             continue
-        if template.is_plain:
+        if template_ref is not None:
+            params = recipient.params or {}
+            problems = template_params.validate_params(template_ref.variables, params)
+            if problems:
+                p = problems[0]
+                base = "params" if single else f"{prefix}[{index}].params"
+                result.rejected.append(RejectedRecipient(index, raw_to, p.code, p.message, f"{base}.{p.name}"))
+                continue
+            text = template_params.render(template_ref.body, params)
+        elif template.is_plain:
             text = request.text
         else:
             try:
@@ -225,6 +259,19 @@ def prepare(
                     )
                 )
                 continue
+        composed = None
+        if gate is not None:
+            try:
+                composed = gate.compose(text, request.message_type, signature)
+            except TextRefused as refused:
+                var_field = to_field if template.is_plain and template_ref is None else (
+                    ("params" if template_ref is not None else "vars") if single
+                    else f"{prefix}[{index}].{'params' if template_ref is not None else 'vars'}")
+                result.rejected.append(RejectedRecipient(index, raw_to, refused.code, refused.message, var_field))
+                continue
+            text = composed.text
+            if composed.signature_id:
+                result.signature_ids.add(composed.signature_id)
         seen[number.e164] = index
         seg = seg_cache.get(text)
         if seg is None:
@@ -238,12 +285,20 @@ def prepare(
             currency = price.currency
         message_id = message_ids[index]
         price_micros = per_segment * seg.segment_count
+        row_status, row_scheduled, row_expires, zones = status, scheduled, expires_at, None
+        if gate is not None:
+            release, zones = gate.release_at(number.e164, request.message_type, scheduled or now)
+            if release > (scheduled or now):  # marketing inside the recipient's quiet window: deferred
+                row_status, row_scheduled, row_expires = Status.SCHEDULED, release, release + validity
+            if composed is not None and composed.verdict is not None:
+                row_status = Status.HELD
+                result.held[message_id] = composed.verdict
         rows.append(
             message_row(
                 message_id, account_id=account_id, batch_id=batch_id, message_type=request.message_type,
                 to=number.e164, country=number.region, sender=request.sender, text=text, seg=seg,
-                price_micros=price_micros, currency=currency, status=status, client_ref=recipient.client_ref,
-                scheduled_at=scheduled, expires_at=expires_at, now=now,
+                price_micros=price_micros, currency=currency, status=row_status, client_ref=recipient.client_ref,
+                scheduled_at=row_scheduled, expires_at=row_expires, now=now, time_zone=zones,
             )
         )
         result.accepted.append(
@@ -253,8 +308,9 @@ def prepare(
                 encoding=seg.encoding,
                 segments=seg.segment_count,
                 price_micros=price_micros,
-                text=None if template.is_plain else text,
+                text=None if text == request.text else text,
                 index=index,
+                status=row_status.value,
             )
         )
         result.price_per_segment_micros = per_segment
@@ -301,7 +357,7 @@ async def submit_batch(
     currency = currency or settings.currency
     async with db.read() as session:
         prices = await load_price_list(session, settings, account_id=account_id, currency=currency)
-    rows, result = prepare(request, settings, account_id=account_id, prices=prices)
+        rows, result = await prepare_checked(session, settings, request, account_id=account_id, prices=prices)
     if not rows:
         first = result.rejected[0]
         raise Unprocessable(
@@ -310,20 +366,8 @@ async def submit_batch(
             field=first.field,
             details={"rejected": [_rejected_dict(r) for r in result.rejected]},
         )
-    lane = LANES[request.message_type]
-    available_at = result.scheduled_at or result.created_at
-    assert available_at is not None
-    chunk = settings.dispatch_chunk
-    outbox = [
-        {
-            "topic": "dispatch",
-            "lane": lane,
-            "payload": {"ids": [r["id"] for r in rows[i : i + chunk]]},
-            "available_at": available_at,
-            "created_at": result.created_at,
-        }
-        for i in range(0, len(rows), chunk)
-    ]
+    assert result.created_at is not None
+    outbox = _outbox_items(rows, settings.dispatch_chunk, LANES[result.message_type], result.created_at)
     async with db.write() as session:
         await charging.hold_batch(session, rows, account_id=account_id, currency=result.currency,
                                   batch_id=result.batch_id, actor=actor)
@@ -333,9 +377,9 @@ async def submit_batch(
                 account_id=account_id,
                 source=source,
                 campaign_id=None,
-                message_type=request.message_type,
+                message_type=result.message_type,
                 sender=request.sender,
-                body_template=request.text,
+                body_template=result.text_template or request.text,
                 recipients_total=len(request.recipients),
                 accepted_count=len(rows),
                 rejected_count=len(result.rejected),
@@ -351,12 +395,62 @@ async def submit_batch(
         await session.flush()
         conn = await session.connection()
         await conn.execute(insert(Message.__table__), rows)
-        if result.scheduled_at is not None:
-            await record_history(session, rows, result.created_at, db.dialect == "postgresql")
-        await conn.execute(insert(OutboxItem.__table__), outbox)
+        waiting = [r for r in rows if r["status"] != Status.ACCEPTED.value]  # scheduled or held: on record
+        if waiting:
+            await record_history(session, waiting, result.created_at, db.dialect == "postgresql")
+        if result.held:
+            await holds.record_holds(session, [r for r in rows if r["id"] in result.held], result.held,
+                                     now=result.created_at)
+        if outbox:
+            await conn.execute(insert(OutboxItem.__table__), outbox)
         if after_insert is not None:
             await after_insert(session, result)
     return result
+
+
+async def prepare_checked(
+    session: AsyncSession, settings: Settings, request: SubmitRequest, *, account_id: str, prices: PriceList,
+) -> tuple[list[dict[str, Any]], SubmitResult]:
+    """`prepare` with every compliance rule: the text rules inside, then the per-recipient refusals
+    (suppression, consent, frequency cap, unverified limits) moved from the rows to `result.rejected`.
+    The send path, the API preview and the console preview all call this."""
+    gate = await load_gate(session, settings, account_id=account_id, template_id=request.template_id)
+    rows, result = prepare(request, settings, account_id=account_id, prices=prices, gate=gate)
+    assert result.created_at is not None
+    refusals = await screen(session, gate, rows, message_type=result.message_type, now=result.created_at,
+                            signature_ids=result.signature_ids)
+    if refusals:
+        single = request.field_prefix == "to"
+        by_id = {m.id: m for m in result.accepted}
+        for message_id, refusal in refusals.items():
+            m = by_id[message_id]
+            raw = request.recipients[m.index].to
+            result.rejected.append(RejectedRecipient(m.index, raw if isinstance(raw, str) else str(raw), refusal.code,
+                                                     refusal.message,
+                                                     "to" if single else f"{request.field_prefix}[{m.index}].to"))
+            result.held.pop(message_id, None)
+        result.rejected.sort(key=lambda r: r.index)
+        rows = [r for r in rows if r["id"] not in refusals]
+        result.accepted = [m for m in result.accepted if m.id not in refusals]
+    if template_ref := gate.template:
+        result.text_template = template_ref.body
+    return rows, result
+
+
+def _outbox_items(rows: list[dict[str, Any]], chunk: int, lane: int, now: datetime) -> list[dict[str, Any]]:
+    """Dispatch items in chunks of ids, one group per time the messages may leave: now, the batch's
+    scheduled time, or each quiet-hours release time; held messages get none until a reviewer decides."""
+    by_time: dict[datetime, list[str]] = {}
+    for r in rows:
+        if r["status"] == Status.HELD.value:
+            continue
+        by_time.setdefault(r["scheduled_at"] or now, []).append(r["id"])
+    return [
+        {"topic": "dispatch", "lane": lane, "payload": {"ids": ids_[i : i + chunk]}, "available_at": at,
+         "created_at": now}
+        for at, ids_ in sorted(by_time.items())
+        for i in range(0, len(ids_), chunk)
+    ]
 
 
 def _rejected_dict(r: RejectedRecipient) -> dict[str, Any]:
