@@ -144,8 +144,14 @@ async def test_import_with_bad_rows_then_export_and_import_back(client: httpx.As
     assert (back.json()["added"], back.json()["existing"], back.json()["rejected"]) == (0, 2, [])
 
 
-async def test_import_xlsx_without_header(client: httpx.AsyncClient) -> None:
+async def test_import_xlsx_without_header(
+    client: httpx.AsyncClient, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from openpyxl import Workbook
+
+    from hongyan.compliance import suppression_files
+
+    monkeypatch.setattr(suppression_files, "IMPORT_CHUNK", 1)  # one transaction per number
 
     book = Workbook()
     sheet = book.active
@@ -159,6 +165,11 @@ async def test_import_xlsx_without_header(client: httpx.AsyncClient) -> None:
     )
     assert r.status_code == 200, r.text
     assert r.json()["added"] == 2 and [p["row"] for p in r.json()["rejected"]] == [3]
+    async with db.read() as session:
+        audits = (
+            await session.scalars(select(AuditEntry).where(AuditEntry.action == "suppression.add"))
+        ).all()
+    assert len(audits) == 1 and audits[0].after["added"] == 2 and audits[0].after["source"] == "import"
     empty = await client.post("/v1/suppressions/import", files={"file": ("e.csv", b"", "text/csv")})
     assert empty.status_code == 422 and empty.json()["error"]["code"] == "file_empty"
 

@@ -267,6 +267,33 @@ async def add_by_person(
 ) -> AddOutcome:
     """`add` for a person (console, API key, import), with one audit entry (counts, never the numbers)."""
     outcome = await add(session, account_id, numbers, scope, source, note=note)
+    await audit_add(
+        session,
+        account_id=account_id,
+        actor=actor,
+        numbers=numbers,
+        scope=scope,
+        source=source,
+        note=note,
+        outcome=outcome,
+        rejected=rejected,
+    )
+    return outcome
+
+
+async def audit_add(
+    session: AsyncSession,
+    *,
+    account_id: str,
+    actor: Actor,
+    numbers: Sequence[str],
+    scope: str,
+    source: str,
+    note: str | None,
+    outcome: AddOutcome,
+    rejected: int,
+) -> None:
+    """The audit entry of a person's add: who, how many, which scope (a single number by blind index)."""
     await record(
         session,
         actor=actor,
@@ -283,7 +310,6 @@ async def add_by_person(
             "note": note,
         },
     )
-    return outcome
 
 
 async def remove_by_person(

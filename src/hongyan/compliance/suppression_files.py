@@ -39,6 +39,7 @@ from hongyan.db.engine import Database
 
 MAX_REPORTED_PROBLEMS = 1_000  # the rest are counted
 EXPORT_CHUNK = 5_000
+IMPORT_CHUNK = 10_000  # numbers per transaction
 EXPORT_COLUMNS = ("number", "scope", "signature", "source", "keyword", "note", "created_at")
 
 
@@ -105,21 +106,29 @@ async def import_file(
     scope: str = "",
     note: str | None = None,
 ) -> ImportReport:
-    """Read the file (off the event loop), add its valid numbers in one transaction, audit the counts."""
+    """Read the file (off the event loop) and add its valid numbers IMPORT_CHUNK at a time, each chunk its
+    own short transaction (a big file must not hold SQLite's write lock for long; adding is idempotent, so a
+    file cut short by a crash is simply imported again); the last chunk carries the audit entry."""
     numbers, report = await asyncio.to_thread(read_numbers, data, filename=filename, region=region)
-    if numbers:
+    for start in range(0, len(numbers), IMPORT_CHUNK):
+        chunk = numbers[start : start + IMPORT_CHUNK]
         async with db.write() as session:
-            outcome = await suppression.add_by_person(
-                session,
-                account_id=account_id,
-                actor=actor,
-                numbers=numbers,
-                scope=scope,
-                source="import",
-                note=note,
-                rejected=report.problems_total,
-            )
-        report.added, report.existing = outcome.added, outcome.existing
+            outcome = await suppression.add(session, account_id, chunk, scope, "import", note=note)
+            report.added += outcome.added
+            report.existing += outcome.existing
+            if start + IMPORT_CHUNK >= len(numbers):
+                total = suppression.AddOutcome(report.added, report.existing)
+                await suppression.audit_add(
+                    session,
+                    account_id=account_id,
+                    actor=actor,
+                    numbers=numbers,
+                    scope=scope,
+                    source="import",
+                    note=note,
+                    outcome=total,
+                    rejected=report.problems_total,
+                )
     return report
 
 
