@@ -186,3 +186,80 @@ async def test_template_pages(app: Any, db: Database, account: AccountFixture) -
     assert r.status_code == 303
     page = (await customer.get("/console/message-templates")).text
     assert 'data-review-status="rejected"' in page and "验证码请写明用途" in page
+
+
+async def _approved(db: Database, account: AccountFixture) -> str:
+    """An approved signature 【鸿雁】 (the default) and an approved verification template; its id."""
+    from hongyan.accounts.permissions import Authority
+    from hongyan.audit.service import Actor
+    from hongyan.compliance import signatures, templates
+
+    owner = Authority.of_key(account_id=account.account_id, key_id=account.key_id, scopes=("admin",))
+    staff = Authority.of_member(account_id=account.account_id, user_id="usr_x", role="reviewer")
+    actor = Actor.system("test")
+    async with db.write() as session:
+        sig = await signatures.apply(
+            session, authority=owner, actor=actor, name="鸿雁", purpose="通知", source="app"
+        )
+        await signatures.review(
+            session, authority=staff, actor=actor, signature_id=sig.id, decision="approved"
+        )
+        tpl = await templates.apply(
+            session,
+            authority=owner,
+            actor=actor,
+            name="登录",
+            message_type="verification",
+            body="您的验证码是${code}，5分钟内有效。",
+            variables=[],
+        )
+        await templates.review(session, authority=staff, actor=actor, template_id=tpl.id, decision="approved")
+    return tpl.id
+
+
+async def test_send_page_signature_and_template(app: Any, db: Database, account: AccountFixture) -> None:
+    tpl_id = await _approved(db, account)
+    customer = await signed_in_client(app, db, account, email="owner@acme.example")
+    page = (await customer.get("/console/send")).text
+    assert re.search(r'<option value="鸿雁" selected>【鸿雁】', page)
+    assert f'<option value="{tpl_id}">' in page and f'name="param.{tpl_id}.code"' in page
+
+    form = {
+        "recipient_mode": "list",
+        "recipients": "13800138000",
+        "content_mode": "template",
+        "template_id": tpl_id,
+        "signature": "鸿雁",
+        "message_type": "notification",
+        "text": "",
+        "action": "review",
+    }
+    r = await _post(customer, "/console/send", "/console/send", {**form, f"param.{tpl_id}.code": "12a4"})
+    assert r.status_code == 422 and "template_param_invalid" in r.text  # the recipient is refused
+    r = await _post(customer, "/console/send", "/console/send", {**form, f"param.{tpl_id}.code": "012345"})
+    assert r.status_code == 200, r.text
+    assert "【鸿雁】您的验证码是012345，5分钟内有效。" in r.text  # the confirm page's preview
+    r = await _post(
+        customer,
+        "/console/send",
+        "/console/send",
+        {**form, f"param.{tpl_id}.code": "012345", "action": "confirm"},
+    )
+    assert r.status_code == 303, r.text
+    batch = r.headers["location"].split("batch=")[1]
+    async with db.read() as session:
+        from sqlalchemy import select
+
+        from hongyan.messaging.models import Message
+
+        bodies = list(await session.scalars(select(Message.body).where(Message.batch_id == batch)))
+    assert bodies == ["【鸿雁】您的验证码是012345，5分钟内有效。"]
+
+    # typed text gets the chosen signature too
+    r = await _post(
+        customer,
+        "/console/send",
+        "/console/send",
+        {**form, "content_mode": "text", "text": "您的包裹已到达", "action": "review"},
+    )
+    assert r.status_code == 200 and "【鸿雁】您的包裹已到达" in r.text

@@ -10,9 +10,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter
+from sqlalchemy import select
 
 from hongyan.billing.charging import Plan, plan_funding
 from hongyan.billing.rates import PriceList, load_price_list
+from hongyan.compliance.models import MessageTemplate
+from hongyan.compliance.signatures import SignatureRef, approved_signatures
+from hongyan.compliance.template_variables import VARIABLE_TYPES
 from hongyan.config import Settings
 from hongyan.console.context import CheckedForm, Console, FieldErrors, SignedIn, form_text
 from hongyan.console.send_form import (
@@ -31,12 +35,53 @@ from hongyan.core.errors import HongyanError
 from hongyan.messaging.encoding import segment
 from hongyan.messaging.numbers import normalize
 from hongyan.messaging.personalize import parse_template
-from hongyan.messaging.submit import MESSAGE_TYPES, SubmitResult, prepare, submit_batch
+from hongyan.messaging.submit import MESSAGE_TYPES, SubmitResult, prepare_checked, submit_batch
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
 PREVIEW_SAMPLES = 5  # personalized messages shown before sending
 PREVIEW_REJECTED = 100  # bad recipients listed (the rest are counted)
+
+
+@dataclass(frozen=True, slots=True)
+class SendChoices:
+    """What the form offers: the account's approved signatures (default first) and approved templates."""
+
+    signatures: list[SignatureRef] = field(default_factory=list)
+    templates: list[MessageTemplate] = field(default_factory=list)
+
+    @property
+    def default_signature(self) -> str:
+        return next((s.name for s in self.signatures if s.is_default), self.signatures[0].name if self.signatures
+                    else "")
+
+    def template(self, template_id: str) -> MessageTemplate | None:
+        return next((t for t in self.templates if t.id == template_id), None)
+
+
+async def send_choices(console: Console) -> SendChoices:
+    async with console.db.read() as session:
+        refs = await approved_signatures(session, console.account_id)
+        rows = list(await session.scalars(select(MessageTemplate).where(
+            MessageTemplate.account_id == console.account_id, MessageTemplate.status == "approved")
+            .order_by(MessageTemplate.name)))
+    return SendChoices(sorted(refs.values(), key=lambda r: (not r.is_default, r.name)), rows)
+
+
+def counted_text(form: SendForm, choices: SendChoices) -> str:
+    """The text the counter measures: the template filled with what is typed so far, and the signature
+    【…】 the gate will add (it is part of the message and of its segments)."""
+    text = form.text
+    if form.by_template:
+        chosen = choices.template(form.template_id)
+        text = chosen.body if chosen else ""
+        for name, value in form.params:
+            text = text.replace("${" + name + "}", value)
+    signature = form.signature or choices.default_signature
+    stripped = text.strip()
+    if text and signature and not (stripped.startswith("【") or stripped.endswith("】")):
+        text = f"【{signature}】{text}"
+    return text
 
 
 @dataclass(slots=True)
@@ -65,6 +110,7 @@ class SendPreview:
             "segments": self.result.segments_total,
             "price": money(self.result.price_micros_total, self.result.currency),
             "recipients": len(self.parsed.recipients) if self.parsed else 0,
+            "package_units": 0,  # nothing to fund when every recipient is refused
             **self._funding_totals(),
         }
 
@@ -88,12 +134,11 @@ def _settings(console: Console) -> Settings:
 
 
 def _form(form: Any) -> SendForm:
-    return SendForm.from_fields(
-        {
-            name: form_text(form, name)
-            for name in ("recipients", "table", "recipient_mode", "text", "message_type")
-        }
-    )
+    names = ("recipients", "table", "recipient_mode", "text", "message_type", "signature", "content_mode",
+             "template_id")
+    fields = {name: form_text(form, name) for name in names}
+    fields.update({k: form_text(form, k) for k in form if k.startswith("param.")})
+    return SendForm.from_fields(fields)
 
 
 async def _price_list(console: Console) -> PriceList:
@@ -103,10 +148,12 @@ async def _price_list(console: Console) -> PriceList:
                                      currency=console.user.currency)
 
 
-def _counter(console: Console, form: SendForm, prices: PriceList) -> dict[str, Any]:
-    """Characters, encoding, segments and price per recipient of the text as typed (placeholders included)."""
+def _counter(console: Console, form: SendForm, prices: PriceList, choices: SendChoices) -> dict[str, Any]:
+    """Characters, encoding, segments and price per recipient of the text as typed (placeholders included),
+    with the signature; by template: the template with the values typed so far."""
     assert console.user is not None
-    if not form.text:
+    text = counted_text(form, choices)
+    if not text:
         return {
             "characters": 0,
             "encoding": "GSM-7",
@@ -116,7 +163,7 @@ def _counter(console: Console, form: SendForm, prices: PriceList) -> dict[str, A
             "units_remaining": 160,
             "price": money(0, console.user.currency),
         }
-    seg = segment(form.text)
+    seg = segment(text)
     price = prices.price(console.user.default_region, form.message_type)
     return {
         "characters": seg.characters,
@@ -129,24 +176,33 @@ def _counter(console: Console, form: SendForm, prices: PriceList) -> dict[str, A
     }
 
 
-async def build_preview(console: Console, form: SendForm, *, live: bool) -> SendPreview:
+async def build_preview(console: Console, form: SendForm, *, live: bool,
+                        choices: SendChoices | None = None) -> SendPreview:
     """What would be sent. `live` (while typing): say nothing about fields not filled in yet."""
     assert console.user is not None
     t = console.t
     prices = await _price_list(console)
+    choices = choices or await send_choices(console)
     preview = SendPreview(
-        form=form, counter=_counter(console, form, prices), variables=parse_template(form.text).variables
+        form=form, counter=_counter(console, form, prices, choices),
+        variables=() if form.by_template else parse_template(form.text).variables,
     )
     try:
         preview.parsed = parse_recipients(form)
     except FormProblem as problem:
         preview.errors[problem.field] = (t(problem.key, **problem.params), None)
         return preview
-    if live and (not preview.parsed.recipients or not form.text.strip()):
+    has_content = bool(form.template_id) if form.by_template else bool(form.text.strip())
+    if live and (not preview.parsed.recipients or not has_content):
+        return preview
+    if form.by_template and not form.template_id:
+        preview.errors["template_id"] = (t("send.template.choose"), None)
         return preview
     request = submit_request(form, preview.parsed, default_region=console.user.default_region)
     try:
-        _rows, result = prepare(request, _settings(console), account_id=console.account_id, prices=prices)
+        async with console.db.read() as session:  # the same checks as the send: gate, suppression, limits
+            _rows, result = await prepare_checked(session, _settings(console), request,
+                                                  account_id=console.account_id, prices=prices)
     except HongyanError as exc:
         console.field_error(preview.errors, form_field_for(exc.field, form), exc)
         return preview
@@ -191,7 +247,7 @@ async def build_preview(console: Console, form: SendForm, *, live: bool) -> Send
     return preview
 
 
-def _render_form(console: Console, preview: SendPreview, *, status: int = 200) -> Any:
+def _render_form(console: Console, preview: SendPreview, choices: SendChoices, *, status: int = 200) -> Any:
     return console.render(
         "send.html",
         status=status,
@@ -200,14 +256,18 @@ def _render_form(console: Console, preview: SendPreview, *, status: int = 200) -
         preview=preview,
         errors=preview.errors,
         message_types=MESSAGE_TYPES,
+        choices=choices,
+        variable_types=VARIABLE_TYPES,
     )
 
 
 @router.get("/send")
 async def send_page(console: SignedIn) -> Any:
-    form = SendForm()
-    preview = SendPreview(form=form, counter=_counter(console, form, await _price_list(console)), variables=())
-    return _render_form(console, preview)
+    choices = await send_choices(console)
+    form = SendForm(signature=choices.default_signature)
+    preview = SendPreview(form=form, counter=_counter(console, form, await _price_list(console), choices),
+                          variables=())
+    return _render_form(console, preview, choices)
 
 
 @router.post("/api/preview")
@@ -235,9 +295,10 @@ async def send_submit(console: SignedIn, form: CheckedForm) -> Any:
     """review → the confirm page; confirm → submit and go to the history; edit → back to the form."""
     send_form = _form(form)
     action = form_text(form, "action", "review")
-    preview = await build_preview(console, send_form, live=False)
+    choices = await send_choices(console)
+    preview = await build_preview(console, send_form, live=False, choices=choices)
     if action == "edit" or not preview.ready:
-        return _render_form(console, preview, status=200 if action == "edit" else 422)
+        return _render_form(console, preview, choices, status=200 if action == "edit" else 422)
     if action != "confirm":
         return console.render("send_confirm.html", active="send", form=send_form, preview=preview)
     assert preview.parsed is not None and console.user is not None
@@ -249,7 +310,7 @@ async def send_submit(console: SignedIn, form: CheckedForm) -> Any:
         )
     except HongyanError as exc:
         console.field_error(preview.errors, form_field_for(exc.field, send_form), exc)
-        return _render_form(console, preview, status=422)
+        return _render_form(console, preview, choices, status=422)
     runtime = console.request.app.state.runtime
     if runtime is not None:
         runtime.notify_outbox()

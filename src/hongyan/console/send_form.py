@@ -11,6 +11,11 @@ Recipients come in one of two ways (`recipient_mode`):
       手机号,客户姓名,订单号
       13800000001,张三,A1001
       13800000002,李四,A1002
+
+Content comes in one of two ways (`content_mode`): `text` (typed, reviewed by the content filter) or
+`template` (an approved template: its `${variables}` come from the inputs `param.<template id>.<name>`,
+the same for every recipient, or per recipient from table columns named like the variables). The
+signature is one of the account's approved signatures (default preselected); the gate places it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from hongyan.messaging.numbers import split_recipients
 from hongyan.messaging.submit import MESSAGE_TYPES, Recipient, SubmitRequest
 
 RECIPIENT_MODES = ("list", "table")
+CONTENT_MODES = ("text", "template")
+PARAM_PREFIX = "param."
 
 
 class FormProblem(ValueError):
@@ -41,18 +48,40 @@ class SendForm:
     recipient_mode: str = "list"
     text: str = ""
     message_type: str = "notification"
+    signature: str = ""  # an approved signature's name; "" when the account has none
+    content_mode: str = "text"
+    template_id: str = ""
+    params: tuple[tuple[str, str], ...] = ()  # the chosen template's values typed in the form
 
     @classmethod
     def from_fields(cls, get: dict[str, str]) -> SendForm:
         mode = get.get("recipient_mode", "list")
         message_type = get.get("message_type", "notification")
+        content_mode = get.get("content_mode", "text")
+        template_id = get.get("template_id", "").strip()
+        own = f"{PARAM_PREFIX}{template_id}."  # inputs of the other templates' (hidden) groups are ignored
         return cls(
             recipients=get.get("recipients", ""),
             table=get.get("table", ""),
             recipient_mode=mode if mode in RECIPIENT_MODES else "list",
             text=get.get("text", "").replace("\r\n", "\n"),
             message_type=message_type if message_type in MESSAGE_TYPES else "notification",
+            signature=get.get("signature", "").strip(),
+            content_mode=content_mode if content_mode in CONTENT_MODES else "text",
+            template_id=template_id,
+            params=tuple(
+                (k[len(own) :], v.strip())
+                for k, v in get.items()
+                if template_id and k.startswith(own) and v.strip()
+            ),
         )
+
+    @property
+    def by_template(self) -> bool:
+        return self.content_mode == "template"
+
+    def param(self, name: str) -> str:
+        return dict(self.params).get(name, "")
 
     @property
     def recipients_field(self) -> str:
@@ -114,11 +143,26 @@ def parse_recipients(form: SendForm) -> ParsedRecipients:
 
 
 def submit_request(form: SendForm, parsed: ParsedRecipients, *, default_region: str) -> SubmitRequest:
+    if form.by_template:
+        shared = dict(form.params)  # typed once for everyone; a table's columns override per recipient
+        recipients = [
+            Recipient(to=r.to, client_ref=r.client_ref, params={**shared, **(r.vars or {})} or None)
+            for r in parsed.recipients
+        ]
+        return SubmitRequest(
+            text="",
+            recipients=recipients,
+            message_type=form.message_type,
+            default_region=default_region,
+            signature=form.signature or None,
+            template_id=form.template_id or None,
+        )
     return SubmitRequest(
         text=form.text,
         recipients=parsed.recipients,
         message_type=form.message_type,
         default_region=default_region,
+        signature=form.signature or None,
     )
 
 
@@ -128,8 +172,10 @@ def form_field_for(error_field: str | None, form: SendForm) -> str:
         return "form"
     if error_field.startswith("recipients"):
         return form.recipients_field
-    if error_field in ("text", "message_type"):
+    if error_field in ("text", "message_type", "signature", "template_id"):
         return error_field
+    if error_field.startswith("params"):
+        return "params"
     return "form"
 
 
