@@ -405,3 +405,43 @@ def test_regexes_with_groups_and_flags_still_work() -> None:
     assert _rule(f.check("code 777777")) == "g"
     assert _rule(f.check("A\nB")) == "i"
     assert f.check("code 123456") is None
+
+
+# -- the regex prefilter ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("pattern", "literals"),
+    [
+        (r"银行卡.{0,6}(冻结|异常)", {"银行卡"}),
+        (r"(稳赚|包赢)", {"稳赚", "包赢"}),
+        (r"\d{3,4}-?\d{7,8}转\d+", {"转"}),
+        (r"\b(?:USDT|btc)\b.{0,10}\d+", {"usdt", "btc"}),
+        (r"刷单|兼职.{0,3}日结", {"刷单", "兼职"}),
+        (r"(ab)?cd+", {"c"}),
+        (r"(?:x|y){2,}z", {"z"}),
+        (r"[a-z0-9]{20,}", None),
+        (r"(foo)?bar|baz*", {"bar", "ba"}),
+        (r"\w+@\w+", {"@"}),
+    ],
+)
+def test_required_literals(pattern: str, literals: set[str] | None) -> None:
+    assert fp.required_literals(pattern) == literals
+
+
+_PREFILTER_REGEXES = [
+    r"银行卡.{0,3}(冻结|异常)",
+    r"(稳赚|包赢)\d",
+    r"\d{3}转\d",
+    r"[a-c]{4,}",
+    r"(ab)?cd+",
+    r"(x)\1y",
+    r"qq\s*\d{3}",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet="银行卡冻结异常稳赚包赢转abcdxyq 0123456789", max_size=30))
+def test_regex_prefilter_agrees_with_running_every_regex(text: str) -> None:
+    f = ContentFilter.compile([Rule(f"r{i}", "regex", p, "review") for i, p in enumerate(_PREFILTER_REGEXES)])
+    folded = normalize.fold(text)
+    expected = next((f"r{i}" for i, (c, _) in enumerate(f.platform.regexes) if c.search(folded)), None)
+    assert _rule(f.check(text)) == expected

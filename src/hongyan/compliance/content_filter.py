@@ -3,11 +3,12 @@ once and checked against every distinct message text at submit.
 
 Matching (docs/content-filter.md):
 - keywords: every keyword of a list is normalized (`normalize.compact`) and put in one Aho-Corasick
-  automaton (pyahocorasick), so a text is scanned once whatever the number of keywords. Keywords whose edge
+  automaton (ahocorasick_rs), so a text is scanned once whatever the number of keywords. Keywords whose edge
   is a Latin (or other space-separated script) letter must sit on word boundaries (`sex` ≠ `Essex`), where
   any separator in the original text (space, dot, emoji…) starts a word, so `s.e.x` is still caught.
-- regexes run case-insensitively on `normalize.fold(text)`, behind one combined pattern that answers
-  "does any regex match?" in a single scan.
+- regexes run case-insensitively on `normalize.fold(text)`; each regex with literals that every match
+  must contain (`filter_patterns.required_literals`) runs only when one of them is in the text, found by a
+  second Aho-Corasick scan, so most regexes never run on a clean message.
 - URLs are read from the folded text; a deny-list domain (or a parent domain) blocks, and a non-empty
   allow list sends every link outside it to review.
 
@@ -25,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import ahocorasick
+import ahocorasick_rs
 
 from hongyan.compliance import filter_patterns as fp
 from hongyan.compliance import normalize
@@ -33,6 +34,8 @@ from hongyan.core.errors import HongyanError
 
 log = logging.getLogger(__name__)
 PLATFORM, ACCOUNT = "platform", "account"
+# every match, overlapping ones included (a block word inside a review phrase, one literal inside another)
+STANDARD = ahocorasick_rs.MatchKind.Standard
 _SEVERITY = {"block": 0, "review": 1}
 
 
@@ -97,12 +100,14 @@ class RuleList:
     def __init__(self, scope: str, rules: Iterable[Rule]) -> None:
         self.scope = scope
         self.rules: tuple[Rule, ...] = ()
-        self.automaton: Any = None
-        self.regex_any: Any = None  # re.Pattern: does any regex match at all?
-        self.regexes: list[tuple[Any, Rule]] = []
+        self.automaton: Any = None  # ahocorasick_rs.AhoCorasick over the compact keywords
+        self.keyword_entries: list[tuple[_Keyword, ...]] = []  # by the automaton's pattern index
+        self.regexes: list[tuple[re.Pattern[str], Rule]] = []
+        self.regexes_always: list[int] = []  # indexes of regexes without required literals: always run
+        self.literal_automaton: Any = None  # required literals of the other regexes
+        self.literal_regexes: list[tuple[int, ...]] = []  # by the literal automaton's pattern index
         self.url_deny: dict[str, Rule] = {}
         self.url_allow: dict[str, Rule] = {}
-        self.has_allow_keywords = False
         keywords: dict[str, list[_Keyword]] = {}
         kept: list[Rule] = []
         for rule in rules:
@@ -114,17 +119,18 @@ class RuleList:
             kept.append(rule)
         self.rules = tuple(kept)
         if keywords:
-            automaton = ahocorasick.Automaton()
-            for key, entries in keywords.items():
-                automaton.add_word(key, tuple(entries))
-            automaton.make_automaton()
-            self.automaton = automaton
-        combinable = [p.pattern for p, _ in self.regexes if p.groups == 0]
-        if self.regexes and len(combinable) == len(self.regexes):
-            try:
-                self.regex_any = re.compile("|".join(f"(?:{p})" for p in combinable), fp.REGEX_FLAGS)
-            except re.error:  # e.g. inline global flags, which only work at the start of a pattern
-                self.regex_any = None
+            self.automaton = ahocorasick_rs.AhoCorasick(list(keywords), matchkind=STANDARD)
+            self.keyword_entries = [tuple(entries) for entries in keywords.values()]
+        literals: dict[str, list[int]] = {}
+        for index, (compiled, _rule) in enumerate(self.regexes):
+            required = fp.required_literals(compiled.pattern)
+            if required is None:
+                self.regexes_always.append(index)
+            for literal in required or ():
+                literals.setdefault(literal, []).append(index)
+        if literals:
+            self.literal_automaton = ahocorasick_rs.AhoCorasick(list(literals), matchkind=STANDARD)
+            self.literal_regexes = [tuple(indexes) for indexes in literals.values()]
         self.empty = not self.rules
         self.needs_fold = bool(self.regexes or self.url_deny or self.url_allow)
 
@@ -135,7 +141,6 @@ class RuleList:
                 raise fp.invalid("empty keyword")
             entry = _Keyword(rule, len(key), _edge(key[0]), _edge(key[-1]))
             keywords.setdefault(key, []).append(entry)
-            self.has_allow_keywords |= rule.action == "allow"
         elif rule.kind == "regex":
             self.regexes.append((fp.compile_regex(rule.pattern), rule))
         elif rule.kind == "url_deny":
@@ -151,10 +156,8 @@ class RuleList:
     ) -> list[tuple[int, int, Rule]]:
         """(start, end, rule) of every keyword match on word boundaries, allow phrases included."""
         out: list[tuple[int, int, Rule]] = []
-        for last, entries in self.automaton.iter(compact):
-            end = last + 1
-            for entry in entries:
-                start = end - entry.length
+        for index, start, end in self.automaton.find_matches_as_indexes(compact, overlapping=True):
+            for entry in self.keyword_entries[index]:
                 if entry.start_letter and start > 0 and _same_kind(entry.start_letter, compact[start - 1]):
                     if not starts:
                         starts.append(normalize.word_starts(text))
@@ -169,10 +172,20 @@ class RuleList:
         return out
 
     def regex_verdict(self, folded: str) -> Verdict | None:
-        if not self.regexes or (self.regex_any is not None and self.regex_any.search(folded) is None):
+        """The strongest regex verdict; a regex runs only if its required literals are in the text."""
+        if not self.regexes:
             return None
+        run = set(self.regexes_always)
+        if self.literal_automaton is not None:
+            for index, _start, _end in self.literal_automaton.find_matches_as_indexes(
+                folded, overlapping=True
+            ):
+                run.update(self.literal_regexes[index])
+        if not run:
+            return None
+        candidates = [self.regexes[i] for i in sorted(run)]
         best: Verdict | None = None
-        for compiled, rule in self.regexes:
+        for compiled, rule in candidates:
             if compiled.search(folded) is not None:
                 verdict = self.verdict(rule)
                 if verdict.action == "block":
@@ -181,6 +194,8 @@ class RuleList:
         return best
 
     def url_verdicts(self, hosts: list[str]) -> list[Verdict]:
+        if not self.url_deny and not self.url_allow:
+            return []
         out: list[Verdict] = []
         for host in hosts:
             candidates = fp.domain_candidates(host)
@@ -209,7 +224,7 @@ class ContentFilter:
         self.empty = platform.empty and account.empty
         self._lists = [part for part in (platform, account) if not part.empty]
         self._keywords = [part for part in self._lists if part.automaton is not None]
-        self._needs_fold = any(part.needs_fold for part in self._lists)
+        self._fold_parts = [(rank, part) for rank, part in enumerate((platform, account)) if part.needs_fold]
         self._needs_urls = any(part.url_deny or part.url_allow for part in self._lists)
 
     @classmethod
@@ -225,15 +240,16 @@ class ContentFilter:
             self._keyword_verdicts(text, verdicts)
             if verdicts and verdicts[0][0] == 0 and verdicts[0][1] == 0:  # a platform block: nothing beats it
                 return min(verdicts, key=lambda v: v[:3])[3]
-        if self._needs_fold:
+        if self._fold_parts:
             folded = normalize.fold(text)
             hosts = fp.url_hosts(folded) if self._needs_urls else []
-            for rank, part in enumerate((self.platform, self.account)):
+            for rank, part in self._fold_parts:
                 regex = part.regex_verdict(folded)
                 if regex is not None:
                     verdicts.append((_SEVERITY[regex.action], rank, 1 << 30, regex))
-                for verdict in part.url_verdicts(hosts) if hosts else ():
-                    verdicts.append((_SEVERITY[verdict.action], rank, 1 << 30, verdict))
+                if hosts:
+                    for verdict in part.url_verdicts(hosts):
+                        verdicts.append((_SEVERITY[verdict.action], rank, 1 << 30, verdict))
         if not verdicts:
             return None
         return min(verdicts, key=lambda v: v[:3])[3]

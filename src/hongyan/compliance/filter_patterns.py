@@ -44,6 +44,7 @@ URL_PATTERN = re.compile(
     rf"|(?<![a-z0-9.@_-])(?P<www>www\.(?:{_LABEL}\.)+[a-z][a-z0-9-]{{1,23}})(?![a-z0-9-])"
     rf"|(?<![a-z0-9.@_-])(?P<bare>(?:{_LABEL}\.)+(?:{_TLD_ALTERNATION}))(?![a-z0-9-])"
 )
+_TLD_HIT = re.compile(rf"\.(?:{_TLD_ALTERNATION})(?![a-z0-9-])")
 _DOMAIN = re.compile(rf"(?:{_LABEL}\.)+[a-z0-9-]{{2,63}}")
 _IPV4 = re.compile(r"(?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}")
 
@@ -107,6 +108,54 @@ def compile_regex(pattern: str) -> re.Pattern[str]:
             "can take seconds on one message. Write it without the nesting."
         )
     return compiled
+
+
+def required_literals(pattern: str) -> frozenset[str] | None:
+    """Pure: strings of which every match of the regex contains at least one (`银行卡.{0,6}(冻结|异常)` →
+    {"银行卡"}; `(稳赚|包赢)` → {"稳赚", "包赢"}), lowercase; None when no such set is known (`[a-z0-9]{20,}`).
+    The filter looks for these with one Aho-Corasick scan and runs a regex only when one is present:
+    Python's `re` has no multi-pattern search, and an alternation of many regexes is slower than each alone."""
+    try:
+        parsed = sre_parse.parse(pattern, REGEX_FLAGS)
+    except Exception:  # compile_regex reports syntax errors
+        return None
+    found = _required(list(parsed))
+    if not found or any(not s or s.lower() != s.casefold() for s in found):
+        return None
+    return frozenset(s.lower() for s in found)
+
+
+def _required(items: list[Any]) -> set[str] | None:
+    """The most selective required set of a sequence: a literal run, or a group / alternation / repeated
+    item (at least once) whose own required set is known; the longest shortest string wins."""
+    candidates: list[set[str]] = []
+    run: list[str] = []
+    for op, av in items:
+        if op == sre_constants.LITERAL:
+            run.append(chr(av))
+            continue
+        if run:
+            candidates.append({"".join(run)})
+            run = []
+        sub: set[str] | None = None
+        if op == sre_constants.SUBPATTERN:
+            sub = _required(list(av[-1]))
+        elif op == sre_constants.BRANCH:
+            branches = [_required(list(branch)) for branch in av[1]]
+            if all(branches):
+                sub = set().union(*branches)  # type: ignore[arg-type]
+        elif op == sre_constants.IN:
+            chars = [chr(value) for kind, value in av if kind == sre_constants.LITERAL]
+            sub = set(chars) if chars and len(chars) == len(av) else None
+        elif op in _REPEATS and av[0] >= 1:
+            sub = _required(list(av[2]))
+        if sub:
+            candidates.append(sub)
+    if run:
+        candidates.append({"".join(run)})
+    if not candidates:
+        return None
+    return max(candidates, key=lambda c: (min(len(x) for x in c), -len(c)))
 
 
 def simplified_regex(pattern: str) -> str:
@@ -188,6 +237,9 @@ def url_hosts(folded: str) -> list[str]:
     """The hosts of the links in a `normalize.fold()`ed text: `https://…`, `www.…` and bare domains with a
     known TLD (`t.cn/abc`). `。` counts as a dot, since `abc。cn` is a common dodge."""
     text = folded.replace("。", ".") if "。" in folded else folded
+    # most texts have no link: a scan for a literal dot before a known TLD (fast) rules them out
+    if "://" not in text and "www." not in text and _TLD_HIT.search(text) is None:
+        return []
     hosts: list[str] = []
     for match in URL_PATTERN.finditer(text):
         netloc = match.group("netloc")
