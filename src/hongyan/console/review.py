@@ -165,6 +165,11 @@ async def _render_detail(
         errors=errors or FieldErrors(),
         reason=reason,
         base=f"/console/review/{area}/{row.id}",
+        # who decided, as a person reads it (email or key name) rather than the row's user:usr_… reference
+        decided_by=next(
+            (h.actor_label or h.actor_id for h in reversed(history) if h.action in reviews.DECISIONS),
+            row.reviewed_by,
+        ),
     )
 
 
