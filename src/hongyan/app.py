@@ -33,6 +33,7 @@ from hongyan.compliance.filter_routes import operator_router as filter_operator_
 from hongyan.compliance.filter_routes import router as filter_router
 from hongyan.compliance.hold_routes import router as held_messages_router
 from hongyan.compliance.kyc_routes import router as verification_router
+from hongyan.compliance.rules_routes import router as compliance_rules_router
 from hongyan.compliance.signature_routes import router as signatures_router
 from hongyan.compliance.suppression_routes import router as suppressions_router
 from hongyan.compliance.template_routes import router as templates_router
@@ -111,6 +112,7 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
     app.include_router(privacy_router)
     app.include_router(suppressions_router)
     app.include_router(verification_router)
+    app.include_router(compliance_rules_router)
     app.include_router(held_messages_router)
     app.include_router(signatures_router)
     app.include_router(templates_router)

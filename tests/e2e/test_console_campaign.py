@@ -12,12 +12,16 @@ from __future__ import annotations
 import re
 import sqlite3
 from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 from playwright.sync_api import expect
+
+from hongyan.core.money import format_micros
 
 if TYPE_CHECKING:
     from e2e.conftest import Server
@@ -46,6 +50,16 @@ def _quiet_hours_off(server: Server) -> None:
     recipients' zone when the test runs at night (the setting has no API or console page yet)."""
     with sqlite3.connect(server.data_dir / "hongyan.db", timeout=10) as db:
         db.execute("UPDATE account SET quiet_hours = 'off'")
+
+
+def _marketing_price(server: Server, segments: int) -> str:
+    """The console's text for `segments` marketing segments at the account's current price (other browser
+    tests on the same server may have put the account on a rate card)."""
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.api_key}"}) as api:
+        r = api.post("/v1/messages/quote", json={"text": "x", "to": "+8613612300001", "message_type": "marketing"})
+        assert r.status_code == 200, r.text
+    per_segment = Decimal(r.json()["price_per_segment"])
+    return "¥" + format_micros(int(per_segment * 1_000_000) * segments, "CNY")
 
 
 def _customer_list() -> bytes:
@@ -139,13 +153,13 @@ def test_campaign_with_variables_preview_send_now_and_schedule(
     expect(totals.locator('[data-total="messages"]')).to_have_text("3")
     expect(totals.locator('[data-total="skipped"]')).to_have_text("1")
     expect(totals.locator('[data-total="segments"]')).to_have_text("3")
-    expect(totals.locator('[data-total="cost"]')).to_have_text("¥0.12")
+    expect(totals.locator('[data-total="cost"]')).to_have_text(_marketing_price(server, 3))
     samples = page.locator("#preview-samples [data-sample]")
     expect(samples).to_have_count(3)
     zhang = samples.filter(has_text="+8613612300001")  # samples come in contact-id order
     expect(zhang).to_contain_text("张三您好，您的订单DD1001已发货。")
     expect(zhang).to_contain_text("1 条计费")
-    expect(zhang).to_contain_text("¥0.04")
+    expect(zhang).to_contain_text(_marketing_price(server, 1))
     expect(samples.filter(has_text="+8613712300001")).to_contain_text("客户您好，您的订单DD1003已发货。")
     expect(page.locator("#campaign-preview .rejected-table")).to_contain_text("+8613612320001")
     full_screenshot(page, screenshots / "campaign_preview.png")
@@ -161,7 +175,7 @@ def test_campaign_with_variables_preview_send_now_and_schedule(
     expect(page.locator("#campaign-status .badge")).to_have_text("已完成", timeout=RUN_DEADLINE_MS)
     expect(run.locator("[data-run-status] .badge")).to_have_text("已完成")
     expect(run).to_contain_text("(Asia/Shanghai)")
-    expect(run.locator("[data-run-cost]")).to_have_text("¥0.12")
+    expect(run.locator("[data-run-cost]")).to_have_text(_marketing_price(server, 3))
     expect(run.locator("[data-bar] rect.seg-delivered")).to_have_count(1)
     full_screenshot(page, screenshots / "campaign_run_completed.png")
     run.locator("a[href^='/console/batches/']").click()

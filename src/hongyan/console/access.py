@@ -31,6 +31,7 @@ PAGE_PERMISSIONS: tuple[tuple[str, str | None, str | None], ...] = (
     ("/console/sub-accounts", p.SUB_ACCOUNTS_MANAGE, p.SUB_ACCOUNTS_MANAGE),
     ("/console/audit", p.AUDIT_READ, p.AUDIT_READ),  # owners and admins (who changed what, from where)
     ("/console/privacy", p.ACCOUNT_SETTINGS, p.ACCOUNT_SETTINGS),  # personal data: export, erase, retention
+    ("/console/sending-rules", p.ACCOUNT_SETTINGS, p.ACCOUNT_SETTINGS),  # compliance choices
 )
 
 
