@@ -57,13 +57,24 @@ def licence_png() -> bytes:
     raw = b"".join(b"\x00" + bytes((34, 139, 84)) * width for _ in range(height))
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _make_users(server: Server) -> None:
+    """The customer (owner of a funded, verified account) and a reviewer in the platform's own account."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HONGYAN_")}
     env["HONGYAN_DATA_DIR"] = str(server.data_dir)
     subprocess.run([sys.executable, "-c", USERS_SCRIPT], env=env, check=True, timeout=60)
@@ -82,9 +93,14 @@ def _log_out(page: Any) -> None:
     expect(page).to_have_url(re.compile(r"/console/login$"))
 
 
-def test_apply_review_and_send_with_a_signature(page: Any, server: Server, screenshots: Path) -> None:
+@pytest.fixture(scope="module")
+def users(server: Server) -> None:
     _make_users(server)
 
+
+def test_apply_review_and_send_with_a_signature(
+    page: Any, server: Server, users: None, screenshots: Path
+) -> None:
     # the customer applies, with the business licence as a PNG
     _log_in(page, CUSTOMER)
     page.click("a.nav-item[href='/console/signatures']")
@@ -93,16 +109,18 @@ def test_apply_review_and_send_with_a_signature(page: Any, server: Server, scree
     page.fill("#sig-name", "【1】")
     page.select_option("#sig-source", "company")
     page.fill("#sig-purpose", "向会员发送取餐码和订单通知")
-    page.set_input_files("#sig-documents", files=[{"name": "营业执照.png", "mimeType": "image/png",
-                                                   "buffer": licence_png()}])
+    page.set_input_files(
+        "#sig-documents", files=[{"name": "营业执照.png", "mimeType": "image/png", "buffer": licence_png()}]
+    )
     page.click("#signature-form button[type=submit]")
     error = page.locator('.field:has(#sig-name) [data-error-for="name"]')
     expect(error).to_contain_text("签名不符合要求")
     expect(page.locator("#sig-purpose")).to_have_value("向会员发送取餐码和订单通知")
     page.screenshot(path=str(screenshots / "signature-apply-error.png"), full_page=True)
     page.fill("#sig-name", f"【{SIGNATURE}】")
-    page.set_input_files("#sig-documents", files=[{"name": "营业执照.png", "mimeType": "image/png",
-                                                   "buffer": licence_png()}])
+    page.set_input_files(
+        "#sig-documents", files=[{"name": "营业执照.png", "mimeType": "image/png", "buffer": licence_png()}]
+    )
     page.click("#signature-form button[type=submit]")
     expect(page.locator(".flash-success")).to_contain_text(f"已提交“{SIGNATURE}”")
     row = page.locator(f'tr[data-name="{SIGNATURE}"]')
@@ -151,3 +169,53 @@ def test_apply_review_and_send_with_a_signature(page: Any, server: Server, scree
     page.locator("#message-rows tr[data-id] a").first.click()
     expect(page.locator(".sms-bubble")).to_have_text(f"【{SIGNATURE}】您的取餐码是 0815，请到前台取餐。")
     page.screenshot(path=str(screenshots / "signature-message.png"), full_page=True)
+
+
+def test_apply_for_a_template_and_send_by_it(
+    page: Any, server: Server, users: None, screenshots: Path
+) -> None:
+    _log_in(page, CUSTOMER)
+    page.click("a.nav-item[href='/console/message-templates']")
+    page.click("a[href='/console/message-templates/new']")
+    page.fill("#tpl-name", "取餐码")
+    page.select_option("#tpl-type", "verification")
+    page.fill("#tpl-body", "您的取餐码是${code，请到前台取餐。")
+    page.fill("#tpl-variables", "code code 4-4")
+    page.click("#template-form button[type=submit]")
+    expect(page.locator('.field:has(#tpl-body) [data-error-for="body"]')).to_contain_text("position 6")
+    page.fill("#tpl-body", "您的取餐码是${code}，请到前台取餐。")
+    page.screenshot(path=str(screenshots / "template-apply.png"), full_page=True)
+    page.click("#template-form button[type=submit]")
+    expect(page.locator(".flash-success")).to_contain_text("取餐码")
+    expect(page.locator("tr[data-template] [data-review-status]")).to_have_text("审核中")
+    page.screenshot(path=str(screenshots / "template-list.png"), full_page=True)
+    _log_out(page)
+
+    _log_in(page, REVIEWER)
+    page.goto("/console/review/templates")
+    page.locator("tr[data-template]", has_text="取餐码").locator("a.btn").click()
+    expect(page.locator("[data-example]")).to_have_text("您的取餐码是4821，请到前台取餐。")
+    page.screenshot(path=str(screenshots / "template-review.png"), full_page=True)
+    page.click("button[data-action=approve]")
+    expect(page.locator(".flash-success")).to_contain_text("已通过 取餐码")
+    _log_out(page)
+
+    _log_in(page, CUSTOMER)
+    page.click("a.nav-item[href='/console/send']")
+    page.fill("#recipients", "13800000002")
+    page.click("label.segmented-option:has(input[name=content_mode][value=template])")
+    expect(page.locator("#text")).to_be_hidden()
+    page.select_option("#template_id", label="取餐码 · 验证码")
+    code = page.locator(".template-params:not([hidden]) input")
+    expect(code).to_have_count(1)
+    code.fill("12a4")
+    expect(page.locator("#send-preview .rejected-table")).to_contain_text("变量值不符合类型")
+    code.fill("0815")
+    sample = page.locator("#send-preview .sms-sample .sms-bubble").first
+    expect(sample).to_contain_text("您的取餐码是0815，请到前台取餐。")
+    page.screenshot(path=str(screenshots / "template-send.png"), full_page=True)
+    page.click("button[value=review]")
+    page.click("#confirm-send")
+    expect(page).to_have_url(re.compile(r"/console/messages\?batch=bat_"))
+    page.locator("#message-rows tr[data-id] a").first.click()
+    expect(page.locator(".sms-bubble")).to_contain_text("您的取餐码是0815，请到前台取餐。")
