@@ -123,6 +123,14 @@ async def bootstrap_if_empty(
             display_name="Administrator", platform_role="platform_admin",
         )
         created = await create_api_key(session, account_id=account.id, name="default", created_by=user.id)
+        # the platform's own signature, approved: the operator's account can send signed messages at once
+        from hongyan.compliance.models import Signature
+
+        now = utcnow()
+        session.add(Signature(id=ids.new_id("sig"), account_id=account.id, name="鸿雁", purpose="the platform's own "
+                              "messages (created on first start)", source="company", status="approved",
+                              is_default=False, created_at=now, updated_at=now, reviewed_by="system:bootstrap",
+                              reviewed_at=now))
         if trial_credit_micros > 0:
             from hongyan.billing.recharge import grant_bonus
 

@@ -144,8 +144,6 @@ class Gate:
                                   field=field_name if inline else "signature")
             return ref
         ref = self.default_signature
-        if ref is None and len(self.signatures) == 1:
-            ref = next(iter(self.signatures.values()))
         if ref is None and self.signature_required:
             raise TextRefused("signature_required", "Every message needs an approved signature 【…】; apply for "
                               "one under Signatures.", field="signature")
