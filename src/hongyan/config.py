@@ -173,6 +173,31 @@ class Settings(BaseSettings):
         0, ge=0, description="Platform cap of marketing messages per recipient number per account and day (0: none)."
     )
 
+    # -- verification (OTP) ---------------------------------------------------------------------
+    verify_code_length: int = Field(6, ge=4, le=10, description="Default verification code length (4–10 digits).")
+    verify_ttl_s: int = Field(300, ge=30, le=3600, description="Default lifetime of a verification code (seconds).")
+    verify_max_attempts: int = Field(5, ge=1, le=20, description="Wrong checks before a verification fails.")
+    verify_resend_cooldown_s: int = Field(60, ge=0, description="Seconds before a code may be sent again to a number.")
+    verify_per_number_hour: int = Field(5, ge=1, description="Verification codes per number per hour.")
+    verify_per_number_day: int = Field(10, ge=1, description="Verification codes per number per day.")
+    verify_per_ip_hour: int = Field(30, ge=1, description="Verifications started per client IP per hour.")
+    verify_per_key_minute: int = Field(600, ge=1, description="Verifications started per API key per minute.")
+    verify_velocity_window_s: int = Field(
+        600, ge=60, description="Pumping protection: the recent window compared with the baseline (seconds)."
+    )
+    verify_velocity_factor: float = Field(
+        8.0, gt=1, description="Pumping protection: a destination whose recent rate exceeds its baseline by this factor "
+        "(and verify_velocity_min) is throttled."
+    )
+    verify_velocity_min: int = Field(30, ge=1, description="Pumping protection: verifications in the window below which "
+                                     "no spike is declared.")
+    verify_conversion_floor: float = Field(
+        0.2, ge=0, le=1, description="Pumping protection: a destination whose approved/started ratio falls below this "
+        "(over verify_conversion_min_started or more) is throttled."
+    )
+    verify_conversion_min_started: int = Field(30, ge=1, description="Verifications needed before conversion is judged.")
+    verify_throttle_minutes: int = Field(60, ge=1, description="How long an automatic destination throttle lasts.")
+
     # -- workers ------------------------------------------------------------------------------
     embedded_workers: bool = Field(True, description="`serve` also runs dispatcher, intake, webhooks, scheduler.")
     dispatch_chunk: int = Field(500, description="Message ids per queue item (outbox chunk).")

@@ -41,6 +41,7 @@ PREFIXES = {
     "compliance_document": "doc",
     "filter_rule": "flt",
     "inbound_message": "inb",
+    "verification": "ver",
 }
 
 

@@ -9,6 +9,7 @@ from hongyan.compliance import models as compliance  # noqa: F401
 from hongyan.db.base import Base
 from hongyan.dispatch import models as dispatch  # noqa: F401
 from hongyan.messaging import models as messaging  # noqa: F401
+from hongyan.verify import models as verify  # noqa: F401
 from hongyan.webhooks import models as webhooks  # noqa: F401
 
 metadata = Base.metadata
