@@ -19,7 +19,7 @@ from hongyan.audit.service import actor_for_api
 from hongyan.compliance import reviews, templates
 from hongyan.compliance.documents import documents_of
 from hongyan.compliance.models import MessageTemplate
-from hongyan.compliance.signature_routes import (
+from hongyan.compliance.review_http import (
     DOCUMENT_BODY,
     CallingAccount,
     Decision,

@@ -20,7 +20,7 @@ from hongyan.audit.service import actor_for_console
 from hongyan.compliance import templates
 from hongyan.compliance.documents import MAX_DOCUMENTS_PER_OWNER, documents_of
 from hongyan.compliance.models import Signature
-from hongyan.compliance.signature_routes import document_response, owned_document
+from hongyan.compliance.review_http import document_response, owned_document
 from hongyan.compliance.template_variables import VARIABLE_TYPES
 from hongyan.config import Settings
 from hongyan.console.access import can, member_authority

@@ -22,7 +22,7 @@ from hongyan.audit.service import actor_for_console
 from hongyan.compliance import reviews, signatures, templates
 from hongyan.compliance.documents import documents_of
 from hongyan.compliance.models import KycApplication, MessageHold, MessageTemplate, Signature
-from hongyan.compliance.signature_routes import document_response, owned_document
+from hongyan.compliance.review_http import document_response, owned_document
 from hongyan.compliance.template_variables import VARIABLE_TYPES
 from hongyan.console.access import NoPermission
 from hongyan.console.channels import RoleAwareUser, with_platform_role

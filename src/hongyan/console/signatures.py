@@ -19,7 +19,7 @@ from hongyan.accounts.permissions import ACCOUNT_SETTINGS, MESSAGES_READ
 from hongyan.audit.service import actor_for_console
 from hongyan.compliance import signatures
 from hongyan.compliance.documents import MAX_DOCUMENTS_PER_OWNER, documents_of
-from hongyan.compliance.signature_routes import document_response, owned_document
+from hongyan.compliance.review_http import document_response, owned_document
 from hongyan.config import Settings
 from hongyan.console.access import NoPermission, can, member_authority
 from hongyan.console.context import CheckedForm, Console, FieldErrors, SignedIn, form_text
