@@ -340,6 +340,8 @@ def test_account_allow_list_does_not_override_platform_deny() -> None:
         ("keyword", "！！★"),
         ("keyword", "x" * 501),
         ("keyword", "a\nb"),
+        ("keyword", "a\x00b"),
+        ("keyword", "a\tb"),
         ("regex", "(unclosed"),
         ("regex", "a*"),
         ("regex", "(a+)+$"),

@@ -105,6 +105,8 @@ async def test_account_rule_lifecycle(
     assert r.json()["verdict"] is None
     r = await customer.delete(f"/v1/filter-rules/{rule['id']}")
     assert r.status_code == 404 and r.json()["error"]["code"] == "filter_rule_not_found"
+    r = await customer.delete("/v1/filter-rules/flt_%00")
+    assert r.status_code == 404
     assert await _audit_actions(db, account.account_id) == ["filter_rule.created", "filter_rule.deleted"]
 
 
@@ -118,6 +120,8 @@ async def test_account_rule_lifecycle(
         ({"kind": "regex", "pattern": "x", "action": "allow"}, 422, "invalid_value", "action"),
         ({"kind": "keyword", "pattern": "x", "category": "c" * 33}, 422, "invalid_value", "category"),
         ({"kind": "phrase", "pattern": "x"}, 422, "invalid_value", "kind"),
+        ({"kind": "keyword", "pattern": "a\u0000b"}, 422, "filter_pattern_invalid", "pattern"),
+        ({"kind": "keyword", "pattern": "ab", "note": "\u0000"}, 422, "invalid_value", "note"),
     ],
 )
 async def test_invalid_rules_are_refused(
@@ -183,6 +187,8 @@ async def test_listing_pages_newest_first(customer: httpx.AsyncClient) -> None:
             break
     assert len(seen) == 5 and seen == sorted(seen, reverse=True) and cursor is None
     r = await customer.get("/v1/filter-rules", params={"q": "词3"})
+    assert [x["pattern"] for x in r.json()["data"]] == ["词3"]
+    r = await customer.get("/v1/filter-rules", params={"q": "词\u00003"})  # a NUL in the search is dropped
     assert [x["pattern"] for x in r.json()["data"]] == ["词3"]
     r = await customer.get("/v1/filter-rules", params={"kind": "regex"})
     assert r.json()["data"] == []

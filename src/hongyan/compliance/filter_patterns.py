@@ -79,6 +79,8 @@ def clean_pattern(kind: str, pattern: str) -> str:
         raise invalid(f"The pattern is longer than {MAX_PATTERN} characters.")
     if "\n" in text or "\r" in text:
         raise invalid("A pattern is one line.")
+    if any(char < " " or char == "\x7f" for char in text):
+        raise invalid("The pattern contains control characters (such as NUL or tab).")
     if kind == "keyword":
         if not normalize.compact(text):
             raise invalid(

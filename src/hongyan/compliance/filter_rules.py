@@ -68,6 +68,8 @@ def rule_view(rule: FilterRule) -> dict[str, Any]:
 
 def _optional(value: str | None, limit: int, name: str) -> str | None:
     value = (value or "").strip()
+    if "\x00" in value:  # PostgreSQL text cannot hold NUL
+        raise Unprocessable("invalid_value", f"{name} contains a NUL character.", field=name)
     if len(value) > limit:
         raise Unprocessable("invalid_value", f"{name} is longer than {limit} characters.", field=name)
     return value or None
@@ -287,11 +289,12 @@ async def list_rules(
     query = select(FilterRule).where(owner)
     if kind:
         query = query.where(FilterRule.kind == kind)
+    search = (search or "").replace("\x00", "")
     if search:
         escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         query = query.where(FilterRule.pattern.like(f"%{escaped}%", escape="\\"))
     if before:
-        query = query.where(FilterRule.id < before)
+        query = query.where(FilterRule.id < before.replace("\x00", ""))
     return list(await session.scalars(query.order_by(FilterRule.id.desc()).limit(limit)))
 
 
@@ -302,7 +305,11 @@ async def delete_rule(
     account, is "not found" like an unknown id."""
     _authorize(authority, account_id)
     owner = FilterRule.account_id.is_(None) if account_id is None else FilterRule.account_id == account_id
-    rule = await session.scalar(select(FilterRule).where(FilterRule.id == rule_id, owner))
+    rule = (
+        None
+        if "\x00" in rule_id
+        else await session.scalar(select(FilterRule).where(FilterRule.id == rule_id, owner))
+    )
     if rule is None:
         raise NotFound("filter_rule_not_found", "No such rule in this list.", field="id")
     before = rule_view(rule)
