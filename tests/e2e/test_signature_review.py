@@ -175,7 +175,8 @@ def test_apply_for_a_template_and_send_by_it(
     page: Any, server: Server, users: None, screenshots: Path
 ) -> None:
     _log_in(page, CUSTOMER)
-    page.click("a.nav-item[href='/console/message-templates']")
+    page.click("a.nav-item[href='/console/signatures']")
+    page.click("[data-compliance-tab=message_templates]")
     page.click("a[href='/console/message-templates/new']")
     page.fill("#tpl-name", "取餐码")
     page.select_option("#tpl-type", "verification")

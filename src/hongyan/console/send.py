@@ -52,8 +52,8 @@ class SendChoices:
 
     @property
     def default_signature(self) -> str:
-        return next((s.name for s in self.signatures if s.is_default), self.signatures[0].name if self.signatures
-                    else "")
+        """The account's default signature ("" without one: then a send carries none unless one is chosen)."""
+        return next((s.name for s in self.signatures if s.is_default), "")
 
     def template(self, template_id: str) -> MessageTemplate | None:
         return next((t for t in self.templates if t.id == template_id), None)
