@@ -197,6 +197,10 @@ class Settings(BaseSettings):
     )
     verify_conversion_min_started: int = Field(30, ge=1, description="Verifications needed before conversion is judged.")
     verify_throttle_minutes: int = Field(60, ge=1, description="How long an automatic destination throttle lasts.")
+    verify_countries: str = Field(
+        "", description="Pumping protection: ISO countries verification codes may go to, comma-separated "
+        "(e.g. \"CN,HK,MO,TW\"); empty: every country. Accounts can narrow it, never widen it."
+    )
 
     # -- workers ------------------------------------------------------------------------------
     embedded_workers: bool = Field(True, description="`serve` also runs dispatcher, intake, webhooks, scheduler.")
