@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -33,6 +34,7 @@ from hongyan.compliance.filter_routes import operator_router as filter_operator_
 from hongyan.compliance.filter_routes import router as filter_router
 from hongyan.compliance.hold_routes import router as held_messages_router
 from hongyan.compliance.kyc_routes import router as verification_router
+from hongyan.compliance.normalize import warm_up as warm_up_content_filter
 from hongyan.compliance.rules_routes import router as compliance_rules_router
 from hongyan.compliance.signature_routes import router as signatures_router
 from hongyan.compliance.suppression_routes import router as suppressions_router
@@ -69,6 +71,8 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
         app.state.db = database
         app.state.runtime = None
         app.state.rate_limiter = limiter_for(settings)
+        # the content filter's normalization tables (0.35 s once per process): built now, not on a first send
+        await asyncio.to_thread(warm_up_content_filter)
         if workers:
             runtime = Runtime(database, settings, create_queue(settings.queue_url))
             await runtime.start()
