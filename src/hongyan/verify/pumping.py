@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import phonenumbers
 from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -32,61 +31,23 @@ from hongyan.config import Settings
 from hongyan.core.clock import isoformat, utcnow
 from hongyan.core.crypto import blind_index
 from hongyan.verify.models import Verification, VerifyBlock, VerifyThrottle
+from hongyan.verify.pumping_rules import (
+    COUNTRY_MIN_FACTOR,
+    COUNTRY_NOT_ALLOWED,
+    DAY_S,
+    DESTINATION_THROTTLED,
+    STATUS_BY_CODE,
+    account_countries,
+    country_refusal,
+    is_conversion_collapse,
+    is_velocity_spike,
+    platform_countries,
+    prefix_of,
+)
 
-COUNTRY_NOT_ALLOWED = "verify_country_not_allowed"  # 403
-DESTINATION_THROTTLED = "verify_destination_throttled"  # 429
-STATUS_BY_CODE = {COUNTRY_NOT_ALLOWED: 403, DESTINATION_THROTTLED: 429}
+__all__ = ["COUNTRY_NOT_ALLOWED", "DESTINATION_THROTTLED", "STATUS_BY_CODE", "assess", "prefix_of"]
 
-# National digits kept after the country code in a prefix. Three is the block a carrier (or a premium
-# range) is allocated in most numbering plans: the area code in NANP (+1 415), the mobile network code in
-# China (+86 138) and Nigeria (+234 803). Countries listed here use another length.
-PREFIX_NATIONAL_DIGITS: dict[int, int] = {}
-DEFAULT_PREFIX_NATIONAL_DIGITS = 3
-# A country spans many prefixes; its cold-start minimum is this many times the prefix minimum
-COUNTRY_MIN_FACTOR = 5
-DAY_S = 86_400
 STATS_CACHE_S = 30.0  # the 24-hour aggregate (baseline and conversion) is re-read at most this often
-
-
-# -- pure rules ---------------------------------------------------------------------------------------
-def country_code_of(e164: str) -> int | None:
-    """The ITU country calling code of an E.164 number (codes are prefix-free: 1 to 3 digits)."""
-    digits = e164.lstrip("+")
-    for length in (1, 2, 3):
-        code = digits[:length]
-        if code.isdigit() and int(code) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
-            return int(code)
-    return None
-
-
-def prefix_of(e164: str) -> str:
-    """`+8613800138000` → `+86138`: the country code and the first national digits (3 by default, see
-    PREFIX_NATIONAL_DIGITS), never more than leaves 4 subscriber digits. Velocity is counted per prefix."""
-    digits = "".join(ch for ch in e164 if ch.isdigit())
-    code = country_code_of(e164)
-    if code is None:
-        return "+" + digits[:4]
-    national = digits[len(str(code)) :]
-    keep = min(PREFIX_NATIONAL_DIGITS.get(code, DEFAULT_PREFIX_NATIONAL_DIGITS), max(len(national) - 4, 0))
-    return f"+{code}{national[:keep]}"
-
-
-def velocity_threshold(*, baseline_24h: int, window_s: int, factor: float, minimum: int) -> float:
-    """Verifications in the window from which a spike is declared: `factor` × the baseline scaled to the
-    window, but never below `minimum` (cold start: with no history the threshold is the minimum itself)."""
-    expected = baseline_24h * window_s / DAY_S
-    return max(factor * expected, float(minimum))
-
-
-def is_velocity_spike(*, recent: int, baseline_24h: int, window_s: int, factor: float, minimum: int) -> bool:
-    """`recent` (including the request being judged) reaches the threshold and exceeds factor × baseline."""
-    expected = baseline_24h * window_s / DAY_S
-    return recent >= minimum and recent > factor * expected
-
-
-def is_conversion_collapse(*, judged: int, approved: int, floor: float, min_started: int) -> bool:
-    """Enough judged verifications and too few approved: codes are going to numbers nobody reads."""
-    return judged >= min_started and approved < floor * judged
 
 
 # -- figures ------------------------------------------------------------------------------------------
@@ -103,7 +64,7 @@ class DestinationStats:
     approved_24h: int
 
 
-_stats_cache: dict[tuple[str, str, str], tuple[float, DestinationStats]] = {}
+_stats_cache: dict[tuple[str, str, str, datetime | None], tuple[float, DestinationStats]] = {}
 
 
 def clear_stats_cache() -> None:
@@ -147,16 +108,26 @@ async def _recent_count(
 
 
 async def destination_stats(
-    session: AsyncSession, *, account_id: str, kind: str, value: str, now: datetime, window_s: int
+    session: AsyncSession,
+    *,
+    account_id: str,
+    kind: str,
+    value: str,
+    now: datetime,
+    window_s: int,
+    judged_since: datetime | None = None,
 ) -> DestinationStats:
     """The 24-hour aggregate in one indexed query, cached per process for STATS_CACHE_S (it moves slowly;
-    the fast-moving recent count is read live)."""
-    key = (account_id, kind, value)
+    the fast-moving recent count is read live). Conversion counts no verification created before
+    `judged_since` (an operator's lift: what came before was judged by a person)."""
+    key = (account_id, kind, value, judged_since)
     hit = _stats_cache.get(key)
     if hit is not None and hit[0] > time.monotonic():
         return hit[1]
     window_start = now - timedelta(seconds=window_s)
     hour_ago, day_ago = now - timedelta(hours=1), now - timedelta(days=1)
+    if judged_since is not None:
+        hour_ago, day_ago = max(hour_ago, judged_since), max(day_ago, judged_since)
     settled = and_(
         Verification.sandbox.is_(False), or_(Verification.status != "pending", Verification.expires_at <= now)
     )
@@ -188,59 +159,47 @@ async def destination_stats(
     return stats
 
 
-# -- allow-list ----------------------------------------------------------------------------------------
-def platform_countries(settings: Settings) -> frozenset[str]:
-    """HONGYAN_VERIFY_COUNTRIES as a set of ISO codes (empty: every country)."""
-    raw = settings.verify_countries
-    return frozenset(c.strip().upper() for c in raw.split(",") if c.strip())
-
-
-def account_countries(account: Account | None) -> frozenset[str]:
-    """account.settings["verify"]["countries"] (empty or absent: every country the platform allows)."""
-    verify = (account.settings or {}).get("verify") if account is not None else None
-    countries = verify.get("countries") if isinstance(verify, dict) else None
-    if not isinstance(countries, list):
-        return frozenset()
-    return frozenset(str(c).strip().upper() for c in countries if str(c).strip())
-
-
-def country_refusal(country: str | None, *, platform: frozenset[str], account: frozenset[str]) -> str | None:
-    """Why `country` may not receive codes, or None. The platform list bounds every account; an account's
-    list narrows it further (it can never widen it)."""
-    label = country or "unknown"
-    if platform and (country is None or country not in platform):
-        return f"Verification codes to {label} numbers are not offered on this platform."
-    if account and (country is None or country not in account):
-        return (
-            f"Verification codes to {label} numbers are not enabled for this account "
-            f"(allowed: {', '.join(sorted(account))})."
-        )
-    return None
-
-
 # -- throttles ---------------------------------------------------------------------------------------
 def _targets(country: str | None, prefix: str) -> list[tuple[str, str]]:
     return ([("country", country)] if country else []) + [("prefix", prefix)]
 
 
-async def active_throttles(
+@dataclass(frozen=True, slots=True)
+class DestinationThrottles:
+    """The throttles in force for a destination, and when an operator last lifted one per target (kind,
+    value) within the day: the detector then judges only the traffic that came after the lift."""
+
+    active: list[VerifyThrottle]
+    lifted_at: dict[tuple[str, str], datetime]
+
+
+async def destination_throttles(
     session: AsyncSession, *, account_id: str, country: str | None, prefix: str, now: datetime
-) -> list[VerifyThrottle]:
-    """Unlifted, unexpired throttles for the destination: platform-wide ones and this account's."""
+) -> DestinationThrottles:
+    """One query (ix_verify_throttle_target): platform-wide and this account's throttles for the country
+    and the prefix that are in force, or were lifted in the last 24 hours."""
     targets = or_(
         *(and_(VerifyThrottle.kind == k, VerifyThrottle.value == v) for k, v in _targets(country, prefix))
     )
+    in_force = and_(VerifyThrottle.until > now, VerifyThrottle.lifted_at.is_(None))
     query = (
         select(VerifyThrottle)
         .where(
             targets,
-            VerifyThrottle.until > now,
-            VerifyThrottle.lifted_at.is_(None),
+            or_(in_force, VerifyThrottle.lifted_at >= now - timedelta(days=1)),
             or_(VerifyThrottle.account_id.is_(None), VerifyThrottle.account_id == account_id),
         )
         .order_by(VerifyThrottle.id)
     )
-    return list((await session.execute(query)).scalars())
+    active: list[VerifyThrottle] = []
+    lifted: dict[tuple[str, str], datetime] = {}
+    for throttle in (await session.execute(query)).scalars():
+        target = (throttle.kind, throttle.value)
+        if throttle.lifted_at is None:
+            active.append(throttle)
+        elif target not in lifted or throttle.lifted_at > lifted[target]:
+            lifted[target] = throttle.lifted_at
+    return DestinationThrottles(active, lifted)
 
 
 def _throttle_label(throttle: VerifyThrottle) -> str:
@@ -302,21 +261,36 @@ def _new_throttle(
 
 # -- the check ------------------------------------------------------------------------------------------
 async def _anomaly(
-    session: AsyncSession, settings: Settings, *, account_id: str, kind: str, value: str, now: datetime
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    account_id: str,
+    kind: str,
+    value: str,
+    now: datetime,
+    lifted_at: datetime | None,
 ) -> tuple[str, str] | None:
-    """(reason, detail) when the destination's velocity jumped or its conversion collapsed, else None."""
+    """(reason, detail) when the destination's velocity jumped or its conversion collapsed, else None.
+    After an operator's lift (`lifted_at`) only the verifications created since count."""
     window_s = settings.verify_velocity_window_s
     minimum = settings.verify_velocity_min * (COUNTRY_MIN_FACTOR if kind == "country" else 1)
+    since = now - timedelta(seconds=window_s)
     recent = 1 + await _recent_count(
         session,
         account_id=account_id,
         kind=kind,
         value=value,
-        since=now - timedelta(seconds=window_s),
+        since=since if lifted_at is None else max(since, lifted_at),
         skip_throttled_prefixes_at=now if kind == "country" else None,
     )
     stats = await destination_stats(
-        session, account_id=account_id, kind=kind, value=value, now=now, window_s=window_s
+        session,
+        account_id=account_id,
+        kind=kind,
+        value=value,
+        now=now,
+        window_s=window_s,
+        judged_since=lifted_at,
     )
     factor = settings.verify_velocity_factor
     if is_velocity_spike(
@@ -402,15 +376,23 @@ async def assess(
     if why is not None:
         return refuse(COUNTRY_NOT_ALLOWED, why)
 
-    throttles = await active_throttles(
+    throttles = await destination_throttles(
         session, account_id=account_id, country=country, prefix=prefix, now=now
     )
-    why = await throttle_refusal(session, throttles, now=now)
+    why = await throttle_refusal(session, throttles.active, now=now)
     if why is not None:
         return refuse(DESTINATION_THROTTLED, why)
 
     for kind, value in reversed(_targets(country, prefix)):  # the prefix first: pumping targets ranges
-        anomaly = await _anomaly(session, settings, account_id=account_id, kind=kind, value=value, now=now)
+        anomaly = await _anomaly(
+            session,
+            settings,
+            account_id=account_id,
+            kind=kind,
+            value=value,
+            now=now,
+            lifted_at=throttles.lifted_at.get((kind, value)),
+        )
         if anomaly is not None:
             reason, detail = anomaly
             throttle = _new_throttle(
@@ -423,14 +405,9 @@ async def assess(
                 detail=detail,
                 now=now,
             )
-            clear_stats_cache_for(account_id, kind, value)
             return refuse(
                 DESTINATION_THROTTLED,
                 f"Verification codes to {_throttle_label(throttle)} are paused until "
                 f"{isoformat(throttle.until)}: {reason.replace('_', ' ')} ({detail}).",
             )
     return None
-
-
-def clear_stats_cache_for(account_id: str, kind: str, value: str) -> None:
-    _stats_cache.pop((account_id, kind, value), None)
