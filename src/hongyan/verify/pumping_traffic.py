@@ -19,7 +19,7 @@ from hongyan.audit.service import Actor, record
 from hongyan.core.clock import isoformat, utcnow
 from hongyan.core.errors import Conflict, NotFound, Unprocessable
 from hongyan.verify.models import Verification, VerifyBlock, VerifyThrottle
-from hongyan.verify.pumping import country_code_of
+from hongyan.verify.pumping_rules import country_code_of
 
 MAX_THROTTLE_MINUTES = 30 * 24 * 60  # a manual throttle lasts at most 30 days: renew it if it must stay
 _PREFIX = re.compile(r"\+[1-9]\d{0,14}")
