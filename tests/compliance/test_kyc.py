@@ -16,6 +16,7 @@ from hongyan.audit.models import AuditEntry
 from hongyan.compliance import credit_code, kyc
 from hongyan.config import Settings
 from hongyan.db.engine import Database
+from review_support import make_operator
 from support import AccountFixture, make_account
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
@@ -106,21 +107,10 @@ def test_limits_apply_until_verified() -> None:
     assert kyc.limits_for("pending", settings) == kyc.KycLimits(True, 7, 3)
     assert not kyc.limits_for("verified", settings).applies
     assert not kyc.limits_for("unverified", Settings(kyc_required=False)).applies
+    assert not kyc.limits_for("unverified", settings, parent_verified=True).applies
 
 
 # -- the workflow through the API ------------------------------------------------------------------------
-async def make_operator(db: Database) -> AccountFixture:
-    """A platform account with an API key of scope `operator` (what reviewers' tools use)."""
-    from hongyan.accounts import keys
-
-    platform = await make_account(db, name="Platform")
-    async with db.write() as session:
-        created = await keys.create_api_key(
-            session, account_id=platform.account_id, name="reviews", scopes=("operator",), allow_operator=True
-        )
-    return AccountFixture(platform.account_id, created.token, created.key.id)
-
-
 def _client(app: Any, acc: AccountFixture) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://testserver", headers=acc.headers
@@ -151,7 +141,12 @@ async def test_apply_approve_then_verified(db: Database, app: Any) -> None:
     async with _client(app, acc) as client, _client(app, operator) as staff:
         before = (await client.get("/v1/account/verification")).json()
         assert before["status"] == "unverified" and before["application"] is None
-        assert before["limits"] == {"applies": True, "daily_limit": 20, "max_numbers": 5}
+        assert before["limits"] == {
+            "applies": True,
+            "daily_limit": 20,
+            "max_numbers": 5,
+            "marketing_allowed": False,
+        }
         application_id = await _apply_with_licence(client)
         assert await _kyc_status(db, acc.account_id) == "pending"
         again = await client.post("/v1/account/verification", json=APPLICATION)
@@ -353,3 +348,14 @@ async def test_queue_order_pending_first_oldest_first(db: Database, app: Any) ->
         assert [r["id"] for r in only["data"]] == [ids[0]] and only["data"][0]["documents"] == 1
         bad = await staff.get("/v1/operator/reviews/kyc", params={"status": "nope"})
         assert bad.status_code == 422
+
+
+async def test_sub_account_of_a_verified_enterprise_is_not_limited(db: Database, app: Any) -> None:
+    parent = await make_account(db)
+    sub = await make_account(db, name="Branch", kyc_status="unverified")
+    async with db.write() as session:
+        (await session.get(Account, sub.account_id)).parent_id = parent.account_id  # type: ignore[union-attr]
+    async with _client(app, sub) as client:
+        view = (await client.get("/v1/account/verification")).json()
+    assert view["status"] == "unverified" and view["verified_by_parent"] is True
+    assert view["limits"]["applies"] is False and view["limits"]["marketing_allowed"] is True

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hongyan.audit.models import AuditEntry
 from hongyan.compliance.holds import HeldMessage
 from hongyan.compliance.models import FilterRule
 from hongyan.core.clock import isoformat
@@ -90,3 +91,18 @@ def held_json(h: HeldMessage, *, kinds: dict[str, str], masked: bool) -> dict[st
         "decided_by": h.decided_by if masked else None,
         "decided_at": isoformat(h.decided_at),
     }
+
+
+async def recent_decisions(session: AsyncSession, *, limit: int = 20) -> list[AuditEntry]:
+    """The latest decisions on held messages (who, when, how many, why), newest first, from the audit log."""
+    actions = ("message_hold.approved", "message_hold.rejected")
+    return list(
+        (
+            await session.scalars(
+                select(AuditEntry)
+                .where(AuditEntry.action.in_(actions))
+                .order_by(AuditEntry.seq.desc())
+                .limit(limit)
+            )
+        ).all()
+    )

@@ -70,6 +70,7 @@ class KycView:
     region: str
     limits: KycLimits
     application: ApplicationView | None
+    verified_by_parent: bool = False  # a sub-account whose parent account is verified
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +81,11 @@ class ApplicationInput:
     contact_email: str | None
 
 
-def limits_for(status: str, settings: Settings) -> KycLimits:
-    """Pure: the unverified limits apply to every status but `verified` while KYC is required."""
+def limits_for(status: str, settings: Settings, *, parent_verified: bool = False) -> KycLimits:
+    """Pure: while KYC is required, the unverified limits (and no marketing) apply to every status but
+    `verified`; a sub-account of a verified enterprise is covered by its parent (as in compliance.gate)."""
     return KycLimits(
-        settings.kyc_required and status != "verified",
+        settings.kyc_required and status != "verified" and not parent_verified,
         settings.unverified_daily_limit,
         settings.unverified_max_numbers,
     )
@@ -309,7 +311,14 @@ async def kyc_status(session: AsyncSession, account_id: str, *, settings: Settin
         .limit(1)
     )
     view = await get_application(session, latest, account_id=account_id) if latest else None
-    return KycView(account.kyc_status, account.default_region, limits_for(account.kyc_status, settings), view)
+    by_parent = False
+    if account.kyc_status != "verified" and account.parent_id is not None:
+        parent_status = await session.scalar(
+            select(Account.kyc_status).where(Account.id == account.parent_id)
+        )
+        by_parent = parent_status == "verified"
+    limits = limits_for(account.kyc_status, settings, parent_verified=by_parent)
+    return KycView(account.kyc_status, account.default_region, limits, view, by_parent)
 
 
 async def get_application(

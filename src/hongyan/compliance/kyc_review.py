@@ -205,3 +205,18 @@ async def application_history(session: AsyncSession, application_id: str) -> lis
             )
         ).all()
     )
+
+
+async def recent_decisions(session: AsyncSession, *, limit: int = 20) -> list[AuditEntry]:
+    """The latest KYC decisions of every reviewer (approved, rejected, reset), newest first, from the audit log."""
+    actions = ("kyc.approved", "kyc.rejected", "kyc.reset")
+    return list(
+        (
+            await session.scalars(
+                select(AuditEntry)
+                .where(AuditEntry.action.in_(actions))
+                .order_by(AuditEntry.seq.desc())
+                .limit(limit)
+            )
+        ).all()
+    )

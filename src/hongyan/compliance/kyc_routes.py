@@ -87,7 +87,9 @@ def view_json(view: kyc.KycView) -> dict[str, Any]:
             "applies": view.limits.applies,
             "daily_limit": view.limits.daily_limit,
             "max_numbers": view.limits.max_numbers,
+            "marketing_allowed": not view.limits.applies,
         },
+        "verified_by_parent": view.verified_by_parent,
         "application": application_json(view.application) if view.application else None,
     }
 

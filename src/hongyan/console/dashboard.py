@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from sqlalchemy import func, select
 
 from hongyan.console.context import SignedIn
+from hongyan.console.verification import dashboard_banner
 from hongyan.core.clock import utcnow
 from hongyan.messaging.models import Batch, Message
 from hongyan.messaging.states import FINAL, Status
@@ -71,4 +72,5 @@ async def dashboard(console: SignedIn) -> Any:
         summary=summarize(counts),
         batches=batches,
         statuses=[s.value for s in Status],
+        kyc=await dashboard_banner(console),
     )
