@@ -48,6 +48,7 @@ from hongyan.messaging.routes import router as messages_router
 from hongyan.ops.health import router as health_router
 from hongyan.privacy.routes import router as privacy_router
 from hongyan.verify.pumping_routes import router as verify_pumping_router
+from hongyan.verify.routes import router as verify_router
 from hongyan.webhooks.routes import router as webhooks_router
 
 STATIC = Path(__file__).parent / "console" / "static"
@@ -122,6 +123,7 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
     app.include_router(signatures_router)
     app.include_router(templates_router)
     app.include_router(verify_pumping_router)  # before verify_router: /v1/verify/blocked
+    app.include_router(verify_router)
     app.include_router(health_router)
     try:
         from hongyan.console.routes import install as install_console

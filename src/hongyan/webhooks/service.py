@@ -30,7 +30,9 @@ INBOUND_EVENT_TYPE = "message.received"
 # account-level events (billing): not about one message
 ACCOUNT_EVENT_TYPES = ("balance.low", "package.expiring", "package.expired", "recharge.succeeded",
                        "subscription.renewed", "subscription.past_due")
-EVENT_TYPES = (*MESSAGE_EVENT_TYPES, INBOUND_EVENT_TYPE, *ACCOUNT_EVENT_TYPES)
+# verification (OTP) outcomes (hongyan.verify.events): not about one message either
+VERIFY_EVENT_TYPES = ("verify.approved", "verify.failed")
+EVENT_TYPES = (*MESSAGE_EVENT_TYPES, INBOUND_EVENT_TYPE, *ACCOUNT_EVENT_TYPES, *VERIFY_EVENT_TYPES)
 
 
 def validate_url(url: str, *, field: str = "url") -> str:
@@ -227,7 +229,7 @@ async def enqueue_account_event(
     session: AsyncSession, *, account_id: str, event_type: str, data: dict[str, Any], occurred_at: datetime
 ) -> int:
     """One event per subscribed endpoint for something about the account itself (balance, packages)."""
-    assert event_type in ACCOUNT_EVENT_TYPES, event_type
+    assert event_type in ACCOUNT_EVENT_TYPES or event_type in VERIFY_EVENT_TYPES, event_type
     by_account = await _endpoints_by_account(session, {account_id})
     events = []
     for ep in by_account.get(account_id, ()):

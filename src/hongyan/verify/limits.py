@@ -1,0 +1,201 @@
+"""Verification limits: an account's choices (`account.settings["verify"]`) and the sliding-window checks.
+
+Rule: an account may only be *stricter* than the platform. The platform values (HONGYAN_VERIFY_*) are the
+operator's anti-abuse ceiling — a customer whose sign-up form is being abused must not be able to lift it by
+mistake, and an operator who wants more headroom for everyone raises the setting. So every count limit is
+min(account, platform), the resend cool-down max(account, platform), max attempts min(account, platform).
+Code length and lifetime are plain defaults within their ranges (4–10 digits, 30–3600 s).
+
+Counts (one indexed query each, newest first, at most `limit` rows):
+- per number (this account's verification messages to it, resends included): cool-down, hour, day;
+- per client IP (verifications started, hour) — the `device_ip` the caller passes, else the caller's own;
+- per API key (verifications started, minute).
+A refusal carries Retry-After: the moment the oldest counted send leaves the window.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hongyan.config import Settings
+from hongyan.core.errors import HongyanError, Unprocessable
+from hongyan.messaging.models import Message
+from hongyan.verify.codes import MAX_LENGTH, MIN_LENGTH
+from hongyan.verify.models import Verification
+
+SETTINGS_KEY = "verify"
+TTL_RANGE = (30, 3600)
+RATE_LIMIT_CODES = ("verify_rate_limited_number", "verify_rate_limited_ip", "verify_rate_limited_key")
+# name → (lowest accepted value, how the platform value combines: "min" stricter is lower, "max" higher)
+_LIMIT_FIELDS: dict[str, tuple[int, str]] = {
+    "per_number_hour": (1, "min"),
+    "per_number_day": (1, "min"),
+    "per_ip_hour": (1, "min"),
+    "per_key_minute": (1, "min"),
+    "max_attempts": (1, "min"),
+    "resend_cooldown_s": (0, "max"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class VerifySettings:
+    """An account's verify choices; None everywhere means "the platform's". Unknown keys of the stored
+    object (e.g. the pumping protection's `countries`) are left alone when saving."""
+
+    code_length: int | None = None
+    ttl_s: int | None = None
+    template_id: str | None = None
+    keep_previous_code: bool = False
+    per_number_hour: int | None = None
+    per_number_day: int | None = None
+    per_ip_hour: int | None = None
+    per_key_minute: int | None = None
+    max_attempts: int | None = None
+    resend_cooldown_s: int | None = None
+
+    @classmethod
+    def from_dict(cls, data: Any) -> VerifySettings:
+        """From the stored JSON object; a malformed value falls back to its default (never breaks a send)."""
+        if not isinstance(data, dict):
+            return cls()
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            value = data.get(f.name)
+            if f.name == "keep_previous_code":
+                if isinstance(value, bool):
+                    values[f.name] = value
+            elif f.name == "template_id":
+                if isinstance(value, str) and value.strip():
+                    values[f.name] = value.strip()
+            elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                values[f.name] = value
+        return cls(**values)
+
+    @classmethod
+    def from_account(cls, account: Any) -> VerifySettings:
+        stored = getattr(account, "settings", None) or {}
+        return cls.from_dict(stored.get(SETTINGS_KEY) if isinstance(stored, dict) else None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class EffectiveLimits:
+    """What applies to one account: its choices combined with the platform's (see the module docstring)."""
+
+    code_length: int
+    ttl_s: int
+    template_id: str | None
+    keep_previous_code: bool
+    per_number_hour: int
+    per_number_day: int
+    per_ip_hour: int
+    per_key_minute: int
+    max_attempts: int
+    resend_cooldown_s: int
+
+
+def effective(settings: Settings, own: VerifySettings) -> EffectiveLimits:
+    def combine(name: str) -> int:
+        platform = int(getattr(settings, f"verify_{name}"))
+        value = getattr(own, name)
+        if value is None:
+            return platform
+        return min(value, platform) if _LIMIT_FIELDS[name][1] == "min" else max(value, platform)
+
+    length = own.code_length if own.code_length and MIN_LENGTH <= own.code_length <= MAX_LENGTH else None
+    ttl = own.ttl_s if own.ttl_s and TTL_RANGE[0] <= own.ttl_s <= TTL_RANGE[1] else None
+    return EffectiveLimits(
+        code_length=length or settings.verify_code_length, ttl_s=ttl or settings.verify_ttl_s,
+        template_id=own.template_id, keep_previous_code=own.keep_previous_code,
+        **{name: combine(name) for name in _LIMIT_FIELDS},
+    )
+
+
+def checked_settings(current: VerifySettings, changes: dict[str, Any]) -> VerifySettings:
+    """`current` with `changes` applied, each value checked (Unprocessable naming the field at fault).
+    A limit looser than the platform's is accepted but has no effect beyond it (shown as such)."""
+    for name, value in changes.items():
+        if name == "code_length" and value is not None and not MIN_LENGTH <= value <= MAX_LENGTH:
+            raise Unprocessable("verify_settings_invalid", f"The code length is {MIN_LENGTH} to {MAX_LENGTH} digits.",
+                                field=name)
+        if name == "ttl_s" and value is not None and not TTL_RANGE[0] <= value <= TTL_RANGE[1]:
+            raise Unprocessable("verify_settings_invalid",
+                                f"A code lives {TTL_RANGE[0]} to {TTL_RANGE[1]} seconds.", field=name)
+        if name in _LIMIT_FIELDS and value is not None and value < _LIMIT_FIELDS[name][0]:
+            raise Unprocessable("verify_settings_invalid", f"{name} must be at least {_LIMIT_FIELDS[name][0]}.",
+                                field=name)
+    return replace(current, **changes)
+
+
+# -- sliding windows ------------------------------------------------------------------------------------
+def rate_limited(code: str, message: str, retry_after_s: float, *, field: str | None, limit: int,
+                 window: str) -> HongyanError:
+    retry = max(1, math.ceil(retry_after_s))
+    return HongyanError(code, message, field=field, status_code=429, headers={"Retry-After": str(retry)},
+                        details={"retry_after_s": retry, "limit": limit, "window": window})
+
+
+async def _newest(session: AsyncSession, query: Any, limit: int) -> list[datetime]:
+    return list((await session.scalars(query.limit(limit))).all())
+
+
+def _number_sends(account_id: str, to_bidx: str, since: datetime, exclude: str | None) -> Any:
+    """This account's verification messages to the number (first sends and resends alike), newest first."""
+    query = (select(Message.created_at)
+             .where(Message.to_bidx == to_bidx, Message.account_id == account_id,
+                    Message.message_type == "verification", Message.created_at >= since)
+             .order_by(Message.created_at.desc()))
+    return query.where(Message.id != exclude) if exclude else query
+
+
+async def check_number(session: AsyncSession, limits: EffectiveLimits, *, account_id: str, to_bidx: str,
+                       now: datetime, exclude_message_id: str | None = None) -> None:
+    """The per-number limits (cool-down, hour, day); raises `verify_rate_limited_number` (429).
+    `exclude_message_id`: the message being sent (the re-check inside the submit transaction)."""
+    day = await _newest(session, _number_sends(account_id, to_bidx, now - timedelta(days=1), exclude_message_id),
+                        max(limits.per_number_day, limits.per_number_hour, 1))
+    if day and limits.resend_cooldown_s and now - day[0] < timedelta(seconds=limits.resend_cooldown_s):
+        wait = (day[0] + timedelta(seconds=limits.resend_cooldown_s) - now).total_seconds()
+        raise rate_limited("verify_rate_limited_number", f"A code was sent to this number less than "
+                           f"{limits.resend_cooldown_s} seconds ago; wait before sending another.", wait,
+                           field="to", limit=1, window=f"{limits.resend_cooldown_s}s")
+    hour = [t for t in day if t >= now - timedelta(hours=1)]
+    for sent, limit, window, label in ((hour, limits.per_number_hour, timedelta(hours=1), "hour"),
+                                       (day, limits.per_number_day, timedelta(days=1), "day")):
+        if len(sent) >= limit:
+            wait = (sent[limit - 1] + window - now).total_seconds()
+            raise rate_limited("verify_rate_limited_number", f"{limit} codes were sent to this number in the last "
+                               f"{label}, the most allowed.", wait, field="to", limit=limit, window=label)
+
+
+async def check_caller(session: AsyncSession, limits: EffectiveLimits, *, account_id: str, client_ip: str | None,
+                       api_key_id: str | None, now: datetime) -> None:
+    """The per-IP (hour) and per-API-key (minute) limits on starting verifications."""
+    if client_ip:
+        since = now - timedelta(hours=1)
+        rows = await _newest(session, select(Verification.created_at).where(
+            Verification.client_ip == client_ip, Verification.created_at >= since,
+            Verification.account_id == account_id).order_by(Verification.created_at.desc()), limits.per_ip_hour)
+        if len(rows) >= limits.per_ip_hour:
+            raise rate_limited("verify_rate_limited_ip", f"{limits.per_ip_hour} verifications were started from "
+                               f"{client_ip} in the last hour, the most allowed.",
+                               (rows[-1] + timedelta(hours=1) - now).total_seconds(), field="device_ip",
+                               limit=limits.per_ip_hour, window="hour")
+    if api_key_id:
+        since = now - timedelta(minutes=1)
+        rows = await _newest(session, select(Verification.created_at).where(
+            Verification.api_key_id == api_key_id, Verification.created_at >= since)
+            .order_by(Verification.created_at.desc()), limits.per_key_minute)
+        if len(rows) >= limits.per_key_minute:
+            raise rate_limited("verify_rate_limited_key", f"{limits.per_key_minute} verifications were started "
+                               "with this API key in the last minute, the most allowed.",
+                               (rows[-1] + timedelta(minutes=1) - now).total_seconds(), field="Authorization",
+                               limit=limits.per_key_minute, window="minute")
