@@ -223,3 +223,35 @@ async def test_approved_messages_are_delivered(db: Database, app: Any) -> None:
 
     await wait_until(delivered, timeout=15, message="approved messages delivered")
     assert await _ledger(db, acc.account_id) == (START - 2 * PRICE, 0)
+
+
+async def test_a_review_rule_holds_a_send_until_a_reviewer_releases_it(db: Database, app: Any) -> None:
+    """The whole path: a platform `review` rule, a send through the API, the held message in both queues,
+    then released by a reviewer and delivered."""
+    acc = await make_account(db, balance_micros=START)
+    operator = await make_operator(db)
+    async with _client(app, operator) as staff, _client(app, acc) as client:
+        rule = await staff.post(
+            "/v1/operator/filter-rules", json={"kind": "keyword", "pattern": "大奖", "action": "review"}
+        )
+        assert rule.status_code == 201, rule.text
+        sent = await client.post(
+            "/v1/messages", json={"to": "+8613812345678", "text": "恭喜您获得大奖，请到店领取"}
+        )
+        assert sent.status_code in (200, 201, 202), sent.text
+        message_id = sent.json()["id"]
+        assert (await _messages(db, [message_id]))[message_id].status == "held"
+        own = (await client.get("/v1/held-messages")).json()["data"]
+        assert [m["message_id"] for m in own] == [message_id]
+        assert own[0]["matched"]["rule_id"] == rule.json()["id"] and own[0]["to"] == "+8613812345678"
+        queue = (await staff.get("/v1/operator/reviews/messages")).json()["data"]
+        assert [(m["message_id"], m["to"]) for m in queue] == [(message_id, "+86138****5678")]
+        r = await staff.post(
+            "/v1/operator/reviews/messages/decide", json={"message_ids": [message_id], "decision": "approved"}
+        )
+        assert r.json()["decided"] == 1
+
+    async def delivered() -> bool:
+        return (await _messages(db, [message_id]))[message_id].status == "delivered"
+
+    await wait_until(delivered, timeout=15, message="the released message delivered")
