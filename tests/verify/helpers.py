@@ -34,16 +34,18 @@ async def sent_code(db: Database, verification: dict[str, Any]) -> str:
 
 
 async def move_back(db: Database, seconds: float, *, verification_id: str | None = None) -> None:
-    """Pretend `seconds` passed: every verification message and verification (or one) gets older."""
+    """Pretend `seconds` passed: every verification message and verification (or one) gets older. Row by row
+    in Python (the UTC column type stores text on SQLite: no date arithmetic in SQL)."""
     delta = timedelta(seconds=seconds)
     async with db.write() as session:
-        messages = update(Message).where(Message.message_type == "verification")
-        rows = update(Verification)
+        rows = select(Verification)
         if verification_id is not None:
-            ids = select(Verification.message_id).where(Verification.id == verification_id).scalar_subquery()
-            messages = messages.where(Message.id == ids)
             rows = rows.where(Verification.id == verification_id)
-        await session.execute(messages.values(created_at=Message.created_at - delta))
-        await session.execute(rows.values(created_at=Verification.created_at - delta,
-                                          last_sent_at=Verification.last_sent_at - delta,
-                                          expires_at=Verification.expires_at - delta))
+        verifications = list((await session.scalars(rows)).all())
+        messages = select(Message.id, Message.created_at).where(Message.message_type == "verification")
+        if verification_id is not None:
+            messages = messages.where(Message.id.in_([v.message_id for v in verifications]))
+        for message_id, created_at in (await session.execute(messages)).all():
+            await session.execute(update(Message).where(Message.id == message_id).values(created_at=created_at - delta))
+        for v in verifications:
+            v.created_at, v.last_sent_at, v.expires_at = v.created_at - delta, v.last_sent_at - delta, v.expires_at - delta

@@ -3,6 +3,7 @@ burst to one prefix is throttled while normal traffic to other destinations pass
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -10,6 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import func, insert, select, update
 
+from console_pages import csrf_of, field_error, signed_in_client, text_of
 from hongyan.accounts import keys
 from hongyan.accounts import service as accounts
 from hongyan.accounts.models import Account
@@ -27,7 +29,7 @@ from hongyan.verify.pumping_rules import (
     is_velocity_spike,
     velocity_threshold,
 )
-from support import AccountFixture
+from support import AccountFixture, make_account
 
 
 # -- pure rules ----------------------------------------------------------------------------------------
@@ -444,3 +446,123 @@ async def test_operator_api(
         "verify.throttle_lifted",
         "verify.throttle_created",
     ]
+
+
+# -- console page (review back office) ----------------------------------------------------------------
+PAGE = "/console/review/verify-traffic"
+
+
+async def _burst(db: Database, settings: Settings, account_id: str) -> None:
+    """40 codes to +234803 in the last minutes, then two requests refused by the spike's throttle, and
+    a day of approved traffic to +86138."""
+    now = utcnow()
+    await add_verifications(
+        db, account_id, "+8613800000000", 30, at=now - timedelta(hours=20), spread_s=3600, status="approved"
+    )
+    await add_verifications(
+        db, account_id, "+2348030000000", 40, at=now - timedelta(minutes=4), spread_s=100, country="NG"
+    )
+    pumping.clear_stats_cache()
+    for suffix in ("1111", "2222"):
+        async with db.write() as session:
+            e164 = "+234803123" + suffix
+            assert (
+                await pumping.assess(
+                    session,
+                    settings,
+                    account_id=account_id,
+                    e164=e164,
+                    country="NG",
+                    prefix=prefix_of(e164),
+                    client_ip="198.51.100.7",
+                )
+                is not None
+            )
+
+
+async def test_staff_see_blocked_traffic_and_lift_a_throttle(
+    app: Any, db: Database, settings: Settings, account: AccountFixture
+) -> None:
+    await _burst(db, settings, account.account_id)
+    customer = await signed_in_client(app, db, account, email="owner@acme.example")
+    assert (await customer.get(PAGE)).status_code == 403
+
+    staff = await make_account(db, name="Platform")
+    reviewer = await signed_in_client(
+        app, db, staff, email="reviewer@hongyan.example", platform_role="reviewer"
+    )
+    page = await reviewer.get(PAGE)
+    assert page.status_code == 200
+    html = page.text
+    assert 'data-review-tab="verify"' in html and 'aria-current="page"' in html
+    assert re.search(r"data-total>2<", html)
+    group = re.search(r'<tr data-group="verify_destination_throttled\|\+234803">(.*?)</tr>', html, re.S)
+    assert group and "目的地被限流" in group.group(1) and "data-count>2<" in group.group(1)
+    throttle = re.search(r'<tr data-throttle="(\d+)" data-target="\+234803">(.*?)</tr>', html, re.S)
+    assert throttle and "流量突增" in throttle.group(2) and "Acme" in throttle.group(2)
+    conversion = re.search(
+        r'id="vb-conversion-prefix".*?<tr data-destination="\+86138">(.*?)</tr>', html, re.S
+    )
+    assert conversion and "100.0%" in conversion.group(1)
+    assert "198.51.100.7" in html and "+2348031231111" not in html  # numbers are never shown
+
+    # a manual throttle: an error next to the field, then a platform-wide cap on a country
+    r = await reviewer.post(
+        f"{PAGE}/throttles",
+        data={"csrf_token": csrf_of(html), "kind": "prefix", "value": "2348", "minutes": "60"},
+    )
+    assert r.status_code == 422
+    assert field_error(r.text, "value").startswith("限流设置无效")
+    assert 'value="2348"' in r.text
+    r = await reviewer.post(
+        f"{PAGE}/throttles",
+        data={
+            "csrf_token": csrf_of(html),
+            "kind": "country",
+            "value": "ng",
+            "max_per_hour": "abc",
+            "minutes": "60",
+        },
+    )
+    assert r.status_code == 422 and field_error(r.text, "max_per_hour")
+    r = await reviewer.post(
+        f"{PAGE}/throttles",
+        data={
+            "csrf_token": csrf_of(html),
+            "kind": "country",
+            "value": "ng",
+            "max_per_hour": "20",
+            "minutes": "90",
+            "note": "carrier report",
+        },
+    )
+    assert r.status_code == 303
+    html = (await reviewer.get(PAGE)).text
+    assert "发往 NG 的验证码已被限流" in html
+    manual = re.search(r'<tr data-throttle="\d+" data-target="NG">(.*?)</tr>', html, re.S)
+    assert manual and "每小时 20 条" in text_of(manual.group(1)) and "全部账户" in manual.group(1)
+
+    # lift the automatic one: it leaves the list, and the decision is in the audit log
+    r = await reviewer.post(f"{PAGE}/throttles/{throttle.group(1)}/lift", data={"csrf_token": csrf_of(html)})
+    assert r.status_code == 303
+    html = (await reviewer.get(PAGE)).text
+    assert "已解除对 +234803 的限流" in html and 'data-target="+234803"' not in html
+    r = await reviewer.post(f"{PAGE}/throttles/{throttle.group(1)}/lift", data={"csrf_token": csrf_of(html)})
+    assert r.status_code == 303 and "该限流已经结束" in (await reviewer.get(PAGE)).text
+    assert (
+        await reviewer.post(f"{PAGE}/throttles/99999/lift", data={"csrf_token": csrf_of(html)})
+    ).status_code == 404
+    async with db.read() as session:
+        lifted = await session.get(VerifyThrottle, int(throttle.group(1)))
+        actions = (await session.execute(select(AuditEntry.action, AuditEntry.actor_label))).all()
+    assert lifted is not None and lifted.lifted_at is not None
+    assert ("verify.throttle_lifted", "reviewer@hongyan.example") in actions
+    assert ("verify.throttle_created", "reviewer@hongyan.example") in actions
+
+    english = (await reviewer.get(PAGE, params={"hours": 1}, headers={"Accept-Language": "en"})).text
+    assert "Verification traffic" in english
+    own_token = csrf_of((await customer.get("/console")).text)
+    refused = await customer.post(
+        f"{PAGE}/throttles", data={"csrf_token": own_token, "kind": "country", "value": "CN"}
+    )
+    assert refused.status_code == 403 and "operator.review" in refused.text

@@ -178,3 +178,31 @@ async def test_cancel_channel_and_input_errors(client: httpx.AsyncClient, db: Da
     assert [x["id"] for x in r.json()["data"]] == [v["id"]]
     async with db.read() as session:
         assert await session.scalar(select(func.count()).select_from(Verification)) == 1
+
+
+async def _template(db: Database, account: AccountFixture, template_id: str, message_type: str, body: str,
+                    variables: list[dict[str, object]]) -> None:
+    from hongyan.compliance.models import MessageTemplate
+
+    async with db.write() as session:
+        session.add(MessageTemplate(id=template_id, account_id=account.account_id, name=template_id,
+                                    message_type=message_type, body=body, variables=variables, status="approved",
+                                    created_at=utcnow(), updated_at=utcnow()))
+
+
+async def test_an_approved_verification_template(client: httpx.AsyncClient, db: Database,
+                                                 account: AccountFixture) -> None:
+    code_var = {"name": "code", "type": "code", "min": 4, "max": 8}
+    await _template(db, account, "tpl_login", "verification", "您的登录验证码${code}，${ttl}分钟内有效。",
+                    [code_var, {"name": "ttl", "type": "text", "min": 1, "max": 20}])
+    await _template(db, account, "tpl_promo", "marketing", "优惠码${code}，回T退订", [code_var])
+    v = await start(client, template="tpl_login", ttl=120)
+    code = await sent_code(db, v)
+    async with db.read() as session:
+        body = await session.scalar(select(Message.body).where(Message.id == v["message_id"]))
+    assert v["template_id"] == "tpl_login" and body is not None and body.endswith(f"您的登录验证码{code}，2分钟内有效。")
+    for template, length, field in (("tpl_promo", 6, "template"), ("tpl_login", 10, "code_length"),
+                                    ("tpl_nope", 6, "template")):
+        r = await client.post("/v1/verify", json={"to": "+8613900139000", "template": template, "code_length": length})
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["code"] == "verify_template_invalid" and r.json()["error"]["field"] == field
