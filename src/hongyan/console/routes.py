@@ -39,6 +39,7 @@ from hongyan.console import (
     suppressions,
     team,
     verification,
+    verify_blocked,
     webhook_endpoints,
 )
 from hongyan.console.context import (
@@ -161,6 +162,7 @@ def install(app: FastAPI, settings: Settings) -> None:
         review.router,
         review_kyc.router,
         review_messages.router,
+        verify_blocked.router,
         verification.router,
         billing.router,
         channels.router,
