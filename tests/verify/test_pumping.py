@@ -566,3 +566,44 @@ async def test_staff_see_blocked_traffic_and_lift_a_throttle(
         f"{PAGE}/throttles", data={"csrf_token": own_token, "kind": "country", "value": "CN"}
     )
     assert refused.status_code == 403 and "operator.review" in refused.text
+
+
+# -- through POST /v1/verify -------------------------------------------------------------------------------
+async def test_burst_through_the_api_is_refused_while_other_prefixes_pass(
+    db: Database, settings: Settings, app: Any, account: AccountFixture
+) -> None:
+    """The real path: the verify service asks assess() before each code; a burst to one new prefix is cut
+    at the cold-start minimum (5 here) while codes to a prefix with normal history keep going out."""
+    settings.verify_velocity_min = 5  # the app shares this settings object
+    acc = account.account_id
+    await add_verifications(
+        db,
+        acc,
+        "+8613900000000",
+        48,
+        at=utcnow() - timedelta(hours=24),
+        spread_s=23 * 3600,
+        status="approved",
+    )
+    async with _client(app, account.headers) as client:
+        answers = [
+            await client.post(
+                "/v1/verify", json={"to": f"+86138001380{i:02d}", "device_ip": f"198.51.100.{i}"}
+            )
+            for i in range(8)
+        ]
+        assert [r.status_code for r in answers] == [201, 201, 201, 201, 429, 429, 429, 429], answers[-1].text
+        error = answers[4].json()["error"]
+        assert error["code"] == DESTINATION_THROTTLED and error["field"] == "to"
+        assert "+86138" in error["message"] and "velocity spike" in error["message"]
+        assert "paused until" in answers[5].json()["error"]["message"]
+        normal = await client.post("/v1/verify", json={"to": "+8613900139000", "device_ip": "198.51.100.50"})
+        assert normal.status_code == 201, normal.text
+        own = (await client.get("/v1/verify/blocked")).json()
+    assert own["by_code"] == {DESTINATION_THROTTLED: 4}
+    assert [(g["prefix"], g["count"]) for g in own["groups"]] == [("+86138", 4)]
+    assert (
+        await count(db, VerifyThrottle, VerifyThrottle.value == "+86138", VerifyThrottle.account_id == acc)
+        == 1
+    )
+    assert await count(db, Verification, Verification.to_prefix == "+86138") == 4
