@@ -150,6 +150,7 @@ async def ask(
             country=country,
             prefix=prefix_of(e164),
             client_ip="203.0.113.9",
+            api_key_id="key_pumping_test",
         )
 
 
@@ -206,6 +207,7 @@ async def test_burst_to_one_prefix_is_throttled_while_normal_traffic_passes(
         VerifyBlock.to_prefix == "+86138",
         VerifyBlock.code == DESTINATION_THROTTLED,
         VerifyBlock.client_ip == "203.0.113.9",
+        VerifyBlock.api_key_id == "key_pumping_test",
     )
     assert blocks == 2
     assert await count(db, VerifyBlock) == 2

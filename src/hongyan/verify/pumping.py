@@ -322,6 +322,7 @@ def _record_block(
     country: str | None,
     prefix: str,
     client_ip: str | None,
+    api_key_id: str | None,
     code: str,
     now: datetime,
 ) -> None:
@@ -332,6 +333,7 @@ def _record_block(
             to_country=country,
             to_prefix=prefix,
             client_ip=client_ip,
+            api_key_id=api_key_id,
             code=code,
             created_at=now,
         )
@@ -347,14 +349,17 @@ async def assess(
     country: str | None,
     prefix: str,
     client_ip: str | None,
+    api_key_id: str | None = None,
 ) -> tuple[str, str] | None:
     """Refuse `(error_code, message)` or allow (None) a verification code to `e164`, before it is sent.
 
     A refusal is recorded in `session` (a VerifyBlock row, and a new VerifyThrottle when an anomaly was
     just detected): the caller must COMMIT the session before turning the refusal into an error response,
     or the record and the throttle are lost. HTTP status per code: STATUS_BY_CODE (403 country, 429
-    throttled). Cost per allowed request: one account read (usually in the session already), one throttle
-    lookup, two indexed counts (prefix and country in the window), plus a cached 24-hour aggregate.
+    throttled). `api_key_id` (optional) is stored on the block for the operator view.
+
+    Cost per allowed request: one account read (usually in the session already), one throttle lookup, two
+    indexed counts (prefix and country in the window), plus a cached 24-hour aggregate per destination.
     """
     now = utcnow()
 
@@ -366,6 +371,7 @@ async def assess(
             country=country,
             prefix=prefix,
             client_ip=client_ip,
+            api_key_id=api_key_id,
             code=code,
             now=now,
         )
