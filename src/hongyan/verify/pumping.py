@@ -48,6 +48,7 @@ from hongyan.verify.pumping_rules import (
 __all__ = ["COUNTRY_NOT_ALLOWED", "DESTINATION_THROTTLED", "STATUS_BY_CODE", "assess", "prefix_of"]
 
 STATS_CACHE_S = 30.0  # the 24-hour aggregate (baseline and conversion) is re-read at most this often
+STATS_CACHE_MAX = 20_000  # (account, destination) entries per process
 
 
 # -- figures ------------------------------------------------------------------------------------------
@@ -155,6 +156,8 @@ async def destination_stats(
         )
     ).one()
     stats = DestinationStats(*(int(v) for v in row))
+    if len(_stats_cache) >= STATS_CACHE_MAX:  # bounded: entries are cheap to rebuild
+        _stats_cache.clear()
     _stats_cache[key] = (time.monotonic() + STATS_CACHE_S, stats)
     return stats
 
