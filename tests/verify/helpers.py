@@ -46,6 +46,12 @@ async def move_back(db: Database, seconds: float, *, verification_id: str | None
         if verification_id is not None:
             messages = messages.where(Message.id.in_([v.message_id for v in verifications]))
         for message_id, created_at in (await session.execute(messages)).all():
-            await session.execute(update(Message).where(Message.id == message_id).values(created_at=created_at - delta))
+            await session.execute(
+                update(Message).where(Message.id == message_id).values(created_at=created_at - delta)
+            )
         for v in verifications:
-            v.created_at, v.last_sent_at, v.expires_at = v.created_at - delta, v.last_sent_at - delta, v.expires_at - delta
+            v.created_at, v.last_sent_at, v.expires_at = (
+                v.created_at - delta,
+                v.last_sent_at - delta,
+                v.expires_at - delta,
+            )

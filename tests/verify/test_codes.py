@@ -42,14 +42,28 @@ def test_keeping_the_previous_code_accepts_exactly_two() -> None:
     h1 = codes.code_hash(SECRET, "ver_1", "111111")
     h2 = codes.keep_previous(codes.code_hash(SECRET, "ver_1", "222222"), h1)
     h3 = codes.keep_previous(codes.code_hash(SECRET, "ver_1", "333333"), h2)
-    assert [codes.code_matches(SECRET, "ver_1", c, h3) for c in ("111111", "222222", "333333")] == [False, True, True]
+    assert [codes.code_matches(SECRET, "ver_1", c, h3) for c in ("111111", "222222", "333333")] == [
+        False,
+        True,
+        True,
+    ]
 
 
 def test_account_limits_are_only_ever_stricter() -> None:
     platform = Settings(secret_key="x")
-    own = VerifySettings.from_dict({"per_number_hour": 3, "per_ip_hour": 1000, "resend_cooldown_s": 10,
-                                    "max_attempts": 3, "code_length": 8, "ttl_s": 5, "countries": ["CN"],
-                                    "per_key_minute": "many", "keep_previous_code": True})
+    own = VerifySettings.from_dict(
+        {
+            "per_number_hour": 3,
+            "per_ip_hour": 1000,
+            "resend_cooldown_s": 10,
+            "max_attempts": 3,
+            "code_length": 8,
+            "ttl_s": 5,
+            "countries": ["CN"],
+            "per_key_minute": "many",
+            "keep_previous_code": True,
+        }
+    )
     limits = effective(platform, own)
     assert (limits.per_number_hour, limits.per_ip_hour, limits.resend_cooldown_s) == (3, 30, 60)
     assert (limits.max_attempts, limits.code_length, limits.ttl_s) == (3, 8, 300)  # ttl 5 s is out of range

@@ -25,8 +25,13 @@ from hongyan.webhooks.service import create_endpoint
 
 async def _events(db: Database, event_type: str) -> list[str]:
     async with db.read() as session:
-        return list((await session.scalars(select(WebhookEvent.payload).where(WebhookEvent.event_type == event_type)))
-                    .all())
+        return list(
+            (
+                await session.scalars(
+                    select(WebhookEvent.payload).where(WebhookEvent.event_type == event_type)
+                )
+            ).all()
+        )
 
 
 async def _subscribe(db: Database, account: AccountFixture) -> None:
@@ -34,8 +39,9 @@ async def _subscribe(db: Database, account: AccountFixture) -> None:
         await create_endpoint(session, account_id=account.account_id, url="http://127.0.0.1:9/hook")
 
 
-async def test_start_sends_the_code_and_the_right_code_approves(client: httpx.AsyncClient, db: Database,
-                                                                account: AccountFixture) -> None:
+async def test_start_sends_the_code_and_the_right_code_approves(
+    client: httpx.AsyncClient, db: Database, account: AccountFixture
+) -> None:
     await _subscribe(db, account)
     v = await start(client, code_length=8)
     assert v["id"].startswith("ver_") and v["status"] == "pending" and v["attempts_left"] == 5
@@ -67,22 +73,26 @@ async def test_start_sends_the_code_and_the_right_code_approves(client: httpx.As
     assert await _events(db, "verify.failed") == []
 
 
-async def test_concurrent_right_answers_approve_exactly_once(client: httpx.AsyncClient, db: Database,
-                                                             account: AccountFixture) -> None:
+async def test_concurrent_right_answers_approve_exactly_once(
+    client: httpx.AsyncClient, db: Database, account: AccountFixture
+) -> None:
     await _subscribe(db, account)
     v = await start(client)
     code = await sent_code(db, v)
-    answers = await asyncio.gather(*(client.post(f"/v1/verify/{v['id']}/check", json={"code": code})
-                                     for _ in range(6)))
+    answers = await asyncio.gather(
+        *(client.post(f"/v1/verify/{v['id']}/check", json={"code": code}) for _ in range(6))
+    )
     approved = [r for r in answers if r.status_code == 200]
     assert len(approved) == 1 and approved[0].json()["status"] == "approved"
     assert sorted({r.json()["error"]["code"] for r in answers if r.status_code != 200}) == [
-        "verification_already_approved"]
+        "verification_already_approved"
+    ]
     assert len(await _events(db, "verify.approved")) == 1
 
 
-async def test_brute_force_locks_the_verification_even_for_the_right_code(client: httpx.AsyncClient, db: Database,
-                                                                          account: AccountFixture) -> None:
+async def test_brute_force_locks_the_verification_even_for_the_right_code(
+    client: httpx.AsyncClient, db: Database, account: AccountFixture
+) -> None:
     await _subscribe(db, account)
     v = await start(client, code_length=4)
     code = await sent_code(db, v)
@@ -104,7 +114,9 @@ async def test_parallel_guesses_never_exceed_max_attempts(client: httpx.AsyncCli
     v = await start(client, code_length=4)
     code = await sent_code(db, v)
     guesses = [g for g in (f"{n:04d}" for n in range(30)) if g != code][:12]
-    answers = await asyncio.gather(*(client.post(f"/v1/verify/{v['id']}/check", json={"code": g}) for g in guesses))
+    answers = await asyncio.gather(
+        *(client.post(f"/v1/verify/{v['id']}/check", json={"code": g}) for g in guesses)
+    )
     assert sum(r.status_code == 200 for r in answers) == 5
     assert {r.json()["error"]["code"] for r in answers if r.status_code != 200} == {"verification_failed"}
     async with db.read() as session:
@@ -115,8 +127,11 @@ async def test_an_expired_code_is_refused(client: httpx.AsyncClient, db: Databas
     v = await start(client, ttl=60)
     code = await sent_code(db, v)
     async with db.write() as session:
-        await session.execute(update(Verification).where(Verification.id == v["id"])
-                              .values(expires_at=utcnow() - timedelta(seconds=1)))
+        await session.execute(
+            update(Verification)
+            .where(Verification.id == v["id"])
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
     r = await client.get(f"/v1/verify/{v['id']}")
     assert r.json()["status"] == "expired" and r.json()["reason"] == "code_expired"
     r = await client.post(f"/v1/verify/{v['id']}/check", json={"code": code})
@@ -127,8 +142,9 @@ async def test_an_expired_code_is_refused(client: httpx.AsyncClient, db: Databas
     assert [x["id"] for x in r.json()["data"]] == [v["id"]]
 
 
-async def test_the_code_is_never_logged_nor_returned_to_live_keys(client: httpx.AsyncClient, db: Database,
-                                                                 caplog: pytest.LogCaptureFixture) -> None:
+async def test_the_code_is_never_logged_nor_returned_to_live_keys(
+    client: httpx.AsyncClient, db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.DEBUG):
         r = await client.post("/v1/verify", json={"to": NUMBER, "code_length": 10})
         v = r.json()
@@ -143,8 +159,9 @@ async def test_the_code_is_never_logged_nor_returned_to_live_keys(client: httpx.
     assert code not in caplog.text
 
 
-async def test_a_test_key_gets_the_sandbox_code(client: httpx.AsyncClient, db: Database,
-                                                account: AccountFixture) -> None:
+async def test_a_test_key_gets_the_sandbox_code(
+    client: httpx.AsyncClient, db: Database, account: AccountFixture
+) -> None:
     async with db.write() as session:
         await session.execute(update(ApiKey).where(ApiKey.id == account.key_id).values(is_test=True))
     v = await start(client)
@@ -155,8 +172,11 @@ async def test_a_test_key_gets_the_sandbox_code(client: httpx.AsyncClient, db: D
 
 async def test_cancel_channel_and_input_errors(client: httpx.AsyncClient, db: Database) -> None:
     r = await client.post("/v1/verify", json={"to": NUMBER, "channel": "voice"})
-    assert r.status_code == 422 and r.json()["error"] == {"code": "channel_not_supported", "field": "channel",
-                                                          "message": r.json()["error"]["message"]}
+    assert r.status_code == 422 and r.json()["error"] == {
+        "code": "channel_not_supported",
+        "field": "channel",
+        "message": r.json()["error"]["message"],
+    }
     r = await client.post("/v1/verify", json={"to": NUMBER, "code_length": 3})
     assert r.status_code == 422 and r.json()["error"]["field"] == "code_length"
     r = await client.post("/v1/verify", json={"to": "12345"})
@@ -180,29 +200,61 @@ async def test_cancel_channel_and_input_errors(client: httpx.AsyncClient, db: Da
         assert await session.scalar(select(func.count()).select_from(Verification)) == 1
 
 
-async def _template(db: Database, account: AccountFixture, template_id: str, message_type: str, body: str,
-                    variables: list[dict[str, object]]) -> None:
+async def _template(
+    db: Database,
+    account: AccountFixture,
+    template_id: str,
+    message_type: str,
+    body: str,
+    variables: list[dict[str, object]],
+) -> None:
     from hongyan.compliance.models import MessageTemplate
 
     async with db.write() as session:
-        session.add(MessageTemplate(id=template_id, account_id=account.account_id, name=template_id,
-                                    message_type=message_type, body=body, variables=variables, status="approved",
-                                    created_at=utcnow(), updated_at=utcnow()))
+        session.add(
+            MessageTemplate(
+                id=template_id,
+                account_id=account.account_id,
+                name=template_id,
+                message_type=message_type,
+                body=body,
+                variables=variables,
+                status="approved",
+                created_at=utcnow(),
+                updated_at=utcnow(),
+            )
+        )
 
 
-async def test_an_approved_verification_template(client: httpx.AsyncClient, db: Database,
-                                                 account: AccountFixture) -> None:
+async def test_an_approved_verification_template(
+    client: httpx.AsyncClient, db: Database, account: AccountFixture
+) -> None:
     code_var = {"name": "code", "type": "code", "min": 4, "max": 8}
-    await _template(db, account, "tpl_login", "verification", "您的登录验证码${code}，${ttl}分钟内有效。",
-                    [code_var, {"name": "ttl", "type": "text", "min": 1, "max": 20}])
+    await _template(
+        db,
+        account,
+        "tpl_login",
+        "verification",
+        "您的登录验证码${code}，${ttl}分钟内有效。",
+        [code_var, {"name": "ttl", "type": "text", "min": 1, "max": 20}],
+    )
     await _template(db, account, "tpl_promo", "marketing", "优惠码${code}，回T退订", [code_var])
     v = await start(client, template="tpl_login", ttl=120)
     code = await sent_code(db, v)
     async with db.read() as session:
         body = await session.scalar(select(Message.body).where(Message.id == v["message_id"]))
-    assert v["template_id"] == "tpl_login" and body is not None and body.endswith(f"您的登录验证码{code}，2分钟内有效。")
-    for template, length, field in (("tpl_promo", 6, "template"), ("tpl_login", 10, "code_length"),
-                                    ("tpl_nope", 6, "template")):
-        r = await client.post("/v1/verify", json={"to": "+8613900139000", "template": template, "code_length": length})
+    assert (
+        v["template_id"] == "tpl_login"
+        and body is not None
+        and body.endswith(f"您的登录验证码{code}，2分钟内有效。")
+    )
+    for template, length, field in (
+        ("tpl_promo", 6, "template"),
+        ("tpl_login", 10, "code_length"),
+        ("tpl_nope", 6, "template"),
+    ):
+        r = await client.post(
+            "/v1/verify", json={"to": "+8613900139000", "template": template, "code_length": length}
+        )
         assert r.status_code == 422, r.text
         assert r.json()["error"]["code"] == "verify_template_invalid" and r.json()["error"]["field"] == field

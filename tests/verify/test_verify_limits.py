@@ -29,8 +29,9 @@ async def _blocks(db: Database) -> list[str]:
 
 async def _account_verify(db: Database, account: AccountFixture, **choices: object) -> None:
     async with db.write() as session:
-        await session.execute(update(Account).where(Account.id == account.account_id)
-                              .values(settings={"verify": choices}))
+        await session.execute(
+            update(Account).where(Account.id == account.account_id).values(settings={"verify": choices})
+        )
 
 
 async def test_per_number_cooldown_and_hour_limit(client: httpx.AsyncClient, db: Database) -> None:
@@ -60,31 +61,45 @@ async def test_per_number_day_limit(client: httpx.AsyncClient, db: Database) -> 
     assert r.json()["error"]["details"]["window"] == "day"
 
 
-async def test_per_key_and_per_ip_limits_from_the_account_settings(client: httpx.AsyncClient, db: Database,
-                                                                   account: AccountFixture) -> None:
+async def test_per_key_and_per_ip_limits_from_the_account_settings(
+    client: httpx.AsyncClient, db: Database, account: AccountFixture
+) -> None:
     await _account_verify(db, account, per_key_minute=3, per_ip_hour=2, per_number_hour=50)
     await start(client, to="+8613800000001", device_ip="203.0.113.7")
     await start(client, to="+8613800000002", device_ip="203.0.113.7")
-    r = await _refused(client, "/v1/verify", "verify_rate_limited_ip", to="+8613800000003", device_ip="203.0.113.7")
+    r = await _refused(
+        client, "/v1/verify", "verify_rate_limited_ip", to="+8613800000003", device_ip="203.0.113.7"
+    )
     assert r.json()["error"]["field"] == "device_ip"
     await start(client, to="+8613800000004", device_ip="203.0.113.8")  # the 3rd of this key's minute
-    await _refused(client, "/v1/verify", "verify_rate_limited_key", to="+8613800000005", device_ip="203.0.113.9")
+    await _refused(
+        client, "/v1/verify", "verify_rate_limited_key", to="+8613800000005", device_ip="203.0.113.9"
+    )
     async with db.read() as session:
-        blocks = (await session.execute(select(VerifyBlock.code, VerifyBlock.client_ip).order_by(VerifyBlock.id))).all()
-    assert [tuple(b) for b in blocks] == [("verify_rate_limited_ip", "203.0.113.7"),
-                                         ("verify_rate_limited_key", "203.0.113.9")]
+        blocks = (
+            await session.execute(select(VerifyBlock.code, VerifyBlock.client_ip).order_by(VerifyBlock.id))
+        ).all()
+    assert [tuple(b) for b in blocks] == [
+        ("verify_rate_limited_ip", "203.0.113.7"),
+        ("verify_rate_limited_key", "203.0.113.9"),
+    ]
     r = await client.post("/v1/verify", json={"to": "+8613800000006", "device_ip": "not-an-ip"})
     assert r.status_code == 422 and r.json()["error"]["field"] == "device_ip"
 
 
-async def test_an_account_cannot_loosen_the_platform_limits(client: httpx.AsyncClient, db: Database,
-                                                            account: AccountFixture) -> None:
+async def test_an_account_cannot_loosen_the_platform_limits(
+    client: httpx.AsyncClient, db: Database, account: AccountFixture
+) -> None:
     await _account_verify(db, account, resend_cooldown_s=0, per_number_hour=100)
     await start(client)
-    await _refused(client, "/v1/verify", "verify_rate_limited_number", to=NUMBER)  # the platform's 60 s still holds
+    await _refused(
+        client, "/v1/verify", "verify_rate_limited_number", to=NUMBER
+    )  # the platform's 60 s still holds
 
 
-async def test_resend_cooldown_and_the_new_code_replaces_the_old(client: httpx.AsyncClient, db: Database) -> None:
+async def test_resend_cooldown_and_the_new_code_replaces_the_old(
+    client: httpx.AsyncClient, db: Database
+) -> None:
     v = await start(client)
     first = await sent_code(db, v)
     await _refused(client, f"/v1/verify/{v['id']}/resend", "verify_resend_too_soon")
@@ -92,7 +107,11 @@ async def test_resend_cooldown_and_the_new_code_replaces_the_old(client: httpx.A
     r = await client.post(f"/v1/verify/{v['id']}/resend")
     assert r.status_code == 200, r.text
     resent = r.json()
-    assert resent["sends"] == 2 and resent["message_id"] != v["message_id"] and resent["expires_at"] > v["expires_at"]
+    assert (
+        resent["sends"] == 2
+        and resent["message_id"] != v["message_id"]
+        and resent["expires_at"] > v["expires_at"]
+    )
     second = await sent_code(db, resent)
     if first != second:
         r = await client.post(f"/v1/verify/{v['id']}/check", json={"code": first})
@@ -102,8 +121,9 @@ async def test_resend_cooldown_and_the_new_code_replaces_the_old(client: httpx.A
     assert await _blocks(db) == ["verify_resend_too_soon"]
 
 
-async def test_keep_previous_code_accepts_the_code_sent_before(client: httpx.AsyncClient, db: Database,
-                                                              account: AccountFixture) -> None:
+async def test_keep_previous_code_accepts_the_code_sent_before(
+    client: httpx.AsyncClient, db: Database, account: AccountFixture
+) -> None:
     await _account_verify(db, account, keep_previous_code=True)
     v = await start(client, code_length=8)
     first = await sent_code(db, v)

@@ -39,6 +39,7 @@ from hongyan.console import (
     suppressions,
     team,
     verification,
+    verify,
     verify_blocked,
     webhook_endpoints,
 )
@@ -163,6 +164,7 @@ def install(app: FastAPI, settings: Settings) -> None:
         review_kyc.router,
         review_messages.router,
         verify_blocked.router,
+        verify.router,
         verification.router,
         billing.router,
         channels.router,

@@ -23,7 +23,7 @@ from hongyan.db.engine import Database
 from hongyan.verify import codes
 from hongyan.verify.events import APPROVED, FAILED, announce
 from hongyan.verify.models import Verification
-from hongyan.verify.service import load, mark_expired, state_error
+from hongyan.verify.records import load, mark_expired, state_error
 
 _CODE = re.compile(r"[0-9]{4,10}")
 
@@ -34,7 +34,9 @@ class Checked:
     valid: bool
 
 
-async def check(db: Database, settings: Settings, *, account_id: str, verification_id: str, code: str) -> Checked:
+async def check(
+    db: Database, settings: Settings, *, account_id: str, verification_id: str, code: str
+) -> Checked:
     """Compare `code`; 200-style outcomes (approved, or wrong with attempts left / now failed) return a
     `Checked`; a verification that cannot be checked any more raises its state error (409)."""
     code = code.strip()
@@ -47,24 +49,43 @@ async def check(db: Database, settings: Settings, *, account_id: str, verificati
     if refusal is None:
         valid = codes.code_matches(settings.effective_secret_key(), v.id, code, v.code_hash)
         async with db.write() as session:
-            pending = (Verification.id == v.id, Verification.status == "pending", Verification.expires_at > now)
+            pending = (
+                Verification.id == v.id,
+                Verification.status == "pending",
+                Verification.expires_at > now,
+            )
             if valid:
-                changed = await session.execute(update(Verification).where(
-                    *pending, Verification.attempts < Verification.max_attempts,
-                ).values(status="approved", approved_at=now, updated_at=now))
+                changed = await session.execute(
+                    update(Verification)
+                    .where(
+                        *pending,
+                        Verification.attempts < Verification.max_attempts,
+                    )
+                    .values(status="approved", approved_at=now, updated_at=now)
+                )
                 won = changed.rowcount == 1  # type: ignore[attr-defined]
             else:
                 attempts = Verification.attempts + 1
-                changed = await session.execute(update(Verification).where(*pending).values(
-                    attempts=attempts, updated_at=now,
-                    status=case((attempts >= Verification.max_attempts, "failed"), else_=Verification.status),
-                ))
+                changed = await session.execute(
+                    update(Verification)
+                    .where(*pending)
+                    .values(
+                        attempts=attempts,
+                        updated_at=now,
+                        status=case(
+                            (attempts >= Verification.max_attempts, "failed"), else_=Verification.status
+                        ),
+                    )
+                )
                 won = changed.rowcount == 1  # type: ignore[attr-defined]
-            fresh = await session.scalar(select(Verification).where(Verification.id == v.id)
-                                         .execution_options(populate_existing=True))
+            fresh = await session.scalar(
+                select(Verification).where(Verification.id == v.id).execution_options(populate_existing=True)
+            )
             assert fresh is not None
             if won and fresh.status in ("approved", "failed"):
-                await announce(session, fresh, APPROVED if fresh.status == "approved" else FAILED, occurred_at=now)
+                await announce(
+                    session, fresh, APPROVED if fresh.status == "approved" else FAILED, occurred_at=now
+                )
             if not won:
                 await mark_expired(session, v.id, now)
         if won:
@@ -76,5 +97,9 @@ async def check(db: Database, settings: Settings, *, account_id: str, verificati
     raise refusal or _lost(v)
 
 
-def _lost(v: Verification) -> HongyanError:  # pragma: no cover - a pending row that changed no row: expired between
-    return HongyanError("verification_expired", f"The code of {v.id} has expired.", field="id", status_code=409)
+def _lost(
+    v: Verification,
+) -> HongyanError:  # pragma: no cover - a pending row that changed no row: expired between
+    return HongyanError(
+        "verification_expired", f"The code of {v.id} has expired.", field="id", status_code=409
+    )

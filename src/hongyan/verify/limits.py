@@ -113,8 +113,10 @@ def effective(settings: Settings, own: VerifySettings) -> EffectiveLimits:
     length = own.code_length if own.code_length and MIN_LENGTH <= own.code_length <= MAX_LENGTH else None
     ttl = own.ttl_s if own.ttl_s and TTL_RANGE[0] <= own.ttl_s <= TTL_RANGE[1] else None
     return EffectiveLimits(
-        code_length=length or settings.verify_code_length, ttl_s=ttl or settings.verify_ttl_s,
-        template_id=own.template_id, keep_previous_code=own.keep_previous_code,
+        code_length=length or settings.verify_code_length,
+        ttl_s=ttl or settings.verify_ttl_s,
+        template_id=own.template_id,
+        keep_previous_code=own.keep_previous_code,
         **{name: combine(name) for name in _LIMIT_FIELDS},
     )
 
@@ -124,23 +126,37 @@ def checked_settings(current: VerifySettings, changes: dict[str, Any]) -> Verify
     A limit looser than the platform's is accepted but has no effect beyond it (shown as such)."""
     for name, value in changes.items():
         if name == "code_length" and value is not None and not MIN_LENGTH <= value <= MAX_LENGTH:
-            raise Unprocessable("verify_settings_invalid", f"The code length is {MIN_LENGTH} to {MAX_LENGTH} digits.",
-                                field=name)
+            raise Unprocessable(
+                "verify_settings_invalid",
+                f"The code length is {MIN_LENGTH} to {MAX_LENGTH} digits.",
+                field=name,
+            )
         if name == "ttl_s" and value is not None and not TTL_RANGE[0] <= value <= TTL_RANGE[1]:
-            raise Unprocessable("verify_settings_invalid",
-                                f"A code lives {TTL_RANGE[0]} to {TTL_RANGE[1]} seconds.", field=name)
+            raise Unprocessable(
+                "verify_settings_invalid",
+                f"A code lives {TTL_RANGE[0]} to {TTL_RANGE[1]} seconds.",
+                field=name,
+            )
         if name in _LIMIT_FIELDS and value is not None and value < _LIMIT_FIELDS[name][0]:
-            raise Unprocessable("verify_settings_invalid", f"{name} must be at least {_LIMIT_FIELDS[name][0]}.",
-                                field=name)
+            raise Unprocessable(
+                "verify_settings_invalid", f"{name} must be at least {_LIMIT_FIELDS[name][0]}.", field=name
+            )
     return replace(current, **changes)
 
 
 # -- sliding windows ------------------------------------------------------------------------------------
-def rate_limited(code: str, message: str, retry_after_s: float, *, field: str | None, limit: int,
-                 window: str) -> HongyanError:
+def rate_limited(
+    code: str, message: str, retry_after_s: float, *, field: str | None, limit: int, window: str
+) -> HongyanError:
     retry = max(1, math.ceil(retry_after_s))
-    return HongyanError(code, message, field=field, status_code=429, headers={"Retry-After": str(retry)},
-                        details={"retry_after_s": retry, "limit": limit, "window": window})
+    return HongyanError(
+        code,
+        message,
+        field=field,
+        status_code=429,
+        headers={"Retry-After": str(retry)},
+        details={"retry_after_s": retry, "limit": limit, "window": window},
+    )
 
 
 async def _newest(session: AsyncSession, query: Any, limit: int) -> list[datetime]:
@@ -149,53 +165,156 @@ async def _newest(session: AsyncSession, query: Any, limit: int) -> list[datetim
 
 def _number_sends(account_id: str, to_bidx: str, since: datetime, exclude: str | None) -> Any:
     """This account's verification messages to the number (first sends and resends alike), newest first."""
-    query = (select(Message.created_at)
-             .where(Message.to_bidx == to_bidx, Message.account_id == account_id,
-                    Message.message_type == "verification", Message.created_at >= since)
-             .order_by(Message.created_at.desc()))
+    query = (
+        select(Message.created_at)
+        .where(
+            Message.to_bidx == to_bidx,
+            Message.account_id == account_id,
+            Message.message_type == "verification",
+            Message.created_at >= since,
+        )
+        .order_by(Message.created_at.desc())
+    )
     return query.where(Message.id != exclude) if exclude else query
 
 
-async def check_number(session: AsyncSession, limits: EffectiveLimits, *, account_id: str, to_bidx: str,
-                       now: datetime, exclude_message_id: str | None = None) -> None:
+async def check_number(
+    session: AsyncSession,
+    limits: EffectiveLimits,
+    *,
+    account_id: str,
+    to_bidx: str,
+    now: datetime,
+    exclude_message_id: str | None = None,
+) -> None:
     """The per-number limits (cool-down, hour, day); raises `verify_rate_limited_number` (429).
     `exclude_message_id`: the message being sent (the re-check inside the submit transaction)."""
-    day = await _newest(session, _number_sends(account_id, to_bidx, now - timedelta(days=1), exclude_message_id),
-                        max(limits.per_number_day, limits.per_number_hour, 1))
+    day = await _newest(
+        session,
+        _number_sends(account_id, to_bidx, now - timedelta(days=1), exclude_message_id),
+        max(limits.per_number_day, limits.per_number_hour, 1),
+    )
     if day and limits.resend_cooldown_s and now - day[0] < timedelta(seconds=limits.resend_cooldown_s):
         wait = (day[0] + timedelta(seconds=limits.resend_cooldown_s) - now).total_seconds()
-        raise rate_limited("verify_rate_limited_number", f"A code was sent to this number less than "
-                           f"{limits.resend_cooldown_s} seconds ago; wait before sending another.", wait,
-                           field="to", limit=1, window=f"{limits.resend_cooldown_s}s")
+        raise rate_limited(
+            "verify_rate_limited_number",
+            f"A code was sent to this number less than "
+            f"{limits.resend_cooldown_s} seconds ago; wait before sending another.",
+            wait,
+            field="to",
+            limit=1,
+            window=f"{limits.resend_cooldown_s}s",
+        )
     hour = [t for t in day if t >= now - timedelta(hours=1)]
-    for sent, limit, window, label in ((hour, limits.per_number_hour, timedelta(hours=1), "hour"),
-                                       (day, limits.per_number_day, timedelta(days=1), "day")):
+    for sent, limit, window, label in (
+        (hour, limits.per_number_hour, timedelta(hours=1), "hour"),
+        (day, limits.per_number_day, timedelta(days=1), "day"),
+    ):
         if len(sent) >= limit:
             wait = (sent[limit - 1] + window - now).total_seconds()
-            raise rate_limited("verify_rate_limited_number", f"{limit} codes were sent to this number in the last "
-                               f"{label}, the most allowed.", wait, field="to", limit=limit, window=label)
+            raise rate_limited(
+                "verify_rate_limited_number",
+                f"{limit} codes were sent to this number in the last {label}, the most allowed.",
+                wait,
+                field="to",
+                limit=limit,
+                window=label,
+            )
 
 
-async def check_caller(session: AsyncSession, limits: EffectiveLimits, *, account_id: str, client_ip: str | None,
-                       api_key_id: str | None, now: datetime) -> None:
+async def check_caller(
+    session: AsyncSession,
+    limits: EffectiveLimits,
+    *,
+    account_id: str,
+    client_ip: str | None,
+    api_key_id: str | None,
+    now: datetime,
+) -> None:
     """The per-IP (hour) and per-API-key (minute) limits on starting verifications."""
     if client_ip:
         since = now - timedelta(hours=1)
-        rows = await _newest(session, select(Verification.created_at).where(
-            Verification.client_ip == client_ip, Verification.created_at >= since,
-            Verification.account_id == account_id).order_by(Verification.created_at.desc()), limits.per_ip_hour)
+        rows = await _newest(
+            session,
+            select(Verification.created_at)
+            .where(
+                Verification.client_ip == client_ip,
+                Verification.created_at >= since,
+                Verification.account_id == account_id,
+            )
+            .order_by(Verification.created_at.desc()),
+            limits.per_ip_hour,
+        )
         if len(rows) >= limits.per_ip_hour:
-            raise rate_limited("verify_rate_limited_ip", f"{limits.per_ip_hour} verifications were started from "
-                               f"{client_ip} in the last hour, the most allowed.",
-                               (rows[-1] + timedelta(hours=1) - now).total_seconds(), field="device_ip",
-                               limit=limits.per_ip_hour, window="hour")
+            raise rate_limited(
+                "verify_rate_limited_ip",
+                f"{limits.per_ip_hour} verifications were started from "
+                f"{client_ip} in the last hour, the most allowed.",
+                (rows[-1] + timedelta(hours=1) - now).total_seconds(),
+                field="device_ip",
+                limit=limits.per_ip_hour,
+                window="hour",
+            )
     if api_key_id:
         since = now - timedelta(minutes=1)
-        rows = await _newest(session, select(Verification.created_at).where(
-            Verification.api_key_id == api_key_id, Verification.created_at >= since)
-            .order_by(Verification.created_at.desc()), limits.per_key_minute)
+        rows = await _newest(
+            session,
+            select(Verification.created_at)
+            .where(Verification.api_key_id == api_key_id, Verification.created_at >= since)
+            .order_by(Verification.created_at.desc()),
+            limits.per_key_minute,
+        )
         if len(rows) >= limits.per_key_minute:
-            raise rate_limited("verify_rate_limited_key", f"{limits.per_key_minute} verifications were started "
-                               "with this API key in the last minute, the most allowed.",
-                               (rows[-1] + timedelta(minutes=1) - now).total_seconds(), field="Authorization",
-                               limit=limits.per_key_minute, window="minute")
+            raise rate_limited(
+                "verify_rate_limited_key",
+                f"{limits.per_key_minute} verifications were started "
+                "with this API key in the last minute, the most allowed.",
+                (rows[-1] + timedelta(minutes=1) - now).total_seconds(),
+                field="Authorization",
+                limit=limits.per_key_minute,
+                window="minute",
+            )
+
+
+# -- saving (console) -----------------------------------------------------------------------------------
+async def update_settings(
+    session: AsyncSession, settings: Settings, *, account_id: str, actor: Any, changes: dict[str, Any]
+) -> VerifySettings:
+    """Check and merge `changes` into account.settings["verify"] (other keys, e.g. `countries`, kept);
+    a chosen template must be an approved verification template; audited as `verify.settings`."""
+    from hongyan.accounts.models import Account
+    from hongyan.audit.service import changes as diff
+    from hongyan.audit.service import record
+    from hongyan.core.errors import NotFound
+    from hongyan.verify.texts import verify_template
+
+    account = await session.get(Account, account_id, with_for_update=True)
+    if account is None:
+        raise NotFound("account_not_found", "No such account.", field="account_id")
+    stored = dict(account.settings or {})
+    before_raw = dict(stored.get(SETTINGS_KEY) or {})
+    before = VerifySettings.from_dict(before_raw)
+    after = checked_settings(before, changes)
+    if after.template_id:
+        await verify_template(
+            session,
+            account_id=account_id,
+            template_id=after.template_id,
+            code_length=effective(settings, after).code_length,
+            field="template_id",
+        )
+    stored[SETTINGS_KEY] = {**before_raw, **after.to_dict()}
+    account.settings = stored  # a new dict: the JSON column sees the change
+    old, new = diff(before.to_dict(), after.to_dict())
+    if new:
+        await record(
+            session,
+            actor=actor,
+            action="verify.settings",
+            account_id=account_id,
+            target_type="account",
+            target_id=account_id,
+            before=old,
+            after=new,
+        )
+    return after

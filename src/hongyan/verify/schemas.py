@@ -14,18 +14,27 @@ class VerificationCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     to: Annotated[StrictStr, Field(max_length=40)] = Field(
-        description="E.164 (`+8613800138000`) or national with the account's default region.")
+        description="E.164 (`+8613800138000`) or national with the account's default region."
+    )
     template: Annotated[StrictStr, Field(max_length=40)] | None = Field(
-        None, description="An approved verification template (`tpl_…`) with `${code}` (and optionally `${ttl}`, "
-        "minutes); default: the account's choice, else the built-in text of `locale`.")
+        None,
+        description="An approved verification template (`tpl_…`) with `${code}` (and optionally `${ttl}`, "
+        "minutes); default: the account's choice, else the built-in text of `locale`.",
+    )
     code_length: Annotated[int, Field(ge=4, le=10)] | None = Field(None, description="Digits (default 6).")
-    ttl: Annotated[int, Field(ge=30, le=3600)] | None = Field(None, description="Seconds the code is valid (default 300).")
+    ttl: Annotated[int, Field(ge=30, le=3600)] | None = Field(
+        None, description="Seconds the code is valid (default 300)."
+    )
     channel: Annotated[StrictStr, Field(max_length=16)] = Field("sms", description='Only "sms" for now.')
     locale: Literal["zh-CN", "en"] | None = Field(
-        None, description="Language of the built-in text; default by the account's region (CN, HK, MO, TW: zh-CN).")
+        None,
+        description="Language of the built-in text; default by the account's region (CN, HK, MO, TW: zh-CN).",
+    )
     device_ip: Annotated[StrictStr, Field(max_length=45)] | None = Field(
-        None, description="The end user's IP address as your server saw it: the per-IP limit counts it (without it, "
-        "the IP of the caller).")
+        None,
+        description="The end user's IP address as your server saw it: the per-IP limit counts it (without it, "
+        "the IP of the caller).",
+    )
 
 
 class VerificationCheck(BaseModel):
@@ -38,7 +47,9 @@ class VerificationPublic(BaseModel):
 
     id: str
     status: Status
-    reason: str | None = Field(description="Why it ended: code_correct, max_attempts_reached, code_expired, canceled.")
+    reason: str | None = Field(
+        description="Why it ended: code_correct, max_attempts_reached, code_expired, canceled."
+    )
     to: str
     country: str | None
     channel: str
@@ -57,8 +68,9 @@ class VerificationPublic(BaseModel):
     expires_at: str
     approved_at: str | None
     updated_at: str
-    sandbox_code: str | None = Field(None, description="TEST API KEYS ONLY: the code, for integration tests. "
-                                     "Never present for live keys.")
+    sandbox_code: str | None = Field(
+        None, description="TEST API KEYS ONLY: the code, for integration tests. Never present for live keys."
+    )
     valid: bool | None = Field(None, description="Check only: whether the code given was right.")
 
 

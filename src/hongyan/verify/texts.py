@@ -48,15 +48,25 @@ class VerifyText:
         if self.template is not None:
             names = {str(v["name"]) for v in self.template.variables}
             params = {"code": code, **({"ttl": minutes} if "ttl" in names else {})}
-            return SubmitRequest(text="", template_id=self.template.id, message_type="verification",
-                                 recipients=[Recipient(to=e164, params=params)], field_prefix="to")
+            return SubmitRequest(
+                text="",
+                template_id=self.template.id,
+                message_type="verification",
+                recipients=[Recipient(to=e164, params=params)],
+                field_prefix="to",
+            )
         text = DEFAULT_TEXTS[self.locale].replace("{ttl}", minutes)
-        return SubmitRequest(text=text, message_type="verification", field_prefix="to",
-                             recipients=[Recipient(to=e164, vars={"code": code})])
+        return SubmitRequest(
+            text=text,
+            message_type="verification",
+            field_prefix="to",
+            recipients=[Recipient(to=e164, vars={"code": code})],
+        )
 
 
-async def verify_template(session: AsyncSession, *, account_id: str, template_id: str, code_length: int,
-                          field: str = "template") -> TemplateRef:
+async def verify_template(
+    session: AsyncSession, *, account_id: str, template_id: str, code_length: int, field: str = "template"
+) -> TemplateRef:
     """The account's approved verification template with a `${code}` taking `code_length` digits, or
     `verify_template_invalid` saying what is wrong with it."""
     ref = await approved_template(session, account_id, template_id)
@@ -76,5 +86,7 @@ async def verify_template(session: AsyncSession, *, account_id: str, template_id
         raise invalid(f"has ${{{extra[0]}}}; a verification template may only use ${{code}} and ${{ttl}}.")
     low, high = int(variables["code"].get("min") or 4), int(variables["code"].get("max") or 10)
     if not low <= code_length <= high:
-        raise invalid(f"takes codes of {low}–{high} digits; ask for a code_length in that range.", "code_length")
+        raise invalid(
+            f"takes codes of {low}–{high} digits; ask for a code_length in that range.", "code_length"
+        )
     return ref
