@@ -102,6 +102,7 @@ async def screen(
                 country=country,
                 prefix=pumping.prefix_of(e164),
                 client_ip=caller.client_ip,
+                api_key_id=caller.api_key_id,
             )
             if refused is not None:
                 code, message = refused
