@@ -215,7 +215,7 @@ async def test_reviewers_see_masked_numbers_and_decide(db: Database, app: Any) -
 
 async def test_approved_messages_are_delivered(db: Database, app: Any) -> None:
     acc = await make_account(db, balance_micros=START)
-    ids_ = await hold_messages(db, acc.account_id, ["+8613800000001", "+8613812345678"])  # sandbox: delivered
+    ids_ = await hold_messages(db, acc.account_id, ["+8613800000001", "+8613900000001"])  # sandbox: delivered
     assert await holds.decide(db, message_ids=ids_, decision="approved", actor=REVIEWER) == 2
 
     async def delivered() -> bool:  # approved messages go out through the running workers
@@ -236,16 +236,16 @@ async def test_a_review_rule_holds_a_send_until_a_reviewer_releases_it(db: Datab
         )
         assert rule.status_code == 201, rule.text
         sent = await client.post(
-            "/v1/messages", json={"to": "+8613812345678", "text": "恭喜您获得大奖，请到店领取"}
+            "/v1/messages", json={"to": "+8613812300001", "text": "恭喜您获得大奖，请到店领取"}
         )
         assert sent.status_code in (200, 201, 202), sent.text
         message_id = sent.json()["id"]
         assert (await _messages(db, [message_id]))[message_id].status == "held"
         own = (await client.get("/v1/held-messages")).json()["data"]
         assert [m["message_id"] for m in own] == [message_id]
-        assert own[0]["matched"]["rule_id"] == rule.json()["id"] and own[0]["to"] == "+8613812345678"
+        assert own[0]["matched"]["rule_id"] == rule.json()["id"] and own[0]["to"] == "+8613812300001"
         queue = (await staff.get("/v1/operator/reviews/messages")).json()["data"]
-        assert [(m["message_id"], m["to"]) for m in queue] == [(message_id, "+86138****5678")]
+        assert [(m["message_id"], m["to"]) for m in queue] == [(message_id, "+86138****0001")]
         r = await staff.post(
             "/v1/operator/reviews/messages/decide", json={"message_ids": [message_id], "decision": "approved"}
         )

@@ -359,3 +359,29 @@ async def test_sub_account_of_a_verified_enterprise_is_not_limited(db: Database,
         view = (await client.get("/v1/account/verification")).json()
     assert view["status"] == "unverified" and view["verified_by_parent"] is True
     assert view["limits"]["applies"] is False and view["limits"]["marketing_allowed"] is True
+
+
+async def test_nul_in_ids_filters_and_fields_is_a_4xx(db: Database, app: Any) -> None:
+    """PostgreSQL text cannot hold NUL: such a value is refused or not found, never a 500."""
+    acc = await make_account(db, kyc_status="unverified")
+    operator = await make_operator(db)
+    async with _client(app, operator) as staff, _client(app, acc) as client:
+        for url, status in [
+            ("/v1/operator/reviews/kyc/a%00b", 404),
+            ("/v1/operator/reviews/kyc?account_id=a%00", 422),
+            ("/v1/operator/reviews/messages?cursor=%00", 422),
+            ("/v1/operator/reviews/kyc/x/documents/%00", 404),
+        ]:
+            assert (await staff.get(url)).status_code == status, url
+        r = await staff.post(
+            "/v1/operator/reviews/messages/decide", json={"message_ids": ["\x00"], "decision": "approved"}
+        )
+        assert r.status_code == 422
+        assert (
+            await staff.post("/v1/operator/accounts/a%00/verification/reset", json={"reason": "x"})
+        ).status_code == 404
+        assert (await client.get("/v1/held-messages?cursor=%00")).status_code == 422
+        r = await client.post("/v1/account/verification", json={**APPLICATION, "legal_person": "张\x00三"})
+        assert r.status_code == 422 and r.json()["error"]["field"] == "legal_person"
+        r = await client.post("/v1/account/verification", json={**APPLICATION, "contact_email": "a\x00@b.cn"})
+        assert r.status_code == 422 and r.json()["error"]["field"] == "contact_email"

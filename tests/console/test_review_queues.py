@@ -72,6 +72,9 @@ async def test_customers_get_403(app: Any, db: Database, account: AccountFixture
             url, data={"csrf_token": token, "message_ids": "msg_x", "decision": "approved"}
         )
         assert r.status_code == 403, url
+    reviewer = await _staff(app, db)
+    for url in (f"{KYC}/kyc_%00", f"{KYC}/kyc_x/documents/doc_%00", f"{KYC}/kyc_unknown"):
+        assert (await reviewer.get(url)).status_code == 404, url  # never a 500 (NUL cannot reach PostgreSQL)
     support = await _staff(app, db, role="support")  # staff, but not a reviewer
     assert (await support.get(KYC)).status_code == 403
 

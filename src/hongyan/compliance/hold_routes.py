@@ -17,7 +17,7 @@ from hongyan.api.responses import JsonResponse
 from hongyan.audit.service import actor_for_api
 from hongyan.compliance import holds
 from hongyan.compliance.held_review import held_json, rule_kinds
-from hongyan.compliance.kyc_routes import CallingAccount, authority_with
+from hongyan.compliance.kyc_routes import NO_NUL, CallingAccount, authority_with
 
 router = APIRouter(tags=["verification and reviews"])
 
@@ -29,7 +29,7 @@ async def account_held_messages(
     db: DbDep,
     ctx: CallingAccount,
     status: Literal["open", "all"] = "open",
-    cursor: Annotated[str | None, Query(max_length=40)] = None,
+    cursor: Annotated[str | None, Query(max_length=40, pattern=NO_NUL)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> JsonResponse:
     authority_with(ctx, p.MESSAGES_READ)
@@ -52,7 +52,9 @@ async def account_held_messages(
 # -- reviewers: held messages ----------------------------------------------------------------------------
 class HoldDecision(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    message_ids: Annotated[list[Annotated[StrictStr, Field(max_length=40)]], Field(max_length=500)]
+    message_ids: Annotated[
+        list[Annotated[StrictStr, Field(max_length=40, pattern=NO_NUL)]], Field(max_length=500)
+    ]
     decision: Literal["approved", "rejected"]
     reason: Annotated[StrictStr, Field(max_length=1000)] | None = None
 
@@ -65,8 +67,8 @@ async def list_held(
     db: DbDep,
     ctx: OperatorAccount,
     status: Literal["open", "all"] = "open",
-    account_id: Annotated[str | None, Query(max_length=40)] = None,
-    cursor: Annotated[str | None, Query(max_length=40)] = None,
+    account_id: Annotated[str | None, Query(max_length=40, pattern=NO_NUL)] = None,
+    cursor: Annotated[str | None, Query(max_length=40, pattern=NO_NUL)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> JsonResponse:
     authority_with(ctx, p.OPERATOR_REVIEW)

@@ -30,7 +30,8 @@ from hongyan.core.errors import Conflict, HongyanError, NotFound, Unprocessable
 
 KYC_STATUSES = ("unverified", "pending", "verified", "rejected")
 _OTHER_REGISTRATION = re.compile(r"^[A-Za-z0-9]{4,64}$")
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+_EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]{2,}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # NUL cannot even be stored in PostgreSQL text
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +102,7 @@ def application_problems(
     person = " ".join(legal_person.split())
     email = contact_email.strip() if contact_email and contact_email.strip() else None
     problems: dict[str, HongyanError] = {}
-    if not 2 <= len(name) <= 200:
+    if not 2 <= len(name) <= 200 or _CONTROL.search(name):
         problems["company_name"] = Unprocessable(
             "invalid_company_name",
             "Give the company's registered name (2–200 characters).",
@@ -110,7 +111,7 @@ def application_problems(
     registration = _registration_problem(number, region)
     if registration is not None:
         problems["registration_number"] = registration
-    if not 2 <= len(person) <= 100:
+    if not 2 <= len(person) <= 100 or _CONTROL.search(person):
         problems["legal_person"] = Unprocessable(
             "invalid_legal_person",
             "Give the legal person's name as on the licence (2–100 characters).",
@@ -158,8 +159,15 @@ def document_required() -> Unprocessable:
 
 
 # -- the account's side ------------------------------------------------------------------------------
+def is_id(value: str) -> bool:
+    """Whether a value from a URL could be one of our ids (a NUL would make PostgreSQL fail, not miss)."""
+    return 0 < len(value) <= 40 and "\x00" not in value
+
+
 async def account_for_update(session: AsyncSession, account_id: str) -> Account:
-    account = await session.scalar(select(Account).where(Account.id == account_id).with_for_update())
+    account = None
+    if is_id(account_id):
+        account = await session.scalar(select(Account).where(Account.id == account_id).with_for_update())
     if account is None:
         raise NotFound("account_not_found", "No such account.", field="account_id")
     return account
@@ -369,7 +377,7 @@ async def load_application(
     q = select(KycApplication).where(KycApplication.id == application_id)
     if account_id is not None:
         q = q.where(KycApplication.account_id == account_id)
-    application = await session.scalar(q.with_for_update() if lock else q)
+    application = await session.scalar(q.with_for_update() if lock else q) if is_id(application_id) else None
     if application is None:
         raise NotFound(
             "kyc_application_not_found", "No such verification application.", field="application_id"

@@ -181,6 +181,8 @@ def _reason(reason: str | None, *, required: bool) -> str | None:
     text = (reason or "").strip()
     if required and not text:
         raise Unprocessable("reason_required", "Say why (the account sees the reason).", field="reason")
+    if "\x00" in text:
+        raise Unprocessable("invalid_value", "The reason contains a NUL character.", field="reason")
     if len(text) > MAX_REASON:
         raise Unprocessable(
             "value_too_long", f"The reason has at most {MAX_REASON} characters.", field="reason"

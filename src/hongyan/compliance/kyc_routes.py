@@ -26,6 +26,7 @@ from hongyan.core.errors import InvalidRequest, NotFound, Unprocessable
 
 router = APIRouter(tags=["verification and reviews"])
 CallingAccount = Annotated[AccountContext, Depends(current_account)]
+NO_NUL = r"^[^\x00]*$"  # a query value PostgreSQL can compare (NUL cannot be in its text)
 KYC_LIST_STATUSES = ("pending", "approved", "rejected", "withdrawn")
 
 
@@ -227,7 +228,7 @@ async def list_kyc(
     db: DbDep,
     ctx: OperatorAccount,
     status: Annotated[str | None, Query(max_length=12)] = None,
-    account_id: Annotated[str | None, Query(max_length=40)] = None,
+    account_id: Annotated[str | None, Query(max_length=40, pattern=NO_NUL)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
 ) -> JsonResponse:
@@ -295,7 +296,7 @@ async def get_kyc_document(
 ) -> Response:
     _reviewer(ctx)
     async with db.read() as session:
-        doc = await load_document(session, document_id, account_id=None)
+        doc = await load_document(session, document_id if kyc.is_id(document_id) else "-", account_id=None)
     if doc.owner_kind != "kyc" or doc.owner_id != application_id:
         raise NotFound("document_not_found", "No such document.", field="document_id")
     return document_download(doc)

@@ -175,7 +175,9 @@ async def application_document(
     """A licence: images shown inline (the detail page previews them), anything else downloaded."""
     try:
         async with console.db.read() as session:
-            doc = await load_document(session, document_id, account_id=None)
+            doc = await load_document(
+                session, document_id if kyc.is_id(document_id) else "-", account_id=None
+            )
     except NotFound:
         doc = None
     if doc is None or doc.owner_kind != "kyc" or doc.owner_id != application_id:

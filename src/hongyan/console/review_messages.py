@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from hongyan.accounts.models import Account
 from hongyan.audit.service import actor_for_console
-from hongyan.compliance import holds
+from hongyan.compliance import holds, kyc
 from hongyan.compliance.held_review import highlight, mask_number, recent_decisions, rule_kinds
 from hongyan.console.context import CheckedForm, Console, FieldErrors, form_text
 from hongyan.console.review import StaffReviewer, pending_counts
@@ -86,7 +86,9 @@ async def held_queue(console: StaffReviewer, status: str = "open") -> Any:
 
 @router.post("/review/messages/decide")
 async def decide_held(console: StaffReviewer, form: CheckedForm) -> Any:
-    message_ids = [v for v in form.getlist("message_ids") if isinstance(v, str) and v][: PAGE_SIZE * 2]
+    message_ids = [v for v in form.getlist("message_ids") if isinstance(v, str) and kyc.is_id(v)][
+        : PAGE_SIZE * 2
+    ]
     decision = form_text(form, "decision")
     reason = form_text(form, "reason")
     try:

@@ -128,7 +128,9 @@ async def own_document(console: SignedIn, document_id: str) -> Any:
     """A document of the account's own application (a licence image opens in the browser)."""
     try:
         async with console.db.read() as session:
-            doc = await load_document(session, document_id, account_id=console.account_id)
+            doc = await load_document(
+                session, document_id if kyc.is_id(document_id) else "-", account_id=console.account_id
+            )
     except NotFound:
         return console.render("not_found.html", status=404, what="page")
     if doc.owner_kind != "kyc":
