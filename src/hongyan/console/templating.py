@@ -10,6 +10,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markupsafe import Markup, escape
 
 from hongyan.core.money import format_micros
+from hongyan.messaging.queries import visible_text
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
@@ -88,4 +89,5 @@ def build_environment() -> Environment:
     env.filters["when"] = when
     env.filters["encoding_name"] = encoding_name
     env.filters["shorten"] = mask_text
+    env.filters["message_text"] = lambda m: visible_text(m.message_type, m.client_ref, m.body)
     return env

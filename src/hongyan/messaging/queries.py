@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +20,17 @@ from hongyan.messaging.transitions import Transition, apply_transitions
 MAX_PAGE = 1000
 
 
+_CODE_DIGITS = re.compile(r"(?<!\d)\d{4,10}(?!\d)")
+
+
+def visible_text(message_type: str, client_ref: str | None, body: str) -> str:
+    """The text as the API and console show it: a code sent by the verification service (client_ref ver_…)
+    is masked — anyone who may read messages could otherwise use it; the carrier got the real text."""
+    if message_type == "verification" and client_ref and client_ref.startswith("ver_"):
+        return _CODE_DIGITS.sub(lambda d: "•" * len(d.group()), body)
+    return body
+
+
 def message_public(m: Message, events: list[MessageEvent] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": m.id,
@@ -26,7 +38,7 @@ def message_public(m: Message, events: list[MessageEvent] | None = None) -> dict
         "to": m.to_number,
         "country": m.to_country,
         "sender": m.sender,
-        "text": m.body,
+        "text": visible_text(m.message_type, m.client_ref, m.body),
         "message_type": m.message_type,
         "status": m.status,
         "encoding": m.encoding,

@@ -151,7 +151,7 @@ async def start(
         }
         await session.execute(insert(Verification), [row])
 
-    request = VerifyText(chosen_locale, template).request(e164, code, ttl)
+    request = VerifyText(chosen_locale, template).request(e164, code, ttl, verification_id)
     await submit_code(db, settings, caller, request, store, e164=e164, country=number.region)
     async with db.read() as session:
         v = await load(session, account_id=caller.account_id, verification_id=verification_id)
@@ -223,7 +223,7 @@ async def resend(db: Database, settings: Settings, caller: Caller, *, verificati
             )
 
     request = VerifyText(v.locale if v.locale in LOCALES else "zh-CN", template).request(
-        v.to_number, code, v.ttl_s
+        v.to_number, code, v.ttl_s, v.id
     )
     await submit_code(db, settings, caller, request, store, e164=v.to_number, country=v.to_country)
     async with db.read() as session:

@@ -43,7 +43,9 @@ class VerifyText:
     locale: str
     template: TemplateRef | None = None
 
-    def request(self, e164: str, code: str, ttl_s: int) -> SubmitRequest:
+    def request(self, e164: str, code: str, ttl_s: int, verification_id: str | None = None) -> SubmitRequest:
+        """The submit request; the message's client_ref is the verification id, which also tells the
+        messages API and console to mask the code (messaging.queries.visible_text)."""
         minutes = str(ttl_minutes(ttl_s))
         if self.template is not None:
             names = {str(v["name"]) for v in self.template.variables}
@@ -52,7 +54,7 @@ class VerifyText:
                 text="",
                 template_id=self.template.id,
                 message_type="verification",
-                recipients=[Recipient(to=e164, params=params)],
+                recipients=[Recipient(to=e164, params=params, client_ref=verification_id)],
                 field_prefix="to",
             )
         text = DEFAULT_TEXTS[self.locale].replace("{ttl}", minutes)
@@ -60,7 +62,7 @@ class VerifyText:
             text=text,
             message_type="verification",
             field_prefix="to",
-            recipients=[Recipient(to=e164, vars={"code": code})],
+            recipients=[Recipient(to=e164, vars={"code": code}, client_ref=verification_id)],
         )
 
 
