@@ -391,3 +391,31 @@ async def test_campaign_applies_every_rule(client: httpx.AsyncClient, db: Databa
                            "【鸿雁商城】赵六您好，双十二大促，回T退订"}
     assert bodies["【鸿雁商城】贷款王您好，双十二大促，回T退订"] == "held"
     assert run["rejected"] == 1 and run["accepted"] == 3
+
+
+# -- console ----------------------------------------------------------------------------------------------
+async def test_console_send_passes_the_same_rules(app: Any, db: Database, account: AccountFixture) -> None:
+    from contextlib import aclosing
+
+    from console_pages import csrf_of, field_error, signed_in_client
+    from hongyan.messaging.models import Batch
+
+    await _quiet_off(db, account.account_id)
+    await _suppress(db, account.account_id, "+8613800100001")
+    await _rule(db, "代开发票", "block")
+    browser = await signed_in_client(app, db, account, lang="en")
+    async with aclosing(browser):
+        token = csrf_of((await browser.get("/console/send")).text)
+        form = {"csrf_token": token, "recipient_mode": "list", "message_type": "marketing",
+                "recipients": "13800100001\n13800200001", "text": "双十二大促"}
+        blocked = await browser.post("/console/send", data={**form, "text": "代 开 发 票", "action": "review"})
+        assert blocked.status_code == 422
+        assert "代开发票" in field_error(blocked.text, "text")  # the API's message, next to the field
+        sent = await browser.post("/console/send", data={**form, "action": "confirm"})
+        assert sent.status_code == 303, sent.text
+    async with db.read() as session:
+        batch = (await session.scalars(select(Batch).where(Batch.account_id == account.account_id))).one()
+        bodies = (await session.scalars(select(Message.body).where(Message.batch_id == batch.id))).all()
+    assert (batch.accepted_count, batch.rejected_count) == (1, 1)
+    assert batch.rejected[0]["code"] == "recipient_opted_out"
+    assert bodies == ["双十二大促，回T退订"]
