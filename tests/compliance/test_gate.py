@@ -419,3 +419,18 @@ async def test_console_send_passes_the_same_rules(app: Any, db: Database, accoun
     assert (batch.accepted_count, batch.rejected_count) == (1, 1)
     assert batch.rejected[0]["code"] == "recipient_opted_out"
     assert bodies == ["双十二大促，回T退订"]
+
+
+async def test_opt_out_confirmation_reaches_the_number_that_opted_out(app: Any, db: Database,
+                                                                     account: AccountFixture) -> None:
+    from hongyan.messaging.submit import Recipient, SubmitRequest, submit_batch
+
+    await _choose(db, account.account_id, suppress_all_types=True)
+    await _suppress(db, account.account_id, NUMBER)
+    request = SubmitRequest(text="您已退订，回复START恢复。", recipients=[Recipient(to=NUMBER)])
+    with pytest.raises(Exception) as refused:
+        await submit_batch(db, app.state.settings, request, account_id=account.account_id, source="api")
+    assert getattr(refused.value, "code", None) == "recipient_opted_out"
+    result = await submit_batch(db, app.state.settings, request, account_id=account.account_id,
+                                source="opt_out_reply")
+    assert len(result.accepted) == 1

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
+from hongyan.accounts.models import Account
 from hongyan.channels.base import OutboundSms, SubmitOutcome
 from hongyan.config import Settings
 from hongyan.core.clock import utcnow
@@ -79,6 +80,8 @@ async def test_sent_without_receipt_expires_at_validity(db: Database, settings: 
 
 async def test_verification_lane_goes_first(db: Database, settings: Settings, account: AccountFixture) -> None:
     """With marketing and verification both waiting, the verification chunk is dispatched first."""
+    async with db.write() as session:  # marketing is not deferred by the quiet window, whatever the hour
+        await session.execute(update(Account).where(Account.id == account.account_id).values(quiet_hours="off"))
     marketing = await _send(db, settings, account, "+8613900000101", message_type="marketing")
     code = await _send(db, settings, account, "+8613900000102", message_type="verification")
     runtime = Runtime(db, settings, MemoryQueue(), dispatchers=1)

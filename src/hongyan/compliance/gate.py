@@ -228,9 +228,11 @@ def day_start(now: datetime) -> datetime:
 
 
 async def screen(session: AsyncSession, gate: Gate, rows: list[dict[str, Any]], *, message_type: str,
-                 now: datetime, signature_ids: set[str] | None = None) -> dict[str, Refusal]:
+                 now: datetime, signature_ids: set[str] | None = None,
+                 confirmation: bool = False) -> dict[str, Refusal]:
     """Per-recipient refusals for rows about to be stored: message id → Refusal. Rows are new messages
-    (message_row dicts); `signature_ids`: the signatures they carry (per-signature opt-outs apply)."""
+    (message_row dicts); `signature_ids`: the signatures they carry (per-signature opt-outs apply);
+    `confirmation`: the reply confirming an opt-out, which goes to a number that just opted out."""
     from hongyan.campaigns.models import Contact
     from hongyan.compliance.suppression import suppressed
     from hongyan.messaging.models import Message
@@ -239,7 +241,7 @@ async def screen(session: AsyncSession, gate: Gate, rows: list[dict[str, Any]], 
     if not rows:
         return out
     marketing = message_type == "marketing"
-    if marketing or gate.choices.suppress_all_types:
+    if (marketing or gate.choices.suppress_all_types) and not confirmation:
         scopes = sorted({"", *(signature_ids or ())})
         bidxs = [r["to_bidx"] for r in rows]
         stopped = await suppressed(session, gate.account_id, bidxs, scopes)

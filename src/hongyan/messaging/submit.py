@@ -31,6 +31,7 @@ from hongyan.messaging.states import Status
 from hongyan.messaging.transitions import record_history
 
 MESSAGE_TYPES = ("verification", "notification", "marketing")
+OPT_OUT_CONFIRMATION = "opt_out_reply"  # the batch source of opt-out confirmations (compliance.replies)
 LANES = {"verification": 0, "notification": 1, "marketing": 2}
 
 
@@ -357,7 +358,8 @@ async def submit_batch(
     currency = currency or settings.currency
     async with db.read() as session:
         prices = await load_price_list(session, settings, account_id=account_id, currency=currency)
-        rows, result = await prepare_checked(session, settings, request, account_id=account_id, prices=prices)
+        rows, result = await prepare_checked(session, settings, request, account_id=account_id, prices=prices,
+                                             source=source)
     if not rows:
         first = result.rejected[0]
         raise Unprocessable(
@@ -410,6 +412,7 @@ async def submit_batch(
 
 async def prepare_checked(
     session: AsyncSession, settings: Settings, request: SubmitRequest, *, account_id: str, prices: PriceList,
+    source: str | None = None,
 ) -> tuple[list[dict[str, Any]], SubmitResult]:
     """`prepare` with every compliance rule: the text rules inside, then the per-recipient refusals
     (suppression, consent, frequency cap, unverified limits) moved from the rows to `result.rejected`.
@@ -418,7 +421,7 @@ async def prepare_checked(
     rows, result = prepare(request, settings, account_id=account_id, prices=prices, gate=gate)
     assert result.created_at is not None
     refusals = await screen(session, gate, rows, message_type=result.message_type, now=result.created_at,
-                            signature_ids=result.signature_ids)
+                            signature_ids=result.signature_ids, confirmation=source == OPT_OUT_CONFIRMATION)
     if refusals:
         single = request.field_prefix == "to"
         by_id = {m.id: m for m in result.accepted}
