@@ -1,13 +1,16 @@
 """The work queue interface and its in-process backend (the RabbitMQ backend implements the same).
 
 Items carry chunks of message ids, never message bodies: workers load rows in one query. Lanes are
-priorities: 0 verification > 1 notification > 2 marketing; a lower lane number is always served first.
+priorities: 0 verification > 1 notification > 2 marketing; a lower lane number is always served first,
+and a consumer may take only the low lanes (`max_lane`) so that some workers are kept for verification
+codes. How lanes work end to end, and how they map to RabbitMQ: docs/lanes.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -27,7 +30,9 @@ class Queue(Protocol):
 
     async def publish(self, topic: str, lane: int, body: dict[str, Any]) -> None: ...
 
-    async def get(self, topic: str) -> QueueItem: ...
+    async def get(self, topic: str, *, max_lane: int = 2) -> QueueItem:
+        """The oldest item of the lowest lane that is not above `max_lane` (waits for one)."""
+        ...
 
     def depth(self, topic: str) -> dict[int, int]: ...
 
@@ -35,38 +40,72 @@ class Queue(Protocol):
 
 
 class MemoryQueue:
-    """asyncio priority queue per topic. Not durable: after a crash the runtime rebuilds it from the DB."""
+    """A FIFO per (topic, lane); `get` serves the lowest lane first. Not durable: after a crash the runtime
+    rebuilds it from the database.
+
+    `get(topic, max_lane=0)` takes verification items only: the runtime's verification dispatchers wait on
+    it, so a code is picked up the moment it is published even while every general dispatcher is busy with
+    a marketing chunk (a single priority queue would only reorder what waits, not free a worker)."""
 
     durable = False
 
     def __init__(self) -> None:
-        self._queues: dict[str, asyncio.PriorityQueue[tuple[int, int, QueueItem]]] = {}
+        self._lanes: dict[str, dict[int, deque[QueueItem]]] = {}
+        # waiters per topic: (max_lane, seq, future); a publish to lane L wakes the oldest waiter that
+        # accepts L, preferring those restricted to low lanes (they exist only for those lanes)
+        self._waiters: dict[str, list[tuple[int, int, asyncio.Future[QueueItem]]]] = {}
         self._seq = itertools.count()
-        self._depth: dict[str, dict[int, int]] = {}
 
-    def _queue(self, topic: str) -> asyncio.PriorityQueue[tuple[int, int, QueueItem]]:
-        q = self._queues.get(topic)
-        if q is None:
-            q = self._queues[topic] = asyncio.PriorityQueue()
-            self._depth[topic] = dict.fromkeys(LANES, 0)
-        return q
+    def _topic(self, topic: str) -> dict[int, deque[QueueItem]]:
+        lanes = self._lanes.get(topic)
+        if lanes is None:
+            lanes = self._lanes[topic] = {lane: deque() for lane in LANES}
+            self._waiters[topic] = []
+        return lanes
 
     async def publish(self, topic: str, lane: int, body: dict[str, Any]) -> None:
-        q = self._queue(topic)
-        self._depth[topic][lane] = self._depth[topic].get(lane, 0) + 1
-        q.put_nowait((lane, next(self._seq), QueueItem(topic, lane, body)))
+        item = QueueItem(topic, lane, body)
+        waiters = self._waiters.get(topic) or []
+        for max_lane, _seq, fut in sorted(waiters, key=lambda w: (w[0], w[1])):
+            if lane <= max_lane and not fut.done():
+                waiters.remove((max_lane, _seq, fut))
+                fut.set_result(item)  # handed over directly: never sits in a lane behind anything
+                return
+        self._topic(topic).setdefault(lane, deque()).append(item)
 
-    async def get(self, topic: str) -> QueueItem:
-        _, _, item = await self._queue(topic).get()
-        self._depth[topic][item.lane] -= 1
-        return item
+    def _take(self, topic: str, max_lane: int) -> QueueItem | None:
+        for lane, items in sorted(self._topic(topic).items()):
+            if lane > max_lane:
+                break
+            if items:
+                return items.popleft()
+        return None
+
+    async def get(self, topic: str, *, max_lane: int = LANES[-1]) -> QueueItem:
+        item = self._take(topic, max_lane)
+        if item is not None:
+            return item
+        fut: asyncio.Future[QueueItem] = asyncio.get_running_loop().create_future()
+        entry = (max_lane, next(self._seq), fut)
+        self._waiters[topic].append(entry)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if entry in self._waiters[topic]:
+                self._waiters[topic].remove(entry)
+            elif fut.done() and not fut.cancelled():  # handed an item while being cancelled: keep it
+                self._topic(topic)[fut.result().lane].appendleft(fut.result())
+            raise
 
     def depth(self, topic: str) -> dict[int, int]:
-        self._queue(topic)
-        return dict(self._depth[topic])
+        return {lane: len(items) for lane, items in self._topic(topic).items()}
 
     async def close(self) -> None:
-        self._queues.clear()
+        for waiters in self._waiters.values():
+            for _lane, _seq, fut in waiters:
+                fut.cancel()
+        self._lanes.clear()
+        self._waiters.clear()
 
 
 def create_queue(url: str) -> Queue:

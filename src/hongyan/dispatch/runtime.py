@@ -57,11 +57,13 @@ class RuntimeStats:
 
 
 class Runtime:
-    def __init__(self, db: Database, settings: Settings, queue: Queue, *, dispatchers: int = 2) -> None:
+    def __init__(self, db: Database, settings: Settings, queue: Queue, *, dispatchers: int = 2,
+                 verification_dispatchers: int = 8) -> None:
         self.db = db
         self.settings = settings
         self.queue = queue
-        self.dispatchers = dispatchers
+        self.dispatchers = dispatchers  # general: every lane, lowest first
+        self.verification_dispatchers = verification_dispatchers  # lane 0 only, concurrent
         self.connectors: dict[str, Connector] = {}
         self.router = Router([])
         self._fingerprints: dict[str, str] = {}
@@ -89,6 +91,8 @@ class Runtime:
                  self._periodic("billing sweep", self.settings.billing_sweep_s, self._billing_sweep),
                  self._periodic("privacy retention sweep", self.settings.privacy_sweep_s, self._privacy_sweep)]
         loops += [self._dispatch_loop(i) for i in range(self.dispatchers)]
+        if self.verification_dispatchers > 0:
+            loops.append(self._verification_loop())
         loops.append(self._periodic("contact imports", self.settings.import_poll_s, self._imports))
         loops.append(self._campaign_loop())
         loops.append(self._confirmation_loop())
@@ -261,13 +265,35 @@ class Runtime:
                 item = await asyncio.wait_for(self.queue.get(DISPATCH), timeout=0.2)
             except TimeoutError:
                 continue
+            await self._dispatch_item(item.body["ids"])
+
+    async def _verification_loop(self) -> None:
+        """Lane 0 has consumers of its own: each verification item is dispatched at once in its own task
+        (at most `verification_dispatchers` at a time). The general dispatchers may all be inside a
+        500-message marketing chunk that waits for the carrier's window; a code must not wait for one of
+        them to come back (docs/lanes.md)."""
+        slots = asyncio.Semaphore(self.verification_dispatchers)
+        running: set[asyncio.Task[None]] = set()
+        while not self._stopping:
+            await slots.acquire()
             try:
-                await self.dispatch(item.body["ids"])
-            except Exception:
-                # the rows stay `sending`/`queued`; the next start's recovery (or the lease sweep in
-                # production mode) picks them up again
-                self.stats.errors += 1
-                log.exception("dispatch of %d messages failed", len(item.body["ids"]))
+                item = await asyncio.wait_for(self.queue.get(DISPATCH, max_lane=0), timeout=0.2)
+            except TimeoutError:
+                slots.release()
+                continue
+            task = asyncio.create_task(self._dispatch_item(item.body["ids"]))
+            running.add(task)
+            task.add_done_callback(lambda t: (running.discard(t), slots.release()))
+        await asyncio.gather(*running, return_exceptions=True)
+
+    async def _dispatch_item(self, message_ids: list[str]) -> None:
+        try:
+            await self.dispatch(message_ids)
+        except Exception:
+            # the rows stay `sending`/`queued`; the next start's recovery (or the lease sweep in
+            # production mode) picks them up again
+            self.stats.errors += 1
+            log.exception("dispatch of %d messages failed", len(message_ids))
 
     async def dispatch(self, message_ids: list[str]) -> None:
         """queued → sending → route → connector → sent | rejected | failed | queued (retry).

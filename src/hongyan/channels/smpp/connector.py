@@ -295,8 +295,8 @@ class SmppConnector:
                         return SubmitOutcome(m.message_id, False, retry=True, error_code="channel_down")
                     await self.wait_up(deadline - time.monotonic())
                     continue
-                try:
-                    resp = await session.submit(pdu)
+                try:  # by lane: a verification code takes the next window slot before waiting marketing PDUs
+                    resp = await session.submit(pdu, lane=m.priority)
                 except LinkDown:
                     self.counters.link_retries += 1
                     if not carrier_ids:

@@ -1,11 +1,13 @@
 """One SMPP 3.4 bind as an ESME (client): connection, bind, window, throttle, keepalive, reconnect.
 
 `SmppSession.run()` keeps one TCP connection bound, reconnecting with exponential backoff and jitter.
-`submit(pdu)` sends a request when the window (outstanding requests, matched by sequence number) and
-the TPS bucket allow, and returns the response. ESME_RTHROTTLED and ESME_RMSGQFUL pause the whole bind
-(doubling pause) and the PDU is sent again. If the link goes down before the response arrives, `submit`
-raises `LinkDown`: the caller still owns the message (it was not acknowledged) and may send it on another
-bind or return it to the queue — nothing handed to a session is ever silently dropped.
+`submit(pdu, lane=…)` sends a request when the window (outstanding requests, matched by sequence number)
+and the TPS bucket allow, and returns the response; waiting requests get slots and tokens by lane, then
+arrival (`pacing.py`), so a verification code overtakes a queued marketing chunk. ESME_RTHROTTLED and
+ESME_RMSGQFUL pause the whole bind (doubling pause) and the PDU is sent again. If the link goes down
+before the response arrives, `submit` raises `LinkDown`: the caller still owns the message (it was not
+acknowledged) and may send it on another bind or return it to the queue — nothing handed to a session is
+ever silently dropped.
 
 deliver_sm / data_sm from the SMSC go to `on_deliver`, whose returned command_status is sent back in the
 response only after the handler finished (for receipts: after they are committed), so an SMSC resends what
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hongyan.channels.smpp import pdu as P
+from hongyan.channels.smpp.pacing import PriorityWindow, TokenBucket
 from hongyan.channels.smpp.pdu import FrameReader, Pdu, PduError
 
 log = logging.getLogger(__name__)
@@ -85,28 +88,6 @@ class SessionStats:
     extra: dict[str, int] = field(default_factory=dict)
 
 
-class TokenBucket:
-    """At most `rate` acquisitions per second, with a burst of rate/10 (at least 1)."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.capacity = max(1.0, rate / 10)
-        self.tokens = self.capacity
-        self.stamp = time.monotonic()
-
-    async def acquire(self) -> None:
-        if self.rate <= 0:
-            return
-        while True:
-            now = time.monotonic()
-            self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-            self.stamp = now
-            if self.tokens >= 1:
-                self.tokens -= 1
-                return
-            await asyncio.sleep((1 - self.tokens) / self.rate)
-
-
 class SmppSession:
     def __init__(self, config: SessionConfig, *, name: str = "smpp", on_deliver: DeliverHandler | None = None,
                  on_state: Callable[[SmppSession], None] | None = None) -> None:
@@ -123,7 +104,7 @@ class SmppSession:
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[int, asyncio.Future[Pdu]] = {}
         self._seq = 0
-        self._window = asyncio.Semaphore(max(1, config.window))
+        self._window = PriorityWindow(config.window)  # slots and tokens go to verification codes first
         self._bucket = TokenBucket(config.tps)
         self._bound_event = asyncio.Event()
         self._closing = False
@@ -155,10 +136,13 @@ class SmppSession:
             return False
         return True
 
-    async def submit(self, request: Pdu) -> Pdu:
-        """Send a request (submit_sm, data_sm, …) and return its response; resend when throttled."""
+    async def submit(self, request: Pdu, *, lane: int = 1) -> Pdu:
+        """Send a request (submit_sm, data_sm, …) and return its response; resend when throttled.
+
+        `lane` is the message's lane (0 verification, 1 notification, 2 marketing): a lower lane gets the
+        next free window slot and TPS token before requests of higher lanes that were waiting already."""
         for _attempt in range(self.config.max_throttle_retries + 1):
-            resp = await self._request(request)
+            resp = await self._request(request, lane)
             if resp.status not in THROTTLE_STATUSES:
                 self._pause_s = self.config.throttle_pause_s
                 return resp
@@ -181,6 +165,7 @@ class SmppSession:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._send_request(Pdu("unbind")), timeout=min(2.0, self.config.response_timeout_s))
         self._stopped.set()
+        self._bucket.close()
         self._close_connection()
         if self._run_task is not None:
             self._run_task.cancel()
@@ -299,18 +284,20 @@ class SmppSession:
         self._seq = self._seq + 1 if self._seq < 0x7FFFFFFF else 1
         return self._seq
 
-    async def _request(self, request: Pdu) -> Pdu:
+    async def _request(self, request: Pdu, lane: int = 1) -> Pdu:
         if not self.can_submit:
             raise LinkDown(self.bind_error or "not bound")
-        async with self._window:
+        await self._window.acquire(lane)
+        try:
             pause = self._paused_until - time.monotonic()
-            if pause > 0:
+            if pause > 0:  # the carrier asked the whole bind to slow down: every lane waits
                 await asyncio.sleep(pause)
-            await self._bucket.acquire()
+            await self._bucket.acquire(lane)
             if not self.can_submit:
                 raise LinkDown(self.bind_error or "not bound")
-            resp = await self._send_request(request)
-        return resp
+            return await self._send_request(request)
+        finally:
+            self._window.release()
 
     async def _send_request(self, request: Pdu) -> Pdu:
         writer = self._writer
