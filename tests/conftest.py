@@ -105,6 +105,9 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
         sandbox_delay_ms=0,
         outbox_poll_ms=20,
         secret_key="test-secret-key",
+        # marketing is deferred by the quiet window of the recipient's zone: off, so that a test's outcome does
+        # not depend on the hour it runs; quiet-hours tests set a window on the account
+        quiet_hours="off",
     )
 
 

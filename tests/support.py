@@ -44,6 +44,20 @@ async def make_account(
     return AccountFixture(account.id, created.token, created.key.id)
 
 
+async def approved_signature(db: Database, account_id: str, name: str = "鸿雁", *, default: bool = False) -> str:
+    """An approved signature of the account (what a reviewer's approval leaves), for tests that send signed text."""
+    from hongyan.compliance.models import Signature
+    from hongyan.core import ids
+    from hongyan.core.clock import utcnow
+
+    now = utcnow()
+    signature_id = ids.new_id("sig")
+    async with db.write() as session:
+        session.add(Signature(id=signature_id, account_id=account_id, name=name, purpose="test", source="company",
+                              status="approved", is_default=default, created_at=now, updated_at=now))
+    return signature_id
+
+
 async def wait_until(predicate: Any, *, timeout: float = 10.0, interval: float = 0.02, message: str = "condition") -> Any:
     """Poll an async predicate until it returns a truthy value or the deadline passes."""
     loop = asyncio.get_running_loop()

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import httpx
 
+from hongyan.db.engine import Database
+from support import AccountFixture, approved_signature
 
-async def test_quote(client: httpx.AsyncClient) -> None:
+
+async def test_quote(client: httpx.AsyncClient, db: Database, account: AccountFixture) -> None:
+    r = await client.post("/v1/messages/quote", json={"text": "【鸿雁】您好", "to": "13800138000"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "signature_not_approved"  # as the send would say
+    await approved_signature(db, account.account_id)
     r = await client.post("/v1/messages/quote", json={"text": "【鸿雁】" + "好" * 70, "to": "13800138000"})
     assert r.status_code == 200, r.text
     q = r.json()

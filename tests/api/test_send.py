@@ -162,7 +162,7 @@ async def test_cannot_cancel_delivered(client: httpx.AsyncClient) -> None:
     assert r.status_code == 409
     assert r.json()["error"] == {
         "code": "message_not_cancelable",
-        "message": "The message is delivered; only accepted, queued, scheduled messages can be canceled.",
+        "message": "The message is delivered; only accepted, held, queued, scheduled messages can be canceled.",
         "field": "id",
     }
 

@@ -125,7 +125,7 @@ async def test_signature_is_added_counted_and_must_be_approved(client: httpx.Asy
 
 
 async def test_signature_position_suffix(client: httpx.AsyncClient, db: Database, account: AccountFixture) -> None:
-    await _signature(db, account.account_id, "鸿雁")
+    await _signature(db, account.account_id, "鸿雁", default=True)
     await _choose(db, account.account_id, signature_position="suffix")
     r = await _send(client, text="您的快递已到")
     assert r.status_code == 202 and r.json()["text"] == "您的快递已到【鸿雁】", r.text

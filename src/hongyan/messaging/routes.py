@@ -57,7 +57,7 @@ def _vars(values: dict[str, Any] | None) -> dict[str, str] | None:
 def _text_or_template(text: str | None, template_id: str | None) -> str:
     """The text, or "" when sending by template (the template's body replaces it); neither is an error."""
     if text is None and not template_id:
-        raise Unprocessable("text_required", "Give the message text, or a template_id with params.", field="text")
+        raise Unprocessable("field_required", "Give the message text, or a template_id with params.", field="text")
     if text is not None and template_id:
         raise Unprocessable("text_and_template", "Give either text or template_id, not both.", field="template_id")
     return text or ""
