@@ -1,0 +1,380 @@
+"""Benchmark: verification-code latency, API call → `submit_sm` seen by the SMSC, idle and under a campaign.
+
+Setup: a fresh PostgreSQL database, the SMSC simulator (tests/peers/smsc-sim, receipts at once), one
+`hongyan serve` process with embedded workers and an SMPP channel to the simulator (the route carries
+everything), quiet hours off for the account. Driven over HTTP from this process. Prints one JSON object.
+
+  phase "idle":     verification requests at --rate per second for --seconds, nothing else running;
+  phase "campaign": a --campaign-size marketing campaign (personalized, one UCS-2 segment, to a static
+                    group loaded beforehand, not timed) is started; once its first `submit_sm` reaches the
+                    simulator, verification requests go out at --rate per second until the campaign is fully
+                    submitted (or --campaign-max-s has passed).
+
+Latency of one request = wall clock when the HTTP call started → `received_at` of its `submit_sm` in the
+simulator (matched by destination number: every request has its own number; the simulator stamps in ms).
+Requests are open-loop (one task per request at its due time), so a slow answer does not slow the load.
+The breakdown splits it with the message's own history: accepted (row written) → queued (outbox relay) →
+sending (a dispatcher took it) → at the SMSC (connector window, TPS throttle, the wire).
+
+  .venv/bin/python bench/otp_latency.py [--seconds 20] [--rate 50] [--campaign-size 100000]
+                                        [--endpoint auto|verify|messages]
+
+--endpoint auto uses POST /v1/verify when the server has it, else POST /v1/messages with
+message_type "verification".
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+from campaign import drop_database, fresh_database, load_contacts  # noqa: E402  (bench helpers)
+from ingest import Server  # noqa: E402
+from sqlalchemy import select, update  # noqa: E402
+
+from hongyan.accounts import keys  # noqa: E402
+from hongyan.accounts import service as accounts  # noqa: E402
+from hongyan.accounts.models import Account  # noqa: E402
+from hongyan.accounts.permissions import Authority  # noqa: E402
+from hongyan.billing.recharge import top_up  # noqa: E402
+from hongyan.config import Settings  # noqa: E402
+from hongyan.core import crypto  # noqa: E402
+from hongyan.db.engine import Database  # noqa: E402
+from hongyan.messaging.models import Message, MessageEvent  # noqa: E402
+from smsc import SmscSim  # noqa: E402  (tests/ is on the path via campaign.py)
+
+# generous per-IP/per-key/pumping limits for the one client of this benchmark (OTP settings, config.py)
+SERVER_ENV = {
+    "HONGYAN_VERIFY_PER_IP_HOUR": "1000000",
+    "HONGYAN_VERIFY_PER_KEY_MINUTE": "1000000",
+    "HONGYAN_VERIFY_VELOCITY_MIN": "1000000",
+    "HONGYAN_VERIFY_CONVERSION_MIN_STARTED": "1000000",
+}
+OTP_TEXT = "【鸿雁】您的验证码是{code},5分钟内有效。"
+
+
+def percentiles(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"count": 0}
+    v = sorted(values)
+
+    def pct(p: float) -> float:
+        return round(v[min(len(v) - 1, max(0, int(round(p / 100 * len(v) + 0.5)) - 1))], 1)
+
+    return {
+        "count": len(v),
+        "p50_ms": pct(50),
+        "p95_ms": pct(95),
+        "p99_ms": pct(99),
+        "max_ms": round(v[-1], 1),
+        "mean_ms": round(statistics.fmean(v), 1),
+    }
+
+
+class Load:
+    """Open-loop verification requests: request i starts at t0 + i/rate, whatever the others are doing."""
+
+    def __init__(self, client: httpx.AsyncClient, endpoint: str, prefix: str, rate: float) -> None:
+        self.client = client
+        self.endpoint = endpoint
+        self.prefix = prefix  # +86159 P xxxxxxx: one number per request, per phase
+        self.rate = rate
+        self.sent: dict[str, dict[str, Any]] = {}  # destination (as the SMSC sees it) → request facts
+        self.errors: dict[str, int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def _one(self, i: int) -> None:
+        to = f"{self.prefix}{i:07d}"
+        if self.endpoint == "/v1/verify":
+            body: dict[str, Any] = {"to": to, "locale": "zh-CN"}
+        else:
+            body = {
+                "to": to,
+                "text": OTP_TEXT.format(code=f"{i % 1_000_000:06d}"),
+                "message_type": "verification",
+            }
+        wall = time.time()
+        t = time.perf_counter()
+        try:
+            r = await self.client.post(self.endpoint, json=body)
+            ok = r.status_code in (200, 201, 202)
+            key = str(r.status_code) if not ok else ""
+            if not ok:
+                key += ":" + str(
+                    r.json().get("error", {}).get("code", "?")
+                    if r.headers.get("content-type", "").startswith("application/json")
+                    else "?"
+                )
+            msg_id = r.json().get("id") if ok else None
+        except httpx.HTTPError as exc:
+            ok, key, msg_id = False, type(exc).__name__, None
+        if not ok:
+            self.errors[key] = self.errors.get(key, 0) + 1
+            return
+        self.sent[to.lstrip("+")] = {"wall": wall, "api_ms": (time.perf_counter() - t) * 1000, "id": msg_id}
+
+    async def run(self, until: Any) -> int:
+        """Send until `until()` is true (checked at every request); returns how many were started."""
+        t0 = time.perf_counter()
+        i = 0
+        while not await until():
+            due = t0 + i / self.rate
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            self._tasks.append(asyncio.create_task(self._one(i)))
+            i += 1
+        await asyncio.gather(*self._tasks)
+        return i
+
+
+def seen_at_smsc(sim: SmscSim, limit: int) -> dict[str, float]:
+    """destination → epoch seconds of the simulator's `received_at` (ms resolution)."""
+    out: dict[str, float] = {}
+    for m in sim.api(f"/messages?limit={limit}")["messages"]:
+        dest = m["dest"]
+        if isinstance(dest, str) and dest.startswith("86159") and dest not in out:
+            out[dest] = datetime.fromisoformat(m["received_at"].replace("Z", "+00:00")).timestamp()
+    return out
+
+
+async def breakdown(db: Database, sent: dict[str, dict[str, Any]], seen: dict[str, float]) -> dict[str, Any]:
+    """Where the time went, from each message's history (only --endpoint messages: the id is the message)."""
+    ids = [f["id"] for f in sent.values() if f.get("id", "").startswith("msg_")]
+    if not ids:
+        return {}
+    async with db.read() as session:
+        created = dict(
+            (await session.execute(select(Message.id, Message.created_at).where(Message.id.in_(ids)))).all()
+        )
+        events: dict[str, dict[str, float]] = {}
+        for mid, status, at in (
+            await session.execute(
+                select(MessageEvent.message_id, MessageEvent.status, MessageEvent.occurred_at).where(
+                    MessageEvent.message_id.in_(ids), MessageEvent.status.in_(["queued", "sending"])
+                )
+            )
+        ).all():
+            events.setdefault(mid, {}).setdefault(status, at.timestamp())
+    parts: dict[str, list[float]] = {
+        "api_to_accepted": [],
+        "accepted_to_queued": [],
+        "queued_to_sending": [],
+        "sending_to_smsc": [],
+    }
+    for dest, f in sent.items():
+        mid, at_smsc = f.get("id"), seen.get(dest)
+        ev = events.get(mid or "", {})
+        if mid not in created or at_smsc is None or "queued" not in ev or "sending" not in ev:
+            continue
+        acc = created[mid].timestamp()
+        parts["api_to_accepted"].append((acc - f["wall"]) * 1000)
+        parts["accepted_to_queued"].append((ev["queued"] - acc) * 1000)
+        parts["queued_to_sending"].append((ev["sending"] - ev["queued"]) * 1000)
+        parts["sending_to_smsc"].append((at_smsc - ev["sending"]) * 1000)
+    return {k: percentiles(v) for k, v in parts.items()}
+
+
+async def phase_result(db: Database, sim: SmscSim, load: Load, started: int, limit: int) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while True:  # stragglers: wait until every accepted request reached the SMSC (or 30 s)
+        seen = await asyncio.to_thread(seen_at_smsc, sim, limit)
+        if all(d in seen for d in load.sent) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(1.0)
+    latencies = [(seen[d] - f["wall"]) * 1000 for d, f in load.sent.items() if d in seen]
+    return {
+        "requests": started,
+        "accepted": len(load.sent),
+        "errors": load.errors,
+        "reached_smsc": len(latencies),
+        "api_to_submit_sm": percentiles(latencies),
+        "api_response": percentiles([f["api_ms"] for f in load.sent.values()]),
+        "breakdown": await breakdown(db, load.sent, seen),
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="hongyan-otp-"))
+    url = await fresh_database("postgresql", tmp)
+    keep = args.campaign_size + 50_000
+    sim = SmscSim(DLR_DELAY_MS=0, MESSAGES_KEEP=keep).start()
+    os.environ.update(SERVER_ENV)
+    server = None
+    db = Database(url, pool_size=4)
+    try:
+        server = Server(tmp, url, workers=True, smpp=sim.channel_config(binds=args.binds, window=args.window))
+        settings = Settings(data_dir=tmp, database_url=url)
+        crypto.configure(crypto.keyring_from_settings(settings))  # the server's key files (same data dir)
+        async with db.write() as session:
+            account = await session.scalar(select(Account).order_by(Account.created_at).limit(1))
+            assert account is not None
+            campaign_account, campaign_key = account.id, server.key
+            if args.campaign_account == "other":  # another customer sends the campaign
+                other = await accounts.create_account(session, name="campaign sender", kyc_status="verified")
+                await top_up(
+                    session,
+                    account_id=other.id,
+                    amount_micros=10**13,
+                    currency=other.currency,
+                    actor="bench",
+                    note="bench funds",
+                )
+                campaign_account = other.id
+                campaign_key = (await keys.create_api_key(session, account_id=other.id, name="bench")).token
+            await session.execute(
+                update(Account)
+                .where(Account.id.in_([account.id, campaign_account]))
+                .values(quiet_hours="off")
+            )
+        authority = Authority.of_member(account_id=campaign_account, user_id="usr_bench", role="owner")
+        t = time.perf_counter()
+        group_id = await load_contacts(db, authority, args.campaign_size)
+        load_s = time.perf_counter() - t
+        headers = {"Authorization": f"Bearer {server.key}"}
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+        async with httpx.AsyncClient(
+            base_url=server.base, headers=headers, timeout=60, limits=limits
+        ) as client:
+            paths = (await client.get("/openapi.json")).json().get("paths", {})
+            endpoint = args.endpoint
+            if endpoint == "auto":
+                endpoint = "verify" if "/v1/verify" in paths else "messages"
+            path = "/v1/verify" if endpoint == "verify" else "/v1/messages"
+            result: dict[str, Any] = {
+                "benchmark": "otp_latency",
+                "setup": {
+                    "backend": "postgresql",
+                    "endpoint": path,
+                    "rate_per_s": args.rate,
+                    "idle_seconds": args.seconds,
+                    "campaign_size": args.campaign_size,
+                    "campaign_account": args.campaign_account,
+                    "smsc": f"smsc-sim, receipts at once, {args.binds} binds, window {args.window}",
+                    "process": "one `hongyan serve` with embedded workers",
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "contacts_load_s": round(load_s, 1),
+                },
+            }
+            # phase 1: no background load
+            await client.post(
+                path,
+                json={
+                    "to": "+8615999999999",
+                    "text": OTP_TEXT.format(code="000000"),
+                    "message_type": "verification",
+                }
+                if path == "/v1/messages"
+                else {"to": "+8615999999999", "locale": "zh-CN"},
+            )  # warm-up: connections, caches
+            idle = Load(client, path, "+861590", args.rate)
+            end = time.perf_counter() + args.seconds
+
+            async def idle_done() -> bool:
+                return time.perf_counter() >= end
+
+            started = await idle.run(idle_done)
+            result["idle"] = await phase_result(db, sim, idle, started, keep)
+
+            # phase 2: the same while the campaign is being sent
+            base = sim.stats()["submit_sm"]
+            as_sender = {"Authorization": f"Bearer {campaign_key}"}
+            r = await client.post(
+                "/v1/campaigns",
+                headers=as_sender,
+                json={
+                    "name": "otp bench",
+                    "text": "{name|客户}您好，您的订单{订单号}已发货，感谢惠顾。",
+                    "group_ids": [group_id],
+                    "message_type": "marketing",
+                },
+            )
+            r.raise_for_status()
+            campaign_id = r.json()["id"]
+            t_start = time.perf_counter()
+            (await client.post(f"/v1/campaigns/{campaign_id}/start", headers=as_sender)).raise_for_status()
+            while sim.stats()["submit_sm"] == base:  # the first campaign message at the SMSC
+                if time.perf_counter() - t_start > 120:
+                    raise RuntimeError("the campaign did not start sending within 120 s")
+                await asyncio.sleep(0.05)
+            first_s = time.perf_counter() - t_start
+            busy = Load(client, path, "+861591", args.rate)
+            t_load = time.perf_counter()
+            stop_at = t_load + args.campaign_max_s
+            last_check = [0.0, False]
+
+            async def campaign_done() -> bool:
+                now = time.perf_counter()
+                if now - last_check[0] >= 1.0:  # the simulator's counter, once a second
+                    stats = await asyncio.to_thread(sim.stats)
+                    last_check[0] = now
+                    last_check[1] = stats["submit_sm"] - base - len(busy.sent) >= args.campaign_size
+                return last_check[1] or now >= stop_at
+
+            started = await busy.run(campaign_done)
+            load_s = time.perf_counter() - t_load
+            campaign_at_smsc = sim.stats()["submit_sm"] - base - len(busy.sent)
+            result["campaign"] = await phase_result(db, sim, busy, started, keep)
+            result["campaign"]["background"] = {
+                "first_submit_sm_after_start_s": round(first_s, 1),
+                "load_seconds": round(load_s, 1),
+                "campaign_submit_sm_during_load": campaign_at_smsc,
+                "campaign_rate_per_s": round(campaign_at_smsc / load_s) if load_s else None,
+                "campaign_fully_submitted": campaign_at_smsc >= args.campaign_size,
+            }
+            await client.post(f"/v1/campaigns/{campaign_id}/cancel", headers=as_sender)
+        result["floor"] = {
+            "p99_under_ms": 50,
+            "met": bool(
+                result["campaign"]["api_to_submit_sm"].get("p99_ms", 1e9) < 50
+                and result["idle"]["api_to_submit_sm"].get("p99_ms", 1e9) < 50
+            ),
+        }
+        return result
+    finally:
+        if server is not None:
+            server.stop()
+        sim.stop()
+        await db.dispose()
+        await drop_database(url)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=20, help="length of the idle phase")
+    parser.add_argument("--rate", type=float, default=50, help="verification requests per second")
+    parser.add_argument("--campaign-size", type=int, default=100_000)
+    parser.add_argument(
+        "--campaign-max-s", type=float, default=240, help="longest verification load in phase 2"
+    )
+    parser.add_argument("--endpoint", choices=["auto", "verify", "messages"], default="auto")
+    parser.add_argument(
+        "--campaign-account",
+        choices=["other", "same"],
+        default="other",
+        help="who sends the campaign: another account, or the one asking for codes (then both share its "
+        "ledger balance row: docs/lanes.md)",
+    )
+    parser.add_argument("--binds", type=int, default=2)
+    parser.add_argument("--window", type=int, default=100)
+    print(json.dumps(asyncio.run(run(parser.parse_args())), ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
