@@ -17,6 +17,9 @@ ALLOWED = {
     (S.QUEUED, S.SCHEDULED),
     (S.SENDING, S.SENT), (S.SENDING, S.QUEUED), (S.SENDING, S.REJECTED), (S.SENDING, S.FAILED),
     (S.SENT, S.DELIVERED), (S.SENT, S.UNDELIVERED), (S.SENT, S.EXPIRED), (S.SENT, S.REJECTED),
+    # held for content review: released (scheduled or queued), refused, canceled, or expired while waiting
+    (S.ACCEPTED, S.HELD), (S.HELD, S.SCHEDULED), (S.HELD, S.QUEUED), (S.HELD, S.REJECTED), (S.HELD, S.CANCELED),
+    (S.HELD, S.EXPIRED),
 }
 
 
