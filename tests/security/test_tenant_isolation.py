@@ -13,11 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from console_pages import csrf_of, signed_in_client
 from hongyan.accounts import service as accounts
-from hongyan.accounts.models import ApiKey, EmailMessage
+from hongyan.accounts.models import Account, ApiKey, EmailMessage
 from hongyan.billing import packages
 from hongyan.core import ids
 from hongyan.db.engine import Database
@@ -92,6 +92,29 @@ async def objects_of_a(client: httpx.AsyncClient, db: Database, a: AccountFixtur
 
     await runs.fire(db, Settings(), campaign_id=campaign.json()["id"], now=datetime(2099, 1, 1, 9, 0, 1, tzinfo=UTC))
     run_id = (await client.get(f"/v1/campaigns/{campaign.json()['id']}", headers=h)).json()["runs"][0]["id"]
+    # compliance and verification objects
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+    sig = await client.post("/v1/signatures", headers=h, json={"name": "甲公司", "purpose": SECRET_TEXT,
+                                                               "source": "company"})
+    assert sig.status_code == 201, sig.text
+    doc = await client.post(f"/v1/signatures/{sig.json()['id']}/documents", headers=h,
+                            files={"file": ("license.png", png, "image/png")})
+    assert doc.status_code == 201, doc.text
+    tpl = await client.post("/v1/templates", headers=h, json={"name": "t", "message_type": "notification",
+                                                              "body": "您好${name}，" + SECRET_TEXT})
+    assert tpl.status_code == 201, tpl.text
+    rule = await client.post("/v1/filter-rules", headers=h, json={"kind": "keyword", "pattern": "秘密词",
+                                                                  "action": "block"})
+    assert rule.status_code == 201, rule.text
+    async with db.write() as session:  # an application needs an account that is not verified yet …
+        await session.execute(update(Account).where(Account.id == a.account_id).values(kyc_status="unverified"))
+    kyc = await client.post("/v1/account/verification", headers=h, json={
+        "company_name": "甲公司", "registration_number": "91350100M000100Y43", "legal_person": "张三"})
+    assert kyc.status_code == 201, kyc.text
+    async with db.write() as session:  # … and A sends as a verified account
+        await session.execute(update(Account).where(Account.id == a.account_id).values(kyc_status="verified"))
+    ver = await client.post("/v1/verify", headers=h, json={"to": "13800138007"})
+    assert ver.status_code == 201, ver.text
     async with db.write() as session:
         plan = await packages.create_product(session, kind="subscription", name="plan", currency="CNY",
                                              price_micros=1_000_000, units=100)
@@ -108,13 +131,24 @@ async def objects_of_a(client: httpx.AsyncClient, db: Database, a: AccountFixtur
         "email_id": str(email_id),
         "contact_id": contact.json()["id"], "group_id": group.json()["id"], "import_id": upload.json()["id"],
         "campaign_id": campaign.json()["id"], "run_id": run_id,
+        "signature_id": sig.json()["id"], "item_id": sig.json()["id"], "document_id": doc.json()["id"],
+        "template_id": tpl.json()["id"], "rule_id": rule.json()["id"], "application_id": kyc.json()["id"],
+        "verification_id": ver.json()["id"], "number": "+8613800138006",
         # operator-only kinds: B (a customer) is refused the same way for real and made-up ids
         "ref": "chn_" + "0" * 26, "route_id": "rte_" + "0" * 26, "card_id": "rc_" + "0" * 26,
-        "channel_id": "chn_" + "0" * 26,
+        "channel_id": "chn_" + "0" * 26, "throttle_id": "thr_" + "0" * 26,
     }
 
 
+def fakes_for(objects: dict[str, str]) -> dict[str, str]:
+    """A made-up id per object; one id named twice (a signature is also a review item) gets one fake."""
+    by_value: dict[str, str] = {}
+    return {k: by_value.setdefault(v, fake_like(v)) for k, v in objects.items()}
+
+
 def fake_like(value: str) -> str:
+    if value.startswith("+"):  # a phone number (suppression list): another valid number nobody listed
+        return value[:-2] + ("99" if not value.endswith("99") else "98")
     prefix = value.split("_", 1)[0]
     return ids.new_id(prefix)
 
@@ -138,7 +172,7 @@ async def test_api_routes_do_not_cross_accounts(app: Any, db: Database) -> None:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         objects = await objects_of_a(client, db, a)
-        fakes = {k: fake_like(v) for k, v in objects.items()}
+        fakes = fakes_for(objects)
         checked = 0
         for method, path in all_routes(app):
             if path in PUBLIC or path.startswith("/console"):
@@ -194,7 +228,7 @@ async def test_console_pages_do_not_cross_accounts(app: Any, db: Database) -> No
     b = await make_account(db, name="B")
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as api:
         objects = await objects_of_a(api, db, a)
-    fakes = {k: fake_like(v) for k, v in objects.items()}
+    fakes = fakes_for(objects)
     browser = await signed_in_client(app, db, b, "en", email="b-user@example.com")
     token = csrf_of((await browser.get("/console")).text)
     checked = 0
