@@ -70,6 +70,7 @@ def test_team_sub_accounts_audit_and_privacy(page: Any, server: Server, screensh
     page.fill("#group-name", "双十一活动")
     page.click("form[action='/console/contacts/groups'] button[type=submit]")
     page.locator("tr[data-contact]", has_text="+8613800077702").locator("input[type=checkbox]").check()
+    page.locator(".table-actions select[name=group_id]").select_option(label="双十一活动")
     page.click("button[name=action][value=group]")
     expect(page.locator("#filter-group")).to_contain_text("双十一活动 (1)")
     full_screenshot(page, screenshots / "contacts.png")

@@ -185,10 +185,17 @@ async def create_account_rule(request: Request, db: DbDep, ctx: AnyAccount) -> J
     return await _create(request, db, ctx, ctx.account_id, _authority(ctx))
 
 
+_BULK_RESPONSES: dict[int | str, dict[str, Any]] = {
+    201: {"description": "At least one rule was added; invalid lines are listed with their line numbers."},
+    200: {"description": "Nothing was added (every line was a duplicate or invalid); the lines are listed."},
+}
+
+
 @router.post(
     "/v1/filter-rules/bulk",
     summary="Add many rules of one kind, one per line (invalid lines reported)",
     openapi_extra=openapi_body(FilterRuleBulk, _BULK_EXAMPLE),
+    responses=_BULK_RESPONSES,
 )
 async def bulk_account_rules(request: Request, db: DbDep, ctx: AnyAccount) -> JsonResponse:
     return await _bulk(request, db, ctx, ctx.account_id, _authority(ctx))
@@ -236,6 +243,7 @@ async def create_platform_rule(request: Request, db: DbDep, ctx: OperatorAccount
     "/v1/operator/filter-rules/bulk",
     summary="Add many platform rules of one kind, one per line",
     openapi_extra=openapi_body(FilterRuleBulk, _BULK_EXAMPLE),
+    responses=_BULK_RESPONSES,
 )
 async def bulk_platform_rules(request: Request, db: DbDep, ctx: OperatorAccount) -> JsonResponse:
     return await _bulk(request, db, ctx, None, Authority.of_api(ctx))
