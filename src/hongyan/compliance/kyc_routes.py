@@ -5,7 +5,6 @@ reviewers' queue, API key scope `operator`). Thin routes over compliance.kyc and
 from __future__ import annotations
 
 from typing import Annotated, Any
-from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
@@ -20,7 +19,7 @@ from hongyan.api.responses import JsonResponse
 from hongyan.audit.service import actor_for_api
 from hongyan.compliance import kyc, kyc_review
 from hongyan.compliance.documents import load_document
-from hongyan.compliance.models import ComplianceDocument
+from hongyan.compliance.review_http import DOCUMENT_BODY, document_response
 from hongyan.core.clock import isoformat
 from hongyan.core.errors import InvalidRequest, NotFound, Unprocessable
 
@@ -140,27 +139,6 @@ async def apply_verification(
     return JsonResponse({**application_json(view), "documents_required": True}, status_code=201)
 
 
-DOCUMENT_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "The business licence (营业执照): PDF, PNG or JPEG, at most "
-                            "HONGYAN_DOCUMENT_MAX_BYTES.",
-                        }
-                    },
-                }
-            }
-        },
-    }
-}
 
 
 @router.post(
@@ -273,20 +251,6 @@ async def get_kyc(application_id: str, db: DbDep, ctx: OperatorAccount) -> JsonR
     return JsonResponse(application_json(view, document_url=_doc_url(application_id)))
 
 
-def document_download(doc: ComplianceDocument, *, inline: bool = False) -> Response:
-    """The document's bytes with its detected type; attachment unless `inline` (images in the console)."""
-    disposition = "inline" if inline else "attachment"
-    return Response(
-        doc.data,
-        media_type=doc.content_type,
-        headers={
-            "Content-Disposition": f"{disposition}; filename=\"{doc.id}\"; filename*=UTF-8''{quote(doc.filename)}",
-            "X-Content-Type-Options": "nosniff",
-            "Cache-Control": "private, no-store",
-        },
-    )
-
-
 @router.get(
     "/v1/operator/reviews/kyc/{application_id}/documents/{document_id}",
     summary="Download a document of a KYC application",
@@ -299,7 +263,7 @@ async def get_kyc_document(
         doc = await load_document(session, document_id if kyc.is_id(document_id) else "-", account_id=None)
     if doc.owner_kind != "kyc" or doc.owner_id != application_id:
         raise NotFound("document_not_found", "No such document.", field="document_id")
-    return document_download(doc)
+    return document_response(doc)
 
 
 @router.post(

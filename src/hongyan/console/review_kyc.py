@@ -20,7 +20,7 @@ from hongyan.accounts.models import Account
 from hongyan.audit.service import actor_for_console
 from hongyan.compliance import kyc, kyc_review
 from hongyan.compliance.documents import load_document
-from hongyan.compliance.kyc_routes import document_download
+from hongyan.compliance.review_http import document_response
 from hongyan.console.context import CheckedForm, Console, FieldErrors, form_text
 from hongyan.console.review import StaffReviewer, pending_counts, reviewer_authority
 from hongyan.console.session import Flash
@@ -183,7 +183,7 @@ async def application_document(
     if doc is None or doc.owner_kind != "kyc" or doc.owner_id != application_id:
         return console.render("not_found.html", status=404, what="page")
     inline = not download and doc.content_type.startswith("image/")
-    return console.finish(document_download(doc, inline=inline))
+    return console.finish(document_response(doc, inline=inline))
 
 
 @router.post("/review/kyc/reset")

@@ -18,7 +18,7 @@ from hongyan.accounts.permissions import ACCOUNT_SETTINGS
 from hongyan.audit.service import actor_for_console
 from hongyan.compliance import kyc
 from hongyan.compliance.documents import load_document
-from hongyan.compliance.kyc_routes import document_download
+from hongyan.compliance.review_http import document_response
 from hongyan.config import Settings
 from hongyan.console.access import NoPermission, can, member_authority
 from hongyan.console.context import CheckedForm, Console, FieldErrors, SignedIn, form_text
@@ -135,7 +135,7 @@ async def own_document(console: SignedIn, document_id: str) -> Any:
         return console.render("not_found.html", status=404, what="page")
     if doc.owner_kind != "kyc":
         return console.render("not_found.html", status=404, what="page")
-    return console.finish(document_download(doc, inline=doc.content_type.startswith("image/")))
+    return console.finish(document_response(doc, inline=True))
 
 
 async def dashboard_banner(console: Console) -> kyc.KycView | None:
