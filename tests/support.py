@@ -72,10 +72,21 @@ async def wait_until(predicate: Any, *, timeout: float = 10.0, interval: float =
 
 
 async def truncate_all(db: Database) -> None:
+    """Empty every table between tests. PostgreSQL: TRUNCATE only the tables that hold rows or whose
+    sequence was used (what RESTART IDENTITY would reset) — a TRUNCATE of all 50+ tables costs 0.2–0.5 s
+    per test, the probe a few milliseconds."""
     tables = [t.name for t in reversed(metadata.sorted_tables)]
     async with db.write() as session:
         if db.dialect == "postgresql":
-            await session.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"))
+            probe = " UNION ALL ".join(f"SELECT '{t}' WHERE EXISTS (SELECT 1 FROM \"{t}\")" for t in tables)
+            dirty = {row[0] for row in (await session.execute(text(probe))).all()}
+            used = (await session.execute(text(
+                "SELECT sequencename FROM pg_sequences WHERE schemaname = current_schema() AND last_value IS NOT NULL"
+            ))).scalars().all()
+            dirty.update(t for t in tables for seq in used if seq.startswith(t + "_"))
+            if dirty:
+                await session.execute(text(
+                    "TRUNCATE " + ", ".join(f'"{t}"' for t in tables if t in dirty) + " RESTART IDENTITY CASCADE"))
         else:
             for t in tables:
                 await session.execute(text(f'DELETE FROM "{t}"'))

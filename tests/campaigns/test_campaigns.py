@@ -196,7 +196,8 @@ async def test_pause_then_cancel_or_resume_exact_counts_and_money(
     assert await charging.verify_all(db) == []
 
 
-async def test_account_quiet_hours(client: httpx.AsyncClient) -> None:
+async def test_account_quiet_hours(app: Any, client: httpx.AsyncClient) -> None:
+    app.state.settings.quiet_hours = "21:00-08:00"  # the product's default (the test settings switch it off)
     r = await client.get("/v1/account/quiet-hours")
     assert r.json() == {"quiet_hours": "21:00-08:00", "own": None, "platform_default": "21:00-08:00"}
     r = await client.patch("/v1/account/quiet-hours", json={"quiet_hours": "22:00 - 8:30"})
