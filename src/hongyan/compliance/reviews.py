@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hongyan.audit.models import AuditEntry
 from hongyan.audit.service import Actor, record
 from hongyan.compliance.documents import DocumentInfo, store_document
+from hongyan.compliance.models import REVIEW_STATUSES
 from hongyan.core.clock import utcnow
 from hongyan.core.errors import Conflict, Unprocessable
 
@@ -146,6 +147,18 @@ async def add_document(
         },
     )
     return info
+
+
+async def account_rows(session: AsyncSession, model: Any, *, account_id: str, status: str | None) -> list[Any]:
+    """An account's applications of one kind (signatures, templates), newest first, optionally one status."""
+    query = select(model).where(model.account_id == account_id)
+    if status:
+        if status not in REVIEW_STATUSES:
+            raise Unprocessable(
+                "invalid_status", f"status must be one of {', '.join(REVIEW_STATUSES)}.", field="status"
+            )
+        query = query.where(model.status == status)
+    return list(await session.scalars(query.order_by(model.id.desc())))
 
 
 def queue_order(model: Any) -> tuple[Any, Any]:

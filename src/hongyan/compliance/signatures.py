@@ -25,7 +25,7 @@ from hongyan.accounts.permissions import ACCOUNT_SETTINGS, MESSAGES_READ, OPERAT
 from hongyan.audit.service import Actor, record
 from hongyan.compliance import reviews
 from hongyan.compliance.documents import DocumentInfo, documents_of
-from hongyan.compliance.models import REVIEW_STATUSES, Signature
+from hongyan.compliance.models import Signature
 from hongyan.core import ids
 from hongyan.core.clock import utcnow
 from hongyan.core.errors import Conflict, NotFound, Unprocessable
@@ -198,14 +198,7 @@ async def list_signatures(
 ) -> list[Signature]:
     """The account's signatures, newest first (optionally one status)."""
     require(authority, MESSAGES_READ)
-    query = select(Signature).where(Signature.account_id == authority.account_id)
-    if status:
-        if status not in REVIEW_STATUSES:
-            raise Unprocessable(
-                "invalid_status", f"status must be one of {', '.join(REVIEW_STATUSES)}.", field="status"
-            )
-        query = query.where(Signature.status == status)
-    return list(await session.scalars(query.order_by(Signature.id.desc())))
+    return await reviews.account_rows(session, Signature, account_id=authority.account_id, status=status)
 
 
 async def get(

@@ -26,7 +26,7 @@ from hongyan.accounts.permissions import ACCOUNT_SETTINGS, MESSAGES_READ, OPERAT
 from hongyan.audit.service import Actor, record
 from hongyan.compliance import reviews
 from hongyan.compliance.documents import DocumentInfo
-from hongyan.compliance.models import REVIEW_STATUSES, MessageTemplate, Signature
+from hongyan.compliance.models import MessageTemplate, Signature
 from hongyan.compliance.template_variables import VARIABLE_TYPES, default_type_for, value_problem
 from hongyan.core import ids
 from hongyan.core.clock import utcnow
@@ -326,14 +326,7 @@ async def list_templates(
     session: AsyncSession, *, authority: Authority, status: str | None = None
 ) -> list[MessageTemplate]:
     require(authority, MESSAGES_READ)
-    query = select(MessageTemplate).where(MessageTemplate.account_id == authority.account_id)
-    if status:
-        if status not in REVIEW_STATUSES:
-            raise Unprocessable(
-                "invalid_status", f"status must be one of {', '.join(REVIEW_STATUSES)}.", field="status"
-            )
-        query = query.where(MessageTemplate.status == status)
-    return list(await session.scalars(query.order_by(MessageTemplate.id.desc())))
+    return await reviews.account_rows(session, MessageTemplate, account_id=authority.account_id, status=status)
 
 
 async def get(
