@@ -76,3 +76,15 @@ async def parse_body(request: Request, model: type[M]) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from exc
+
+
+def require_multipart(request: Request) -> None:
+    """File uploads come as multipart/form-data with a `file` field; anything else is 415."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "multipart/form-data":
+        raise InvalidRequest(
+            "unsupported_media_type",
+            "Upload the file as multipart/form-data (field `file`).",
+            field="Content-Type",
+            status_code=415,
+        )

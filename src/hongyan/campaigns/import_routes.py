@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from starlette.datastructures import UploadFile
 
 from hongyan.accounts.permissions import Authority
-from hongyan.api.body import openapi_body, parse_body
+from hongyan.api.body import openapi_body, parse_body, require_multipart
 from hongyan.api.deps import DbDep, ReadAccount, SendAccount, SettingsDep
 from hongyan.api.limits import RequestLimits
 from hongyan.api.responses import JsonResponse
@@ -115,14 +115,7 @@ def _choice(value: Any, name: str) -> str | None:
     summary="Upload a contact file (multipart: file, optional encoding and delimiter); then preview and start it",
 )
 async def upload_import(request: Request, db: DbDep, settings: SettingsDep, ctx: SendAccount) -> JsonResponse:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != "multipart/form-data":
-        raise InvalidRequest(
-            "unsupported_media_type",
-            "Upload the file as multipart/form-data (field `file`).",
-            field="Content-Type",
-            status_code=415,
-        )
+    require_multipart(request)
     async with request.form(max_files=1, max_fields=10) as form:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):

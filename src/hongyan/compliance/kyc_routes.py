@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from hongyan.accounts import permissions as p
 from hongyan.accounts.keys import AccountContext
-from hongyan.api.body import openapi_body, parse_body
+from hongyan.api.body import openapi_body, parse_body, require_multipart
 from hongyan.api.deps import DbDep, OperatorAccount, SettingsDep, current_account
 from hongyan.api.responses import JsonResponse
 from hongyan.audit.service import actor_for_api
@@ -21,7 +21,7 @@ from hongyan.compliance import kyc, kyc_review
 from hongyan.compliance.documents import load_document
 from hongyan.compliance.review_http import DOCUMENT_BODY, document_response
 from hongyan.core.clock import isoformat
-from hongyan.core.errors import InvalidRequest, NotFound, Unprocessable
+from hongyan.core.errors import NotFound, Unprocessable
 
 router = APIRouter(tags=["verification and reviews"])
 CallingAccount = Annotated[AccountContext, Depends(current_account)]
@@ -151,14 +151,7 @@ async def upload_document(
     application_id: str, request: Request, db: DbDep, settings: SettingsDep, ctx: CallingAccount
 ) -> JsonResponse:
     authority = authority_with(ctx, p.ACCOUNT_SETTINGS)
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != "multipart/form-data":
-        raise InvalidRequest(
-            "unsupported_media_type",
-            "Upload the file as multipart/form-data (field `file`).",
-            field="Content-Type",
-            status_code=415,
-        )
+    require_multipart(request)
     async with request.form(max_files=1, max_fields=5) as form:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):

@@ -14,12 +14,13 @@ from starlette.responses import Response
 
 from hongyan.accounts import permissions as p
 from hongyan.accounts.keys import AccountContext
+from hongyan.api.body import require_multipart
 from hongyan.api.deps import current_account
 from hongyan.compliance import reviews
 from hongyan.compliance.documents import load_document
 from hongyan.compliance.models import ComplianceDocument
 from hongyan.core.clock import isoformat
-from hongyan.core.errors import InvalidRequest, NotFound, Unprocessable
+from hongyan.core.errors import NotFound, Unprocessable
 
 CallingAccount = Annotated[AccountContext, Depends(current_account)]
 
@@ -106,14 +107,7 @@ async def owned_document(
 
 async def read_upload(request: Request, max_bytes: int) -> tuple[str | None, bytes]:
     """The `file` field of a multipart upload, read up to one byte over the limit (the check says how big)."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != "multipart/form-data":
-        raise InvalidRequest(
-            "unsupported_media_type",
-            "Upload the file as multipart/form-data (field `file`).",
-            field="Content-Type",
-            status_code=415,
-        )
+    require_multipart(request)
     async with request.form(max_files=1, max_fields=5) as form:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):

@@ -16,7 +16,7 @@ from starlette.datastructures import UploadFile
 
 from hongyan.accounts.keys import AccountContext
 from hongyan.accounts.permissions import ACCOUNT_SETTINGS, MESSAGES_READ, Authority, require
-from hongyan.api.body import openapi_body, parse_body
+from hongyan.api.body import openapi_body, parse_body, require_multipart
 from hongyan.api.deps import DbDep, current_account
 from hongyan.api.responses import JsonResponse
 from hongyan.audit.service import actor_for_api
@@ -174,14 +174,7 @@ async def export_suppressions(db: DbDep, ctx: AnyKey) -> StreamingResponse:
 )
 async def import_suppressions(request: Request, db: DbDep, ctx: AnyKey) -> JsonResponse:
     _changer(ctx)
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != "multipart/form-data":
-        raise InvalidRequest(
-            "unsupported_media_type",
-            "Upload the file as multipart/form-data (field `file`).",
-            field="Content-Type",
-            status_code=415,
-        )
+    require_multipart(request)
     async with request.form(max_files=1, max_fields=10) as form:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
