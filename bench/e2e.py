@@ -1,0 +1,409 @@
+"""Benchmark: the whole production path, HTTP batch API → PostgreSQL → queue → workers → SMPP → receipts → final status.
+
+Setup: a fresh PostgreSQL database, the SMSC simulator (tests/peers/smsc-sim, receipts at once, no throttle)
+and an SMPP channel to it (`--binds`, `--window`, tps 0) that the only route sends everything to.
+
+  --workers 0   one `hongyan serve` with embedded workers and the in-process queue (memory://)
+  --workers N   one `hongyan serve --no-workers` + N `hongyan worker` processes on RabbitMQ
+                (HONGYAN_QUEUE_URL=amqp://…/<a fresh vhost>, created with `rabbitmqctl add_vhost` and deleted
+                after the run, so no run sees another's queues)
+
+Load: `--messages` distinct recipients posted to POST /v1/batches in batches of `--batch-size` by `--clients`
+concurrent HTTP clients (request bodies built before the clock starts). Figures:
+
+  ingest      accepted messages / (first POST sent → last POST answered)
+  end_to_end  messages / (first message accepted → last message final), both from the database's timestamps
+              (message.created_at, message_event.occurred_at); the run waits, polling the database, until
+              every message is final or `--deadline` seconds have passed
+  latency     per message, accepted → delivered, p50/p90/p99/max, plus where the time went (accepted →
+              queued → sending → sent → delivered, p50/p99 of each step)
+  cpu         CPU seconds of each component during the run (API, workers, PostgreSQL, RabbitMQ, simulator,
+              this load generator) from /proc: with 2 cores shared by everything, what is busy is the limit
+
+Prints one JSON object.
+
+  .venv/bin/python bench/e2e.py [--workers 0|1|2] [--messages 50000] [--batch-size 5000] [--clients 4]
+                                [--binds 2] [--window 100] [--deadline 600] [--lanes verification,…]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+from campaign import drop_database, fresh_database  # noqa: E402  (bench helpers)
+from ingest import Server, recipients  # noqa: E402
+
+from smsc import SmscSim  # noqa: E402  (tests/ is on the path via ingest.py)
+
+FINAL = ("delivered", "undelivered", "expired", "rejected", "failed", "canceled")
+TEXT = "Hongyan e2e benchmark: your order has shipped and will arrive tomorrow."  # GSM-7, one segment
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def machine() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
+            "python": platform.python_version(), "platform": platform.platform(terse=True)}
+
+
+# ---------------------------------------------------------------- CPU accounting from /proc
+
+def _proc_cpu(database: str) -> dict[int, tuple[str, float]]:
+    """pid → (command name, user+system CPU seconds) for every process we can read; PostgreSQL backends
+    serving `database` are named "postgres:<database>" (the others are other people's work or housekeeping)."""
+    out: dict[int, tuple[str, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        comm = raw[raw.index("(") + 1: raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2:].split()
+        if comm == "postgres":
+            try:
+                title = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace").split()
+            except OSError:
+                title = []
+            if database in title:  # "postgres: 15/main: <user> <database> <client> <state>"
+                comm = f"postgres:{database}"
+        out[int(entry)] = (comm, (int(fields[11]) + int(fields[12])) / CLK_TCK)  # utime, stime
+    return out
+
+
+class CpuMeter:
+    """CPU seconds per component between `start()` and `stop()`: our processes by pid, services by name."""
+
+    def __init__(self, roles: dict[int, str], database: str) -> None:
+        self.roles = roles  # pid → component (api, worker-1, simulator, …)
+        self.database = database
+        self.services = {f"postgres:{database}": "postgresql_backends", "postgres": "postgresql_other",
+                         "beam.smp": "rabbitmq"}
+        self.before: dict[int, tuple[str, float]] = {}
+        self.t0 = 0.0
+
+    def _component(self, pid: int, comm: str) -> str | None:
+        if pid in self.roles:
+            return self.roles[pid]
+        if pid == os.getpid():
+            return "load_generator"
+        return self.services.get(comm)
+
+    def start(self) -> None:
+        self.before = _proc_cpu(self.database)
+        self.t0 = time.perf_counter()
+
+    def stop(self) -> dict[str, Any]:
+        wall = time.perf_counter() - self.t0
+        after = _proc_cpu(self.database)
+        used: dict[str, float] = {}
+        other: dict[str, float] = {}
+        for pid, (comm, cpu) in after.items():
+            prev = self.before.get(pid)
+            delta = cpu - (prev[1] if prev and prev[0] == comm else 0.0)
+            component = self._component(pid, comm)
+            if component is None:
+                other[comm] = other.get(comm, 0.0) + delta
+            else:
+                used[component] = used.get(component, 0.0) + delta
+        used["everything_else"] = sum(other.values())
+        top = sorted(other.items(), key=lambda kv: -kv[1])[:5]
+        return {"wall_s": round(wall, 1), "cpu_s": {k: round(v, 1) for k, v in sorted(used.items())},
+                "cores_busy": round(sum(used.values()) / wall, 2) if wall else None,
+                "everything_else_top": {k: round(v, 1) for k, v in top if v >= 0.1}}
+
+
+# ---------------------------------------------------------------- RabbitMQ vhost per run
+
+def rabbitmq_vhost() -> tuple[str, str]:
+    """A fresh vhost (guest may use it) → (amqp URL, vhost name)."""
+    name = f"hongyan_e2e_{uuid.uuid4().hex[:8]}"
+    subprocess.run(["rabbitmqctl", "-q", "add_vhost", name], check=True, capture_output=True)
+    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"], check=True,
+                   capture_output=True)
+    base = os.environ.get("HONGYAN_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    return base.rstrip("/") + "/" + name, name
+
+
+def delete_vhost(name: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], check=False, capture_output=True)
+
+
+# ---------------------------------------------------------------- processes
+
+def start_workers(n: int, tmp: Path, db_url: str, lanes: str | None, log: Path) -> list[subprocess.Popen[bytes]]:
+    """N `hongyan worker` processes with the API's settings (same data dir: same key files)."""
+    env = dict(os.environ, HONGYAN_DATA_DIR=str(tmp), HONGYAN_DATABASE_URL=db_url, HONGYAN_LOG_LEVEL="WARNING")
+    args = [sys.executable, "-m", "hongyan.cli", "worker", *(["--lanes", lanes] if lanes else [])]
+    with log.open("ab") as out:
+        return [subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT) for _ in range(n)]
+
+
+def stop_processes(procs: list[subprocess.Popen[bytes]], timeout: float = 60) -> list[float]:
+    """SIGTERM all, then wait: returns each one's shutdown time (SIGKILL after `timeout`)."""
+    t0 = time.perf_counter()
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    took = []
+    for p in procs:
+        try:
+            p.wait(max(0.1, timeout - (time.perf_counter() - t0)))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        took.append(round(time.perf_counter() - t0, 2))
+    return took
+
+
+def log_tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-4000:] if log.exists() else ""
+
+
+async def wait_binds(sim: SmscSim, binds: int, procs: list[subprocess.Popen[bytes]], log: Path,
+                     timeout: float = 60) -> float:
+    """Until the simulator sees every bind of the channel (whichever process holds it)."""
+    t0 = time.perf_counter()
+    while (await asyncio.to_thread(sim.stats))["sessions_bound"] < binds:
+        problem = "a process exited" if any(p.poll() is not None for p in procs) else None
+        if time.perf_counter() - t0 > timeout:
+            problem = f"the channel's {binds} binds were not up within {timeout} s"
+        if problem:
+            tail = await asyncio.to_thread(log_tail, log)
+            raise RuntimeError(f"{problem}:\n{tail}")
+        await asyncio.sleep(0.2)
+    return time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------- load
+
+async def post_batches(base: str, key: str, bodies: list[bytes], clients: int) -> dict[str, Any]:
+    """`clients` HTTP clients (one connection each) take the next body until none is left."""
+    todo = list(enumerate(bodies))
+    requests: list[dict[str, Any]] = []
+    errors: dict[str, int] = {}
+
+    async def client() -> None:
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=300,
+                                     limits=httpx.Limits(max_connections=1)) as c:
+            while todo:
+                i, body = todo.pop(0)
+                t = time.perf_counter()
+                try:
+                    r = await c.post("/v1/batches", content=body)
+                except httpx.HTTPError as exc:
+                    errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                    continue
+                done = time.perf_counter()
+                if r.status_code != 202:
+                    code = r.json().get("error", {}).get("code", "?") if r.content else "?"
+                    errors[f"{r.status_code}:{code}"] = errors.get(f"{r.status_code}:{code}", 0) + 1
+                    continue
+                answer = r.json()
+                requests.append({"i": i, "start": t, "end": done, "accepted": int(answer["accepted"]),
+                                 "rejected": len(answer.get("rejected") or [])})
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    last = max((r["end"] for r in requests), default=time.perf_counter())
+    accepted = sum(r["accepted"] for r in requests)
+    took = sorted(r["end"] - r["start"] for r in requests) or [0.0]
+    return {"requests": len(bodies), "answered_202": len(requests), "errors": errors, "accepted": accepted,
+            "rejected": sum(r["rejected"] for r in requests), "seconds": round(last - t0, 3),
+            "msg_per_s": round(accepted / (last - t0)) if last > t0 else None,
+            "request_p50_s": round(took[len(took) // 2], 3), "request_max_s": round(took[-1], 3)}
+
+
+# ---------------------------------------------------------------- the database's view
+
+async def wait_final(conn: Any, expected: int, deadline: float, progress: bool) -> tuple[bool, int]:
+    """Poll (every 0.5 s, one indexed count) until every message is final or the deadline passes."""
+    left = expected
+    while time.monotonic() < deadline:
+        left = await conn.fetchval("SELECT count(*) FROM message WHERE status <> ALL($1::text[])", list(FINAL))
+        total = await conn.fetchval("SELECT count(*) FROM message")
+        if progress:
+            print(f"{time.strftime('%H:%M:%S')} messages {total}, not final {left}, load {os.getloadavg()[0]:.2f}",
+                  file=sys.stderr)
+        if total >= expected and left == 0:
+            return True, 0
+        await asyncio.sleep(0.5 if not progress else 2.0)
+    return False, left
+
+
+LATENCY_SQL = """
+WITH steps AS (
+  SELECT m.id, m.created_at AS accepted,
+         min(e.occurred_at) FILTER (WHERE e.status = 'queued') AS queued,
+         min(e.occurred_at) FILTER (WHERE e.status = 'sending') AS sending,
+         min(e.occurred_at) FILTER (WHERE e.status = 'sent') AS sent,
+         min(e.occurred_at) FILTER (WHERE e.status = 'delivered') AS delivered
+  FROM message m JOIN message_event e ON e.message_id = m.id
+  GROUP BY m.id, m.created_at
+), ms AS (
+  SELECT extract(epoch FROM delivered - accepted) * 1000 AS total,
+         extract(epoch FROM queued - accepted) * 1000 AS accepted_to_queued,
+         extract(epoch FROM sending - queued) * 1000 AS queued_to_sending,
+         extract(epoch FROM sent - sending) * 1000 AS sending_to_sent,
+         extract(epoch FROM delivered - sent) * 1000 AS sent_to_delivered
+  FROM steps WHERE delivered IS NOT NULL
+)
+SELECT count(*) AS delivered,
+       percentile_disc(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY total) AS total,
+       max(total) AS total_max,
+       percentile_disc(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY accepted_to_queued) AS accepted_to_queued,
+       percentile_disc(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY queued_to_sending) AS queued_to_sending,
+       percentile_disc(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY sending_to_sent) AS sending_to_sent,
+       percentile_disc(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY sent_to_delivered) AS sent_to_delivered
+FROM ms
+"""
+
+
+async def database_figures(conn: Any, accepted: int) -> dict[str, Any]:
+    counts = dict(await conn.fetch("SELECT status, count(*) FROM message GROUP BY status"))
+    first_accept = await conn.fetchval("SELECT min(created_at) FROM message")
+    last_final = await conn.fetchval("SELECT max(occurred_at) FROM message_event WHERE status = ANY($1::text[])",
+                                     list(FINAL))
+    row = await conn.fetchrow(LATENCY_SQL)
+
+    def ms(values: Any) -> list[float] | None:
+        return [round(float(v), 1) for v in values] if values else None
+
+    span = (last_final - first_accept).total_seconds() if first_accept and last_final else None
+    total = ms(row["total"])
+    return {
+        "statuses": counts,
+        "end_to_end": {"messages": accepted, "seconds": round(span, 3) if span else None,
+                       "msg_per_s": round(accepted / span) if span else None},
+        "latency_accepted_to_delivered_ms": {
+            "count": row["delivered"],
+            **({"p50": total[0], "p90": total[1], "p99": total[2], "max": round(float(row["total_max"]), 1)}
+               if total else {}),
+        },
+        "steps_p50_p99_ms": {k: ms(row[k]) for k in ("accepted_to_queued", "queued_to_sending", "sending_to_sent",
+                                                      "sent_to_delivered")},
+    }
+
+
+# ---------------------------------------------------------------- one run
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    import asyncpg
+
+    result: dict[str, Any] = {
+        "benchmark": "e2e",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "machine_before": machine(),
+        "setup": {"backend": "postgresql", "messages": args.messages, "batch_size": args.batch_size,
+                  "clients": args.clients,
+                  "topology": "one `hongyan serve` with embedded workers, memory:// queue" if args.workers == 0 else
+                  f"`hongyan serve --no-workers` + {args.workers} × `hongyan worker`"
+                  f"{' --lanes ' + args.lanes if args.lanes else ''}, RabbitMQ (fresh vhost)",
+                  "smsc": f"smsc-sim over SMPP, {args.binds} binds, window {args.window}, tps 0, receipts at once",
+                  "text": "GSM-7, 1 segment"},
+    }
+    tmp = Path(tempfile.mkdtemp(prefix="hongyan-e2e-"))
+    url = await fresh_database("postgresql", tmp)
+    vhost = None
+    sim = SmscSim(DLR_DELAY_MS=0, MESSAGES_KEEP=1000).start()
+    server: Server | None = None
+    workers: list[subprocess.Popen[bytes]] = []
+    log = tmp / "workers.log"
+    saved_env = dict(os.environ)
+    try:
+        if args.workers > 0:
+            queue_url, vhost = rabbitmq_vhost()
+            os.environ["HONGYAN_QUEUE_URL"] = queue_url
+        else:
+            os.environ["HONGYAN_QUEUE_URL"] = "memory://"
+        os.environ["HONGYAN_QUIET_HOURS"] = "off"  # outcomes must not depend on the hour
+        smpp = sim.channel_config(binds=args.binds, window=args.window, tps=0)
+        server = Server(tmp, url, workers=args.workers == 0, smpp=smpp)
+        workers = start_workers(args.workers, tmp, url, args.lanes, log)
+        bind_s = await wait_binds(sim, args.binds, [server.proc, *workers], log)
+        result["setup"]["binds_up_s"] = round(bind_s, 1)
+
+        sizes = [min(args.batch_size, args.messages - b) for b in range(0, args.messages, args.batch_size)]
+        bodies = [json.dumps({"text": TEXT, "recipients": recipients(100 + i, n)}).encode()
+                  for i, n in enumerate(sizes)]
+        roles = {server.proc.pid: "api", sim.proc.pid if sim.proc else -1: "simulator",
+                 **{w.pid: f"worker_{i + 1}" for i, w in enumerate(workers)}}
+        meter = CpuMeter(roles, url.rsplit("/", 1)[1])
+        conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            meter.start()
+            ingest = await post_batches(server.base, server.key, bodies, args.clients)
+            result["ingest"] = ingest
+            finished, left = await wait_final(conn, ingest["accepted"], time.monotonic() + args.deadline,
+                                              args.progress)
+            result["cpu"] = meter.stop()
+            result["machine_after"] = machine()
+            result["all_final"] = finished
+            result["not_final_at_deadline"] = left
+            result.update(await database_figures(conn, ingest["accepted"]))
+        finally:
+            await conn.close()
+        stats = sim.stats()
+        result["smsc"] = {"submit_sm": stats.get("submit_sm"), "receipts_acked": stats.get("dlr_acked"),
+                          "duplicates": (stats.get("submit_sm") or 0) - result["ingest"]["accepted"]}
+        result["shutdown_s"] = {"workers": stop_processes(workers)}
+        workers = []
+        result["load_generator_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        return result
+    finally:
+        stop_processes(workers)
+        if server is not None:
+            server.stop()
+        sim.stop()
+        os.environ.clear()
+        os.environ.update(saved_env)
+        await drop_database(url)
+        if vhost:
+            delete_vhost(vhost)
+        if args.keep_logs:
+            print(f"logs kept in {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--workers", type=int, default=0,
+                    help="0: one `serve` with embedded workers (memory queue); N: `serve --no-workers` + N workers on "
+                         "RabbitMQ")
+    ap.add_argument("--messages", type=int, default=50_000)
+    ap.add_argument("--batch-size", type=int, default=5_000, help="recipients per POST /v1/batches (≤ 10,000)")
+    ap.add_argument("--clients", type=int, default=4, help="concurrent HTTP clients")
+    ap.add_argument("--binds", type=int, default=2)
+    ap.add_argument("--window", type=int, default=100)
+    ap.add_argument("--lanes", default=None, help="`hongyan worker --lanes` (default: every lane)")
+    ap.add_argument("--deadline", type=float, default=600, help="seconds to wait for every message to be final")
+    ap.add_argument("--progress", action="store_true", help="print progress every 2 s on stderr")
+    ap.add_argument("--keep-logs", action="store_true", help="keep the temporary data dir with the process logs")
+    args = ap.parse_args()
+    if args.workers < 0:
+        ap.error("--workers must be 0 or more")
+    print(json.dumps(asyncio.run(run(args)), ensure_ascii=False, default=str))
+
+
+if __name__ == "__main__":
+    main()
