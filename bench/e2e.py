@@ -35,6 +35,7 @@ import os
 import platform
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -125,10 +126,17 @@ class CpuMeter:
             else:
                 used[component] = used.get(component, 0.0) + delta
         used["everything_else"] = sum(other.values())
+        rss = {}
+        for pid, role in self.roles.items():  # peak resident memory of our processes (VmHWM)
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            rss[role] = round(int(status.split("VmHWM:")[1].split()[0]) / 1024)
         top = sorted(other.items(), key=lambda kv: -kv[1])[:5]
         return {"wall_s": round(wall, 1), "cpu_s": {k: round(v, 1) for k, v in sorted(used.items())},
                 "cores_busy": round(sum(used.values()) / wall, 2) if wall else None,
-                "everything_else_top": {k: round(v, 1) for k, v in top if v >= 0.1}}
+                "everything_else_top": {k: round(v, 1) for k, v in top if v >= 0.1}, "peak_rss_mb": rss}
 
 
 # ---------------------------------------------------------------- RabbitMQ vhost per run
@@ -191,6 +199,55 @@ async def wait_binds(sim: SmscSim, binds: int, procs: list[subprocess.Popen[byte
             raise RuntimeError(f"{problem}:\n{tail}")
         await asyncio.sleep(0.2)
     return time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------- profiles (py-spy, optional)
+
+class Profiler:
+    """`py-spy record` on each Hongyan process for the run: collapsed stacks in `out_dir`, summarized as the
+    share of samples in which a function is on the stack (inclusive) and at the top (self)."""
+
+    def __init__(self, out_dir: Path, roles: dict[int, str]) -> None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        self.files = {role: out_dir / f"{role}.txt" for role in roles.values()}
+        self.procs = [subprocess.Popen([spy, "record", "--nonblocking", "--rate", "50", "--format", "raw",
+                                        "--duration", "3600", "-o", str(self.files[role]), "--pid", str(pid)],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                      for pid, role in roles.items()]
+
+    def stop(self, top: int = 12) -> dict[str, Any]:
+        for p in self.procs:
+            p.send_signal(signal.SIGINT)
+        for p in self.procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        return {role: self.summarize(path, top) for role, path in self.files.items() if path.exists()}
+
+    @staticmethod
+    def summarize(path: Path, top: int) -> dict[str, Any]:
+        inclusive: dict[str, int] = {}
+        own: dict[str, int] = {}
+        total = 0
+        for line in path.read_text(errors="replace").splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not stack or not count.isdigit():
+                continue
+            n = int(count)
+            total += n
+            frames = [f.split(" (")[0] + " " + f.rsplit("/", 1)[-1].split(":")[0].rstrip(")") for f in stack.split(";")]
+            for f in set(frames):
+                inclusive[f] = inclusive.get(f, 0) + n
+            own[frames[-1]] = own.get(frames[-1], 0) + n
+
+        def share(d: dict[str, int]) -> dict[str, float]:
+            return {k: round(100 * v / total, 1) for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:top]}
+
+        # the trunk (runpy, typer, uvicorn, the event loop) is on nearly every stack and says nothing
+        branches = {k: v for k, v in inclusive.items() if v < 0.6 * total}
+        return {"samples": total, "file": str(path), "self_pct": share(own), "inclusive_pct": share(branches)}
 
 
 # ---------------------------------------------------------------- load
@@ -350,12 +407,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         meter = CpuMeter(roles, url.rsplit("/", 1)[1])
         conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
         try:
+            python_roles = {pid: role for pid, role in roles.items() if role != "simulator"}
+            profiler = Profiler(Path(args.py_spy), python_roles) if args.py_spy else None
             meter.start()
             ingest = await post_batches(server.base, server.key, bodies, args.clients)
             result["ingest"] = ingest
             finished, left = await wait_final(conn, ingest["accepted"], time.monotonic() + args.deadline,
                                               args.progress)
             result["cpu"] = meter.stop()
+            if profiler:
+                result["py_spy"] = profiler.stop()
             result["machine_after"] = machine()
             result["all_final"] = finished
             result["not_final_at_deadline"] = left
@@ -398,6 +459,8 @@ def main() -> None:
     ap.add_argument("--lanes", default=None, help="`hongyan worker --lanes` (default: every lane)")
     ap.add_argument("--deadline", type=float, default=600, help="seconds to wait for every message to be final")
     ap.add_argument("--progress", action="store_true", help="print progress every 2 s on stderr")
+    ap.add_argument("--py-spy", metavar="DIR", help="profile the API and worker processes with py-spy during the run "
+                    "(collapsed stacks in DIR, a summary in the JSON)")
     ap.add_argument("--keep-logs", action="store_true", help="keep the temporary data dir with the process logs")
     args = ap.parse_args()
     if args.workers < 0:
