@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -19,6 +19,7 @@ from hongyan.config import Settings, get_settings
 from hongyan.core import crypto
 from hongyan.db.engine import Database
 from hongyan.ops.encryption import security_cli
+from hongyan.ops.logging import configure_logging
 from hongyan.privacy.cli import privacy_cli
 
 app = typer.Typer(help="鸿雁 Hongyan: a self-hostable online SMS platform.", no_args_is_help=True,
@@ -36,9 +37,7 @@ app.add_typer(privacy_cli, name="privacy")
 
 
 def _logging(settings: Settings) -> None:
-    level = {"NOTICE": "INFO"}.get(settings.log_level.upper(), settings.log_level.upper())
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # migration chatter on every start
+    configure_logging(settings)  # text or JSON lines, phone numbers masked (docs/observability.md)
 
 
 def _migrate(settings: Settings) -> None:
@@ -127,29 +126,101 @@ def serve(
 
 
 @app.command()
-def worker() -> None:
-    """Run the dispatch workers (outbox relay, carriers, receipts, webhooks, sweeps) without HTTP."""
-    from hongyan.dispatch.queue import create_queue
+def worker(
+    lanes: Annotated[str, typer.Option(help="Lanes to dispatch: all, or e.g. verification / notification,marketing.")] = "all",
+    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus /metrics on this port (0: off).")] = None,
+    metrics_host: Annotated[str, typer.Option(help="Address of the metrics endpoint.")] = "127.0.0.1",
+) -> None:
+    """Run the workers (outbox relay, dispatch to carriers, receipts, webhooks, sweeps, campaign scheduler)
+    without HTTP. Production mode: start any number of them on one or more machines against the same
+    PostgreSQL and RabbitMQ; SIGTERM drains and stops within HONGYAN_SHUTDOWN_TIMEOUT_S."""
+    from hongyan.dispatch.queue import create_queue, parse_lanes
     from hongyan.dispatch.runtime import Runtime
 
     settings = get_settings()
     _logging(settings)
+    try:
+        lane_set = parse_lanes(lanes)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+    if settings.queue_url.startswith("memory:"):
+        typer.echo("note: HONGYAN_QUEUE_URL is memory://, so this worker shares nothing with `hongyan serve`; "
+                   "production mode needs amqp://… (docs/production.md)", err=True)
     _migrate(settings)
 
     async def main() -> None:
         db = Database(settings.effective_database_url, pool_size=settings.db_pool_size)
-        runtime = Runtime(db, settings, create_queue(settings.queue_url))
+        queue = create_queue(settings.queue_url, lanes=lane_set, prefetch=settings.queue_prefetch,
+                             verification_prefetch=settings.queue_verification_prefetch)
+        runtime = Runtime(db, settings, queue, lanes=lane_set)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await runtime.start()
-        typer.echo("worker running; SIGTERM to stop")
+        metrics = None
+        if metrics_port:
+            from hongyan.ops.metrics import start_metrics_server
+
+            metrics = await start_metrics_server(metrics_host, metrics_port, runtime=runtime, db=db)
+        typer.echo(f"worker running (lanes {','.join(map(str, lane_set))}, pid {os.getpid()}); SIGTERM to stop")
+        sys.stdout.flush()
         await stop.wait()
+        typer.echo("stopping: draining in-flight work")
         await runtime.stop()
+        if metrics is not None:
+            await _close(metrics)
         await db.dispose()
 
     asyncio.run(main())
+
+
+async def _close(thing: object) -> None:
+    close = getattr(thing, "close", None) or getattr(thing, "stop", None)
+    if close is not None:
+        result = close()
+        if asyncio.iscoroutine(result):
+            await result
+    wait_closed = getattr(thing, "wait_closed", None)
+    if wait_closed is not None:
+        await wait_closed()
+
+
+queue_cli = typer.Typer(help="The RabbitMQ work queues (production mode).", no_args_is_help=True)
+app.add_typer(queue_cli, name="queue")
+
+
+@queue_cli.command("status")
+def queue_status() -> None:
+    """Items waiting per queue (lanes and the dead-letter queue) and their consumers."""
+    from hongyan.dispatch.rabbit import queue_status as status
+
+    settings = get_settings()
+    if settings.queue_url.startswith("memory:"):
+        typer.echo("HONGYAN_QUEUE_URL is memory://: the in-process queue lives inside `hongyan serve`", err=True)
+        raise typer.Exit(1)
+    for name, count in asyncio.run(status(settings.queue_url)).items():
+        typer.echo(f"{name}\t{count}")
+
+
+@queue_cli.command("dead")
+def queue_dead(
+    requeue: Annotated[bool, typer.Option("--requeue", help="Move them back to their lanes (after fixing the cause).")] = False,
+    limit: Annotated[int, typer.Option(help="At most this many items.")] = 100,
+) -> None:
+    """Items that failed MAX_DELIVERIES times (poison messages): list them, or requeue them."""
+    from hongyan.dispatch.rabbit import dead_letters
+
+    settings = get_settings()
+    if settings.queue_url.startswith("memory:"):
+        typer.echo("HONGYAN_QUEUE_URL is memory://: there is no dead-letter queue", err=True)
+        raise typer.Exit(1)
+    items = asyncio.run(dead_letters(settings.queue_url, limit=limit, requeue=requeue))
+    for item in items:
+        typer.echo(f"{item['queue']}\tlane={item['lane']}\tattempts={item['attempts']}\tids={item['ids']}\t"
+                   f"first={item['first_id']}")
+    typer.echo(f"{len(items)} item(s) {'requeued' if requeue else 'in ' + 'hongyan.dead'}")
 
 
 @app.command()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -26,7 +27,24 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(10, description="Connection pool size (PostgreSQL).")
 
     # -- queue --------------------------------------------------------------------------------
-    queue_url: str = Field("memory://", description="memory:// (in-process) or amqp://guest:guest@host:5672/")
+    queue_url: str = Field(
+        "memory://", description="memory:// (in-process; API and workers in one process) or "
+        "amqp://user:password@host:5672/vhost (RabbitMQ: any number of API and worker processes; docs/production.md)"
+    )
+    queue_prefetch: int = Field(
+        2, ge=1, le=1000, description="RabbitMQ: unacked notification/marketing items (≤ dispatch_chunk ids each) "
+        "a worker holds per lane; low keeps work in the broker for other workers."
+    )
+    queue_verification_prefetch: int = Field(
+        64, ge=1, le=10000, description="RabbitMQ: unacked verification items per worker (handled concurrently)."
+    )
+    bind_lease_s: float = Field(
+        15.0, gt=0, description="Production mode: an SMPP bind's lease in PostgreSQL (renewed every third of it); "
+        "a dead worker's binds move to the others after this long."
+    )
+    shutdown_timeout_s: float = Field(
+        30.0, gt=0, description="SIGTERM: how long in-flight work may take to drain and commit before it is cut off."
+    )
 
     # -- http ---------------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address the API and console listen on.")
@@ -229,6 +247,12 @@ class Settings(BaseSettings):
 
     # -- logging ------------------------------------------------------------------------------
     log_level: str = Field("INFO", description="RFC 5424 severity name: DEBUG, INFO, NOTICE, WARNING, ERROR.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text (one readable line) or json (one JSON object per line); phone numbers masked in both."
+    )
+    metrics_refresh_s: float = Field(
+        15.0, gt=0, description="How often each process reads message counts and the webhook backlog for /metrics."
+    )
 
     @property
     def effective_database_url(self) -> str:

@@ -24,6 +24,7 @@ from hongyan.campaigns.runs import WAIT_LIMIT, account_window
 from hongyan.config import Settings
 from hongyan.core.clock import utcnow
 from hongyan.db.engine import Database
+from hongyan.dispatch import outbox
 from hongyan.dispatch.models import OutboxItem
 from hongyan.dispatch.queue import Queue
 from hongyan.messaging.models import Message
@@ -101,6 +102,7 @@ class Pump:
         self.db = db
         self.settings = settings
         self.queue = queue
+        self.relay = outbox.Relay(db, queue)
         self._buckets: dict[str, tuple[float, float]] = {}  # run id -> (tokens, monotonic time)
         self.windows = WindowCache(db, settings)
         self.released = 0
@@ -185,12 +187,14 @@ class Pump:
                                                                          expires_at=bindparam("exp")),
                     later, execution_options={"synchronize_session": False})
                 self.deferred += len(later)
+            claimed: list[dict[str, Any]] = []
             if go:  # the validity period counts from the release
                 outcome = await apply_transitions(session, [Transition(mid, Status.QUEUED) for mid in go],
                                                   also={"expires_at": now + validity})
                 go = outcome.applied_ids
-        chunk = self.settings.dispatch_chunk
-        for i in range(0, len(go), chunk):
-            await self.queue.publish(DISPATCH, lane, {"ids": go[i : i + chunk]})
+                # claimed outbox rows: if this process dies before publishing, a relay publishes them
+                claimed = await outbox.add_claimed(session, lane, go, chunk=self.settings.dispatch_chunk, now=now)
+        await self.relay.publish([(r["id"], r["lane"], r["payload"]["ids"]) for r in claimed])
+        await self.relay.forget()
         self.released += len(go)
         return len(go)

@@ -11,18 +11,49 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 LANES = (0, 1, 2)
 LANE_NAMES = {0: "verification", 1: "notification", 2: "marketing"}
+LANE_BY_NAME = {name: lane for lane, name in LANE_NAMES.items()}
+MAX_DELIVERIES = 5  # a durable backend dead-letters an item whose handling failed this many times
+
+
+def parse_lanes(spec: str) -> tuple[int, ...]:
+    """"verification,marketing" or "0,2" or "all" → sorted lane numbers (for `hongyan worker --lanes`)."""
+    if not spec.strip() or spec.strip() == "all":
+        return LANES
+    lanes: set[int] = set()
+    for part in spec.split(","):
+        name = part.strip().lower()
+        if name.isdigit() and int(name) in LANES:
+            lanes.add(int(name))
+        elif name in LANE_BY_NAME:
+            lanes.add(LANE_BY_NAME[name])
+        elif name:
+            raise ValueError(f"unknown lane {part.strip()!r}: use verification, notification, marketing or 0-2")
+    return tuple(sorted(lanes))
+
+
+async def _nothing() -> None:
+    return None
 
 
 @dataclass(slots=True)
 class QueueItem:
+    """One delivered item. Consumers call `ack()` once the state change it caused is committed, or
+    `retry()` when handling failed (a durable backend redelivers it later, and dead-letters it after
+    MAX_DELIVERIES failures). `redelivered`: a consumer took it before and did not ack (it died): the
+    messages it names may be stuck in `sending` and are taken over (docs/production.md)."""
+
     topic: str
     lane: int
     body: dict[str, Any]
+    redelivered: bool = False
+    ack: Callable[[], Awaitable[None]] = _nothing
+    retry: Callable[[], Awaitable[None]] = _nothing
 
 
 class Queue(Protocol):
@@ -34,7 +65,13 @@ class Queue(Protocol):
         """The oldest item of the lowest lane that is not above `max_lane` (waits for one)."""
         ...
 
-    def depth(self, topic: str) -> dict[int, int]: ...
+    def depth(self, topic: str) -> dict[int, int]:
+        """Items waiting per lane (a durable backend: the broker's count, refreshed about every second)."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise if the backend is unreachable (readiness checks)."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -64,7 +101,12 @@ class MemoryQueue:
         return lanes
 
     async def publish(self, topic: str, lane: int, body: dict[str, Any]) -> None:
-        item = QueueItem(topic, lane, body)
+        self.put(QueueItem(topic, lane, body))
+
+    def put(self, item: QueueItem) -> None:
+        """Hand an item to the oldest suitable waiter, or keep it in its lane (the RabbitMQ backend buffers
+        delivered messages here too)."""
+        topic, lane = item.topic, item.lane
         waiters = self._waiters.get(topic) or []
         for max_lane, _seq, fut in sorted(waiters, key=lambda w: (w[0], w[1])):
             if lane <= max_lane and not fut.done():
@@ -72,6 +114,15 @@ class MemoryQueue:
                 fut.set_result(item)  # handed over directly: never sits in a lane behind anything
                 return
         self._topic(topic).setdefault(lane, deque()).append(item)
+
+    def drop_buffered(self) -> int:
+        """Forget every waiting item (the RabbitMQ backend after a reconnect: the broker redelivers them)."""
+        dropped = 0
+        for lanes in self._lanes.values():
+            for items in lanes.values():
+                dropped += len(items)
+                items.clear()
+        return dropped
 
     def _take(self, topic: str, max_lane: int) -> QueueItem | None:
         for lane, items in sorted(self._topic(topic).items()):
@@ -100,6 +151,9 @@ class MemoryQueue:
     def depth(self, topic: str) -> dict[int, int]:
         return {lane: len(items) for lane, items in self._topic(topic).items()}
 
+    async def ping(self) -> None:
+        return None
+
     async def close(self) -> None:
         for waiters in self._waiters.values():
             for _lane, _seq, fut in waiters:
@@ -108,7 +162,12 @@ class MemoryQueue:
         self._waiters.clear()
 
 
-def create_queue(url: str) -> Queue:
+def create_queue(url: str, *, lanes: tuple[int, ...] = LANES, prefetch: int = 2, verification_prefetch: int = 64) -> Queue:
+    """memory:// → MemoryQueue; amqp:// or amqps:// → RabbitQueue consuming `lanes` (connects lazily)."""
     if url.startswith("memory:"):
         return MemoryQueue()
-    raise ValueError(f"unsupported queue URL {url!r}: the RabbitMQ backend arrives with production mode")
+    if url.startswith(("amqp://", "amqps://")):
+        from hongyan.dispatch.rabbit import RabbitQueue
+
+        return RabbitQueue(url, lanes=lanes, prefetch=prefetch, verification_prefetch=verification_prefetch)
+    raise ValueError(f"unsupported queue URL {url!r}: use memory:// or amqp://user:password@host:5672/vhost")

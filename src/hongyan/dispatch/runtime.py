@@ -9,6 +9,7 @@ it is submitted again — at-least-once — and counted in `recovered_sending`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,8 +27,9 @@ from hongyan.compliance import replies as opt_out_replies  # registers the opt-o
 from hongyan.config import Settings
 from hongyan.core.clock import utcnow
 from hongyan.db.engine import Database
-from hongyan.dispatch.models import OutboxItem
-from hongyan.dispatch.queue import Queue
+from hongyan.dispatch import lease, outbox
+from hongyan.dispatch.binds import BindLeases
+from hongyan.dispatch.queue import LANES, Queue, QueueItem
 from hongyan.messaging import inbound
 from hongyan.messaging.models import IdempotencyRecord, Message
 from hongyan.messaging.states import FINAL, Status
@@ -58,10 +60,16 @@ class RuntimeStats:
 
 class Runtime:
     def __init__(self, db: Database, settings: Settings, queue: Queue, *, dispatchers: int = 2,
-                 verification_dispatchers: int = 8) -> None:
+                 verification_dispatchers: int = 8, lanes: tuple[int, ...] = LANES, relay_only: bool = False) -> None:
         self.db = db
         self.settings = settings
         self.queue = queue
+        self.lanes = lanes  # the lanes this process dispatches (`hongyan worker --lanes`)
+        self.relay_only = relay_only  # `hongyan serve --no-workers` on RabbitMQ: publishes, dispatches nothing
+        self.holder = lease.new_holder_id()
+        self.relay = outbox.Relay(db, queue)
+        # several processes share the carriers: each SMPP bind is leased to one of them (dispatch.binds)
+        self.bind_leases = BindLeases(db, self.holder, ttl_s=settings.bind_lease_s) if queue.durable else None
         self.dispatchers = dispatchers  # general: every lane, lowest first
         self.verification_dispatchers = verification_dispatchers  # lane 0 only, concurrent
         self.connectors: dict[str, Connector] = {}
@@ -84,15 +92,23 @@ class Runtime:
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
+        if self.relay_only:
+            self._tasks = [asyncio.create_task(self._relay_loop())]
+            return
         await self.reload_channels()
+        if self.bind_leases is not None:
+            await self.bind_leases.tick(self.connectors)
         if not self.queue.durable:
             await self.recover()
         loops = [self._relay_loop(), self._receipt_loop(), self._sweep_loop(), self._reload_loop(), self.webhooks.run(),
                  self._periodic("billing sweep", self.settings.billing_sweep_s, self._billing_sweep),
                  self._periodic("privacy retention sweep", self.settings.privacy_sweep_s, self._privacy_sweep)]
-        loops += [self._dispatch_loop(i) for i in range(self.dispatchers)]
-        if self.verification_dispatchers > 0:
+        if any(lane > 0 for lane in self.lanes):
+            loops += [self._dispatch_loop(i) for i in range(self.dispatchers)]
+        if self.verification_dispatchers > 0 and 0 in self.lanes:
             loops.append(self._verification_loop())
+        if self.bind_leases is not None:
+            loops.append(self._periodic("SMPP bind leases", self.settings.bind_lease_s / 3, self._bind_tick))
         loops.append(self._periodic("contact imports", self.settings.import_poll_s, self._imports))
         loops.append(self._campaign_loop())
         loops.append(self._confirmation_loop())
@@ -100,11 +116,13 @@ class Runtime:
             loops.append(self._periodic("email delivery", EMAIL_POLL_S, self._email_delivery))
         self._tasks = [asyncio.create_task(c) for c in loops]
 
-    async def stop(self, timeout: float = 15.0) -> None:
-        """Let every loop finish its current transaction and exit; cancel only what overruns `timeout`.
-
-        Cancelling a task in the middle of a write transaction could leave a pooled SQLite connection
-        holding the write lock, so loops check `_stopping` at safe points instead."""
+    async def stop(self, timeout: float | None = None) -> None:
+        """Graceful shutdown (SIGTERM): stop taking work, let every loop finish its current item — a
+        dispatch drains its carrier window and commits — then unbind and close; cancel only what overruns
+        `timeout` (HONGYAN_SHUTDOWN_TIMEOUT_S). Items taken from a durable queue and not acked go back to
+        the broker. Cancelling a task in the middle of a write transaction could leave a pooled SQLite
+        connection holding the write lock, so loops check `_stopping` at safe points instead."""
+        timeout = self.settings.shutdown_timeout_s if timeout is None else timeout
         self._stopping = True
         self._stop_event.set()
         if self.campaigns is not None:
@@ -118,9 +136,15 @@ class Runtime:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._flush_receipts()
+        with contextlib.suppress(Exception):
+            await self.relay.forget()
         for connector in self.connectors.values():
             await connector.stop()
+        if self.bind_leases is not None:
+            with contextlib.suppress(Exception):
+                await self.bind_leases.release_all()
         await self.webhooks.close()
+        await self.queue.close()
 
     async def reload_channels(self) -> bool:
         """Start connectors of new or changed channels, stop removed ones, rebuild the router."""
@@ -141,6 +165,8 @@ class Runtime:
             except ValueError as exc:
                 log.error("channel %s (%s) cannot start: %s", channel.name, channel_id, exc)
                 continue
+            if self.bind_leases is not None and hasattr(connector, "set_active"):
+                await connector.set_active(set())  # binds come with their leases (dispatch.binds)
             await connector.start(self.on_receipts, self.on_inbound)
             self.connectors[channel_id] = connector
             self._fingerprints[channel_id] = fp
@@ -213,34 +239,14 @@ class Runtime:
 
     # -- outbox relay -----------------------------------------------------------------------------
     async def relay_once(self, limit: int = 8) -> int:
-        """Move due outbox items to the queue: accepted/scheduled → queued, in one transaction each round.
+        """Move due outbox items to the queue (dispatch.outbox): accepted/scheduled → queued.
 
         A small `limit` keeps each relay transaction (and, on SQLite, the write lock) short, so dispatch
         and receipts interleave with it instead of waiting behind tens of thousands of rows."""
-        now = utcnow()
-        async with self.db.write() as session:
-            query = (
-                select(OutboxItem)
-                .where(OutboxItem.topic == DISPATCH, OutboxItem.available_at <= now)
-                .order_by(OutboxItem.lane, OutboxItem.id)
-                .limit(limit)
-            )
-            if self.db.dialect == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            items = list((await session.scalars(query)).all())
-            if not items:
-                return 0
-            publish: list[tuple[int, list[str]]] = []
-            for item in items:
-                ids_ = list(item.payload["ids"])
-                outcome = await apply_transitions(session, [Transition(mid, Status.QUEUED) for mid in ids_])
-                if outcome.applied:
-                    publish.append((item.lane, outcome.applied_ids))
-            await session.execute(delete(OutboxItem).where(OutboxItem.id.in_([i.id for i in items])))
-        for lane, ids_ in publish:
-            await self.queue.publish(DISPATCH, lane, {"ids": ids_})
-            self.stats.relayed += len(ids_)
-        return len(items)
+        before = self.relay.published
+        moved = await self.relay.once(limit)
+        self.stats.relayed += self.relay.published - before
+        return moved
 
     async def _relay_loop(self) -> None:
         poll = self.settings.outbox_poll_ms / 1000
@@ -252,6 +258,8 @@ class Runtime:
                 log.exception("outbox relay round failed")
                 moved = 0
             if moved == 0:
+                with contextlib.suppress(Exception):
+                    await self.relay.forget()
                 self.outbox_wakeup.clear()
                 try:
                     await asyncio.wait_for(self.outbox_wakeup.wait(), timeout=poll)
@@ -260,12 +268,23 @@ class Runtime:
 
     # -- dispatch ---------------------------------------------------------------------------------
     async def _dispatch_loop(self, worker: int) -> None:
+        max_lane = max(self.lanes)
         while not self._stopping:
+            if not await self._can_submit():
+                continue
             try:
-                item = await asyncio.wait_for(self.queue.get(DISPATCH), timeout=0.2)
+                item = await asyncio.wait_for(self.queue.get(DISPATCH, max_lane=max_lane), timeout=0.2)
             except TimeoutError:
                 continue
-            await self._dispatch_item(item.body["ids"])
+            await self._dispatch_item(item)
+
+    async def _can_submit(self) -> bool:
+        """A worker that holds no bind of any channel (more workers than binds) leaves the queue to the
+        others instead of taking items it could only put back; waits up to 0.2 s for one."""
+        if self.bind_leases is None or not self.connectors or any(c.up for c in self.connectors.values()):
+            return True
+        await asyncio.sleep(0.2)
+        return False
 
     async def _verification_loop(self) -> None:
         """Lane 0 has consumers of its own: each verification item is dispatched at once in its own task
@@ -275,33 +294,51 @@ class Runtime:
         slots = asyncio.Semaphore(self.verification_dispatchers)
         running: set[asyncio.Task[None]] = set()
         while not self._stopping:
+            if not await self._can_submit():
+                continue
             await slots.acquire()
             try:
                 item = await asyncio.wait_for(self.queue.get(DISPATCH, max_lane=0), timeout=0.2)
             except TimeoutError:
                 slots.release()
                 continue
-            task = asyncio.create_task(self._dispatch_item(item.body["ids"]))
+            task = asyncio.create_task(self._dispatch_item(item))
             running.add(task)
             task.add_done_callback(lambda t: (running.discard(t), slots.release()))
         await asyncio.gather(*running, return_exceptions=True)
 
-    async def _dispatch_item(self, message_ids: list[str]) -> None:
+    async def _dispatch_item(self, item: QueueItem) -> None:
+        """Dispatch one queue item and ack it once the outcome is committed. On a failure the item is
+        retried (a durable queue redelivers it, then dead-letters it); in-process, the rows stay `queued`
+        or `sending` and the next start's recovery picks them up."""
+        message_ids = item.body["ids"]
         try:
-            await self.dispatch(message_ids)
+            await self.dispatch(message_ids, takeover=item.redelivered)
         except Exception:
-            # the rows stay `sending`/`queued`; the next start's recovery (or the lease sweep in
-            # production mode) picks them up again
             self.stats.errors += 1
             log.exception("dispatch of %d messages failed", len(message_ids))
+            await item.retry()
+            return
+        await item.ack()
 
-    async def dispatch(self, message_ids: list[str]) -> None:
+    async def dispatch(self, message_ids: list[str], *, takeover: bool = False) -> None:
         """queued → sending → route → connector → sent | rejected | failed | queued (retry).
 
         Each message tries its route candidates in order: a channel that is down is skipped, a channel
         that refuses the message (permanently, or with a temporary error) passes it to the next candidate.
-        With no candidate left the last answer stands; with every candidate down the message waits."""
+        With no candidate left the last answer stands; with every candidate down the message waits.
+
+        `takeover`: the item was delivered before to a consumer that never acked it (that worker died):
+        its messages still `sending` are taken over and submitted again — the carrier may have had them
+        already (counted in `recovered_sending`: the only source of duplicate submits)."""
         async with self.db.write() as session:
+            if takeover:
+                stuck = (await session.scalars(select(Message.id).where(
+                    Message.id.in_(message_ids), Message.status == Status.SENDING.value))).all()
+                if stuck:
+                    await apply_transitions(session, [Transition(mid, Status.QUEUED) for mid in stuck])
+                    self.stats.recovered_sending += len(stuck)
+                    log.warning("took over %d messages left in sending by a worker that died", len(stuck))
             outcome = await apply_transitions(session, [Transition(mid, Status.SENDING) for mid in message_ids])
             if not outcome.applied:
                 return
@@ -399,26 +436,22 @@ class Runtime:
                     Transition(r.message_id, Status.FAILED, error_code=code,
                                carrier_error_code=r.carrier_error_code, channel_id=channel_id)
                 )
+        # throttled or link-down messages go back on their lane after a pause (1 s, 2 s, 4 s … 30 s), by an
+        # outbox row written with their transition back to `queued`: a crash cannot strand them
+        by_lane: dict[tuple[int, float], list[str]] = {}
+        for m in retry:
+            pause = min(30.0, 2.0 ** max(0, min(m.attempts, 10) - 1))
+            by_lane.setdefault((m.priority, pause), []).append(m.message_id)
         async with self.db.write() as session:
             if refs:
                 await (await session.connection()).execute(insert(CarrierMessage.__table__), refs)
             await apply_transitions(session, transitions)
-        self.stats.submitted += sum(1 for r, _ in results if r.accepted)
-        if retry:
-            self.stats.retries += len(retry)
-            by_lane: dict[tuple[int, float], list[str]] = {}
-            for m in retry:
-                pause = min(30.0, 2.0 ** max(0, min(m.attempts, 10) - 1))  # 1 s, 2 s, 4 s … 30 s
-                by_lane.setdefault((m.priority, pause), []).append(m.message_id)
             for (lane, pause), ids_ in by_lane.items():
-                asyncio.get_running_loop().call_later(pause, self._requeue, lane, ids_)
+                await outbox.add(session, outbox.rows(lane, ids_, chunk=self.settings.dispatch_chunk,
+                                                      available_at=now + timedelta(seconds=pause), now=now))
+        self.stats.submitted += sum(1 for r, _ in results if r.accepted)
+        self.stats.retries += len(retry)
         self.webhooks.wakeup.set()
-
-    def _requeue(self, lane: int, message_ids: list[str]) -> None:
-        """Throttled or link-down messages go back on their lane after a pause (they are `queued`)."""
-        if not self._stopping:
-            task = asyncio.ensure_future(self.queue.publish(DISPATCH, lane, {"ids": message_ids}))
-            task.add_done_callback(lambda _t: None)
 
     # -- receipts ---------------------------------------------------------------------------------
     async def on_receipts(self, receipts: list[DeliveryReceipt]) -> None:
@@ -675,6 +708,10 @@ class Runtime:
             await engine.close()
         except Exception:
             log.exception("closing the campaign engine failed")
+
+    async def _bind_tick(self) -> None:
+        assert self.bind_leases is not None
+        await self.bind_leases.tick(self.connectors)
 
     async def _imports(self) -> None:
         """Contact-file imports (campaigns.import_worker): queued jobs run chunk by chunk, one at a time."""

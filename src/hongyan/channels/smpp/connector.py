@@ -192,10 +192,10 @@ class SmppConnector:
         self.session_config = SessionConfig.from_mapping(config)
         self.builder = PduBuilder(self.options)
         self.counters = ChannelCounters()
-        self.sessions = [
-            SmppSession(self.session_config, name=f"{self.name}#{i + 1}", on_deliver=self._on_deliver)
-            for i in range(max(1, int(self.options.binds)))
-        ]
+        self.bind_count = max(1, int(self.options.binds))
+        self._slots = {i: self._new_session(i) for i in range(self.bind_count)}  # bind index → active session
+        self.sessions = list(self._slots.values())
+        self._started = False
         self._on_receipts: ReceiptSink | None = None
         self._on_inbound: InboundSink | None = None
         self._rr = 0
@@ -205,12 +205,36 @@ class SmppConnector:
         self._up_event = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------------------
+    def _new_session(self, index: int) -> SmppSession:
+        return SmppSession(self.session_config, name=f"{self.name}#{index + 1}", on_deliver=self._on_deliver)
+
     async def start(self, on_receipts: ReceiptSink, on_inbound: InboundSink | None = None) -> None:
         self._on_receipts = on_receipts
         self._on_inbound = on_inbound
+        self._started = True
         for s in self.sessions:
             s.on_state = self._session_state
             s.start()
+
+    @property
+    def active_binds(self) -> set[int]:
+        return set(self._slots)
+
+    async def set_active(self, indices: set[int]) -> None:
+        """Run exactly the binds numbered `indices` (0 … binds−1): with several worker processes each runs
+        the binds it holds a lease on (dispatch.binds), so the channel's binds and TPS (per bind) add up to
+        what the carrier allows. A bind given up drains its window and unbinds first."""
+        indices = {i for i in indices if 0 <= i < self.bind_count}
+        gone = [self._slots.pop(i) for i in sorted(set(self._slots) - indices)]
+        for i in sorted(indices - set(self._slots)):
+            session = self._slots[i] = self._new_session(i)
+            if self._started:
+                session.on_state = self._session_state
+                session.start()
+        self.sessions = [self._slots[i] for i in sorted(self._slots)]
+        if gone:
+            await asyncio.gather(*(s.stop() for s in gone), return_exceptions=True)
+        self._session_state(None)
 
     async def stop(self) -> None:
         await asyncio.gather(*(s.stop() for s in self.sessions), return_exceptions=True)
@@ -222,7 +246,7 @@ class SmppConnector:
     def up(self) -> bool:
         return any(s.can_submit for s in self.sessions)
 
-    def _session_state(self, _session: SmppSession) -> None:
+    def _session_state(self, _session: SmppSession | None) -> None:
         if self.up:
             self._up_event.set()
         else:

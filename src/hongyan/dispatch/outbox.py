@@ -1,0 +1,121 @@
+"""The transactional outbox: an `outbox` row is an obligation to publish a chunk of message ids.
+
+Rows are written in the same transaction as the state change that needs them (a submit, a campaign
+release, a retry after a throttled submit, a quiet-hours deferral). Publishing is two-phase, so neither a
+crash nor a broker outage loses an item:
+
+1. claim: in one transaction, lock due rows (FOR UPDATE SKIP LOCKED on PostgreSQL, so several relays share
+   the work), move their messages to `queued`, and push the rows' `available_at` CLAIM_S into the future;
+2. publish the ids that are `queued` (on RabbitMQ: with publisher confirms);
+3. delete the rows (batched into the next claim transaction).
+
+A relay that dies between 1 and 3 leaves claimed rows that fall due again after CLAIM_S and are published
+again: consumers are idempotent (`queued → sending` happens once), so a duplicate item costs one skipped
+UPDATE. A publish that fails un-claims its rows at once (`available_at = now`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+
+from hongyan.core.clock import utcnow
+from hongyan.db.engine import Database
+from hongyan.dispatch.models import OutboxItem
+from hongyan.dispatch.queue import Queue
+from hongyan.messaging.models import Message
+from hongyan.messaging.states import Status
+from hongyan.messaging.transitions import Transition, apply_transitions
+
+DISPATCH = "dispatch"
+CLAIM_S = 60.0  # a claimed row that was not deleted by then (its relay died) is published again
+
+
+def rows(lane: int, ids: list[str], *, chunk: int, available_at: datetime, now: datetime) -> list[dict[str, Any]]:
+    """Outbox rows for `ids` in chunks (insert them with `add`)."""
+    return [{"topic": DISPATCH, "lane": lane, "payload": {"ids": ids[i : i + chunk]}, "available_at": available_at,
+             "created_at": now} for i in range(0, len(ids), chunk)]
+
+
+async def add(session: Any, items: list[dict[str, Any]]) -> None:
+    if items:
+        await session.execute(insert(OutboxItem.__table__), items)
+
+
+class Relay:
+    """Claims due outbox rows, publishes them, forgets them. One per process that publishes."""
+
+    def __init__(self, db: Database, queue: Queue) -> None:
+        self.db = db
+        self.queue = queue
+        self._done: list[int] = []  # published rows, deleted in the next claim transaction
+        self.published = 0  # message ids
+        self.republished = 0  # ids that were already `queued` (a retry, a release, a relay that died)
+
+    async def once(self, limit: int = 8) -> int:
+        """One round: returns how many outbox rows it claimed (0: nothing due)."""
+        now = utcnow()
+        async with self.db.write() as session:
+            if self._done:
+                done, self._done = self._done, []
+                await session.execute(delete(OutboxItem).where(OutboxItem.id.in_(done)))
+            query = (select(OutboxItem).where(OutboxItem.topic == DISPATCH, OutboxItem.available_at <= now)
+                     .order_by(OutboxItem.lane, OutboxItem.id).limit(limit))
+            if self.db.dialect == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            items = list((await session.scalars(query)).all())
+            if not items:
+                return 0
+            plan: list[tuple[int, int, list[str]]] = []
+            not_moved: set[str] = set()
+            for item in items:
+                ids_ = list(item.payload["ids"])
+                outcome = await apply_transitions(session, [Transition(mid, Status.QUEUED) for mid in ids_])
+                not_moved.update(t.message_id for t in outcome.skipped)
+                plan.append((item.id, item.lane, ids_))
+            already: set[str] = set()
+            if not_moved:  # already `queued` → publish them too; any other status → nothing to do
+                already = set((await session.scalars(select(Message.id).where(
+                    Message.id.in_(not_moved), Message.status == Status.QUEUED.value))).all())
+                self.republished += len(already)
+            skip = not_moved - already
+            plan = [(oid, lane, [m for m in ids_ if m not in skip]) for oid, lane, ids_ in plan]
+            await session.execute(update(OutboxItem).where(OutboxItem.id.in_([i.id for i in items]))
+                                  .values(available_at=now + timedelta(seconds=CLAIM_S)))
+        await self.publish(plan)
+        return len(items)
+
+    async def publish(self, plan: list[tuple[int, int, list[str]]]) -> None:
+        """Publish claimed rows (outbox id, lane, ids) and remember them for deletion; on a failure the
+        unpublished rows are un-claimed so that the next round (after a reconnect) publishes them."""
+        for n, (outbox_id, lane, ids_) in enumerate(plan):
+            try:
+                if ids_:
+                    await self.queue.publish(DISPATCH, lane, {"ids": ids_})
+                    self.published += len(ids_)
+            except BaseException:
+                left = [oid for oid, _lane, _ids in plan[n:]]
+                async with self.db.write() as session:
+                    await session.execute(update(OutboxItem).where(OutboxItem.id.in_(left)).values(available_at=utcnow()))
+                raise
+            self._done.append(outbox_id)
+
+    async def forget(self) -> None:
+        """Delete published rows now (on shutdown, or when idle)."""
+        if self._done:
+            done, self._done = self._done, []
+            async with self.db.write() as session:
+                await session.execute(delete(OutboxItem).where(OutboxItem.id.in_(done)))
+
+
+async def add_claimed(session: Any, lane: int, ids: list[str], *, chunk: int, now: datetime) -> list[dict[str, Any]]:
+    """Rows for messages the caller moves to `queued` itself and publishes right after its commit (the
+    campaign pump): inserted already claimed, so only a crash between commit and publish needs the relay."""
+    items = rows(lane, ids, chunk=chunk, available_at=now + timedelta(seconds=CLAIM_S), now=now)
+    out: list[dict[str, Any]] = []
+    for item in items:
+        outbox_id = (await session.execute(insert(OutboxItem.__table__).values(**item).returning(OutboxItem.id))).scalar_one()
+        out.append({**item, "id": outbox_id})
+    return out
