@@ -71,6 +71,9 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = db or Database(settings.effective_database_url, pool_size=settings.db_pool_size)
         app.state.db = database
+        from hongyan.ops.metrics import DatabaseCounts  # message counts and webhook backlog for /metrics
+
+        app.state.metrics_counts = DatabaseCounts(database, settings.metrics_refresh_s).start()
         app.state.runtime = None
         app.state.rate_limiter = limiter_for(settings)
         # the content filter's normalization tables (0.35 s once per process): built now, not on a first send
@@ -84,6 +87,7 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
         finally:
             if app.state.runtime is not None:
                 await app.state.runtime.stop()
+            await app.state.metrics_counts.stop()
             await app.state.rate_limiter.close()
             if db is None:
                 await database.dispose()

@@ -21,6 +21,7 @@ from hongyan.billing import charging
 from hongyan.core.clock import utcnow
 from hongyan.messaging.models import Message, MessageEvent
 from hongyan.messaging.states import FINAL, Status, allowed_from
+from hongyan.ops.metrics import count_transitions
 from hongyan.webhooks import service as webhooks
 
 # columns returned by a change: what history, billing and the next step need — no more (fetching and
@@ -151,6 +152,7 @@ async def apply_transitions(
         await _apply_individual(session, individual, now, outcome, account_id)
 
     if outcome.applied:
+        count_transitions(session, outcome.applied)  # hongyan_message_transitions_total, on commit
         await record_history(session, outcome.applied, now, postgres)
         final = [row for row in outcome.applied if row["status"] in _FINAL_VALUES]
         if final:
