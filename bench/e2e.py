@@ -141,18 +141,26 @@ class CpuMeter:
 
 # ---------------------------------------------------------------- RabbitMQ vhost per run
 
-def rabbitmq_vhost() -> tuple[str, str]:
-    """A fresh vhost (guest may use it) → (amqp URL, vhost name)."""
+# the permissions docs/deployment.md gives Hongyan's RabbitMQ user: every run checks they are enough
+PERMISSIONS = (r"^hongyan\..*", r"^(hongyan\..*|amq\.default)$", r"^hongyan\..*")  # configure, write, read
+
+
+def rabbitmq_vhost(queue_type: str) -> tuple[str, str]:
+    """A fresh vhost and a user of its own with the documented permissions → (amqp URL, name of both)."""
     name = f"hongyan_e2e_{uuid.uuid4().hex[:8]}"
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", name], check=True, capture_output=True)
-    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"], check=True,
-                   capture_output=True)
-    base = os.environ.get("HONGYAN_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-    return base.rstrip("/") + "/" + name, name
+    password = uuid.uuid4().hex
+    ctl = ["rabbitmqctl", "-q"]
+    subprocess.run([*ctl, "add_vhost", name, *(["--default-queue-type", queue_type] if queue_type else [])],
+                   check=True, capture_output=True)
+    subprocess.run([*ctl, "add_user", name, password], check=True, capture_output=True)
+    subprocess.run([*ctl, "set_permissions", "-p", name, name, *PERMISSIONS], check=True, capture_output=True)
+    host = os.environ.get("HONGYAN_BENCH_AMQP_HOST", "127.0.0.1:5672")
+    return f"amqp://{name}:{password}@{host}/{name}", name
 
 
 def delete_vhost(name: str) -> None:
     subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], check=False, capture_output=True)
+    subprocess.run(["rabbitmqctl", "-q", "delete_user", name], check=False, capture_output=True)
 
 
 # ---------------------------------------------------------------- processes
@@ -374,7 +382,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                   "clients": args.clients,
                   "topology": "one `hongyan serve` with embedded workers, memory:// queue" if args.workers == 0 else
                   f"`hongyan serve --no-workers` + {args.workers} × `hongyan worker`"
-                  f"{' --lanes ' + args.lanes if args.lanes else ''}, RabbitMQ (fresh vhost)",
+                  f"{' --lanes ' + args.lanes if args.lanes else ''}, RabbitMQ (fresh vhost, "
+                  f"{args.queue_type or 'classic'} queues)",
                   "smsc": f"smsc-sim over SMPP, {args.binds} binds, window {args.window}, tps 0, receipts at once",
                   "text": "GSM-7, 1 segment"},
     }
@@ -388,7 +397,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     saved_env = dict(os.environ)
     try:
         if args.workers > 0:
-            queue_url, vhost = rabbitmq_vhost()
+            queue_url, vhost = rabbitmq_vhost(args.queue_type)
             os.environ["HONGYAN_QUEUE_URL"] = queue_url
         else:
             os.environ["HONGYAN_QUEUE_URL"] = "memory://"
@@ -456,6 +465,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=4, help="concurrent HTTP clients")
     ap.add_argument("--binds", type=int, default=2)
     ap.add_argument("--window", type=int, default=100)
+    ap.add_argument("--queue-type", choices=["", "classic", "quorum"], default="",
+                    help="the vhost's default queue type (RabbitMQ; empty: the broker's default, classic)")
     ap.add_argument("--lanes", default=None, help="`hongyan worker --lanes` (default: every lane)")
     ap.add_argument("--deadline", type=float, default=600, help="seconds to wait for every message to be final")
     ap.add_argument("--progress", action="store_true", help="print progress every 2 s on stderr")
