@@ -42,10 +42,11 @@ from hongyan.compliance.template_routes import router as templates_router
 from hongyan.config import Settings, get_settings
 from hongyan.core import crypto
 from hongyan.db.engine import Database
-from hongyan.dispatch.queue import create_queue
+from hongyan.dispatch.queue import queue_for
 from hongyan.dispatch.runtime import Runtime
 from hongyan.messaging.routes import router as messages_router
 from hongyan.ops.health import router as health_router
+from hongyan.ops.metrics import HttpMetrics
 from hongyan.privacy.routes import router as privacy_router
 from hongyan.verify.pumping_routes import router as verify_pumping_router
 from hongyan.verify.routes import router as verify_router
@@ -79,7 +80,13 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
         # the content filter's normalization tables (0.35 s once per process): built now, not on a first send
         await asyncio.to_thread(warm_up_content_filter)
         if workers:
-            runtime = Runtime(database, settings, create_queue(settings.queue_url))
+            runtime = Runtime(database, settings, queue_for(settings))
+            await runtime.start()
+            app.state.runtime = runtime
+        elif not settings.queue_url.startswith("memory:"):
+            # API only, on RabbitMQ: this process publishes what it accepts (the outbox relay) at once;
+            # `hongyan worker` processes dispatch it
+            runtime = Runtime(database, settings, queue_for(settings), relay_only=True)
             await runtime.start()
             app.state.runtime = runtime
         try:
@@ -153,6 +160,7 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
             )
         return HTMLResponse(_SWAGGER_PAGE)
 
+    app.add_middleware(HttpMetrics)  # request counts and latency by route for /metrics
     app.add_middleware(UploadAwareLimits, max_header_bytes=settings.max_header_bytes, max_body_bytes=settings.max_body_bytes,
                        import_max_bytes=settings.import_max_bytes)  # RequestLimits, uploads: their own limit
     return app

@@ -122,7 +122,8 @@ def serve(
     typer.echo("", err=False)
     sys.stdout.flush()
     application = create_app(settings, run_workers=workers)
-    uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning", proxy_headers=False)  # client IP: api.client + HONGYAN_TRUSTED_PROXIES
+    uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning", proxy_headers=False,
+                log_config=None)  # client IP: api.client + HONGYAN_TRUSTED_PROXIES
 
 
 @app.command()
@@ -134,7 +135,7 @@ def worker(
     """Run the workers (outbox relay, dispatch to carriers, receipts, webhooks, sweeps, campaign scheduler)
     without HTTP. Production mode: start any number of them on one or more machines against the same
     PostgreSQL and RabbitMQ; SIGTERM drains and stops within HONGYAN_SHUTDOWN_TIMEOUT_S."""
-    from hongyan.dispatch.queue import create_queue, parse_lanes
+    from hongyan.dispatch.queue import parse_lanes, queue_for
     from hongyan.dispatch.runtime import Runtime
 
     settings = get_settings()
@@ -151,8 +152,7 @@ def worker(
 
     async def main() -> None:
         db = Database(settings.effective_database_url, pool_size=settings.db_pool_size)
-        queue = create_queue(settings.queue_url, lanes=lane_set, prefetch=settings.queue_prefetch,
-                             verification_prefetch=settings.queue_verification_prefetch)
+        queue = queue_for(settings, lanes=lane_set)
         runtime = Runtime(db, settings, queue, lanes=lane_set)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -200,7 +200,7 @@ def queue_status() -> None:
     if settings.queue_url.startswith("memory:"):
         typer.echo("HONGYAN_QUEUE_URL is memory://: the in-process queue lives inside `hongyan serve`", err=True)
         raise typer.Exit(1)
-    for name, count in asyncio.run(status(settings.queue_url)).items():
+    for name, count in asyncio.run(status(settings.queue_url, prefix=settings.queue_prefix)).items():
         typer.echo(f"{name}\t{count}")
 
 
@@ -216,11 +216,11 @@ def queue_dead(
     if settings.queue_url.startswith("memory:"):
         typer.echo("HONGYAN_QUEUE_URL is memory://: there is no dead-letter queue", err=True)
         raise typer.Exit(1)
-    items = asyncio.run(dead_letters(settings.queue_url, limit=limit, requeue=requeue))
+    items = asyncio.run(dead_letters(settings.queue_url, limit=limit, requeue=requeue, prefix=settings.queue_prefix))
     for item in items:
         typer.echo(f"{item['queue']}\tlane={item['lane']}\tattempts={item['attempts']}\tids={item['ids']}\t"
                    f"first={item['first_id']}")
-    typer.echo(f"{len(items)} item(s) {'requeued' if requeue else 'in ' + 'hongyan.dead'}")
+    typer.echo(f"{len(items)} item(s) {'requeued' if requeue else 'in ' + settings.queue_prefix + '.dead'}")
 
 
 @app.command()

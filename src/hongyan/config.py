@@ -31,6 +31,11 @@ class Settings(BaseSettings):
         "memory://", description="memory:// (in-process; API and workers in one process) or "
         "amqp://user:password@host:5672/vhost (RabbitMQ: any number of API and worker processes; docs/production.md)"
     )
+    queue_prefix: str = Field(
+        "hongyan", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="RabbitMQ: queue names start with it (<prefix>.dispatch.verification …, <prefix>.dead); "
+        "prefer a vhost per installation, this is for sharing one.",
+    )
     queue_prefetch: int = Field(
         2, ge=1, le=1000, description="RabbitMQ: unacked notification/marketing items (≤ dispatch_chunk ids each) "
         "a worker holds per lane; low keeps work in the broker for other workers."

@@ -162,12 +162,19 @@ class MemoryQueue:
         self._waiters.clear()
 
 
-def create_queue(url: str, *, lanes: tuple[int, ...] = LANES, prefetch: int = 2, verification_prefetch: int = 64) -> Queue:
+def create_queue(url: str, *, lanes: tuple[int, ...] = LANES, prefetch: int = 2, verification_prefetch: int = 64,
+                 prefix: str = "hongyan") -> Queue:
     """memory:// → MemoryQueue; amqp:// or amqps:// → RabbitQueue consuming `lanes` (connects lazily)."""
     if url.startswith("memory:"):
         return MemoryQueue()
     if url.startswith(("amqp://", "amqps://")):
         from hongyan.dispatch.rabbit import RabbitQueue
 
-        return RabbitQueue(url, lanes=lanes, prefetch=prefetch, verification_prefetch=verification_prefetch)
+        return RabbitQueue(url, lanes=lanes, prefetch=prefetch, verification_prefetch=verification_prefetch, prefix=prefix)
     raise ValueError(f"unsupported queue URL {url!r}: use memory:// or amqp://user:password@host:5672/vhost")
+
+
+def queue_for(settings: Any, *, lanes: tuple[int, ...] = LANES) -> Queue:
+    """The queue a process of this installation uses (HONGYAN_QUEUE_URL and the queue settings)."""
+    return create_queue(settings.queue_url, lanes=lanes, prefetch=settings.queue_prefetch,
+                        verification_prefetch=settings.queue_verification_prefetch, prefix=settings.queue_prefix)

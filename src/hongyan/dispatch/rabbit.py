@@ -38,26 +38,30 @@ from hongyan.dispatch.queue import LANE_NAMES, LANES, MAX_DELIVERIES, MemoryQueu
 
 log = logging.getLogger(__name__)
 
-PREFIX = "hongyan"
-DEAD = f"{PREFIX}.dead"
+PREFIX = "hongyan"  # HONGYAN_QUEUE_PREFIX: several installations (or test runs) on one vhost
 DEPTH_REFRESH_S = 1.0
 
 
-def queue_name(topic: str, lane: int) -> str:
-    return f"{PREFIX}.{topic}.{LANE_NAMES[lane]}"
+def queue_name(topic: str, lane: int, prefix: str = PREFIX) -> str:
+    return f"{prefix}.{topic}.{LANE_NAMES[lane]}"
 
 
-def queue_arguments() -> dict[str, Any]:
-    """Every work queue dead-letters rejected items to DEAD (arguments must match on each declaration)."""
-    return {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": DEAD}
+def dead_name(prefix: str = PREFIX) -> str:
+    return f"{prefix}.dead"
+
+
+def queue_arguments(prefix: str = PREFIX) -> dict[str, Any]:
+    """Every work queue dead-letters rejected items to <prefix>.dead (arguments must match on each declaration)."""
+    return {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead_name(prefix)}
 
 
 class RabbitQueue:
     durable = True
 
     def __init__(self, url: str, *, lanes: tuple[int, ...] = LANES, prefetch: int = 4,
-                 verification_prefetch: int = 64) -> None:
+                 verification_prefetch: int = 64, prefix: str = PREFIX) -> None:
         self.url = url
+        self.prefix = prefix
         self.lanes = lanes  # the lanes this process consumes (`hongyan worker --lanes`)
         self.prefetch = prefetch
         self.verification_prefetch = verification_prefetch
@@ -65,7 +69,7 @@ class RabbitQueue:
         self._pub: AbstractChannel | None = None
         self._connect_lock = asyncio.Lock()
         self._declared: set[str] = set()
-        self._consuming: set[str] = set()
+        self._consuming: dict[str, asyncio.Future[None]] = {}
         self._consumer_channels: list[AbstractChannel] = []
         self._local = MemoryQueue()
         self._depth: dict[str, dict[int, int]] = {}
@@ -89,7 +93,7 @@ class RabbitQueue:
                 self._conn.reconnect_callbacks.add(self._on_reconnect)
             if self._pub is None or self._pub.is_closed:
                 self._pub = await self._conn.channel(publisher_confirms=True)
-                await self._pub.declare_queue(DEAD, durable=True)
+                await self._pub.declare_queue(dead_name(self.prefix), durable=True)
         return self._pub
 
     def _on_reconnect(self, *_args: Any) -> None:
@@ -98,14 +102,17 @@ class RabbitQueue:
         log.warning("RabbitMQ connection restored; %d buffered items dropped (the broker redelivers them)", dropped)
 
     async def _declare(self, channel: AbstractChannel, topic: str, lane: int) -> Any:
-        return await channel.declare_queue(queue_name(topic, lane), durable=True, arguments=queue_arguments())
+        return await channel.declare_queue(self.name(topic, lane), durable=True, arguments=queue_arguments(self.prefix))
+
+    def name(self, topic: str, lane: int) -> str:
+        return queue_name(topic, lane, self.prefix)
 
     # -- publishing -----------------------------------------------------------------------------------
     async def publish(self, topic: str, lane: int, body: dict[str, Any], *, attempts: int = 0) -> None:
         """Returns once the broker confirmed the item (persistent, on a durable queue); raises otherwise,
         and the caller keeps its outbox row to publish again."""
         channel = await self._channel()
-        name = queue_name(topic, lane)
+        name = self.name(topic, lane)
         if name not in self._declared:
             await self._declare(channel, topic, lane)
             self._declared.add(name)
@@ -118,23 +125,23 @@ class RabbitQueue:
 
     # -- consuming ------------------------------------------------------------------------------------
     async def get(self, topic: str, *, max_lane: int = LANES[-1]) -> QueueItem:
-        if topic not in self._consuming:
-            await self._start_consumers(topic)
+        starting = self._consuming.get(topic)
+        if starting is None or (starting.done() and starting.exception() is not None):
+            # its own task: callers wrap get() in wait_for, and a cancelled basic.consume would leave the
+            # channel half set up
+            starting = self._consuming[topic] = asyncio.ensure_future(self._start_consumers(topic))
+        await asyncio.shield(starting)
         return await self._local.get(topic, max_lane=max_lane)
 
     async def _start_consumers(self, topic: str) -> None:
-        async with self._connect_lock:
-            if topic in self._consuming:
-                return
-            self._consuming.add(topic)
         await self._channel()
         assert self._conn is not None
         for lane in self.lanes:
             channel = await self._conn.channel()
+            self._consumer_channels.append(channel)
             await channel.set_qos(prefetch_count=self.verification_prefetch if lane == 0 else self.prefetch)
             queue = await self._declare(channel, topic, lane)
             await queue.consume(self._consumer(topic, lane))
-            self._consumer_channels.append(channel)
 
     def _consumer(self, topic: str, lane: int) -> Any:
         async def on_message(message: AbstractIncomingMessage) -> None:
@@ -144,7 +151,7 @@ class RabbitQueue:
                 if not isinstance(body, dict):
                     raise ValueError("item body is not an object")
             except ValueError:
-                log.error("unreadable item on %s: dead-lettered", queue_name(topic, lane))
+                log.error("unreadable item on %s: dead-lettered", self.name(topic, lane))
                 self.stats["dead_lettered"] += 1
                 await message.reject(requeue=False)
                 return
@@ -174,7 +181,7 @@ class RabbitQueue:
                 if attempts + 1 >= MAX_DELIVERIES:
                     await message.reject(requeue=False)  # → hongyan.dead, for an operator to look at
                     self.stats["dead_lettered"] += 1
-                    log.error("item on %s failed %d times: dead-lettered", queue_name(topic, lane), attempts + 1)
+                    log.error("item on %s failed %d times: dead-lettered", self.name(topic, lane), attempts + 1)
                     return
                 await self.publish(topic, lane, body, attempts=attempts + 1)
                 await message.ack()
@@ -224,6 +231,8 @@ class RabbitQueue:
             self._depth_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._depth_task
+        for starting in self._consuming.values():
+            starting.cancel()
         await self._local.close()
         for channel in self._consumer_channels:
             with contextlib.suppress(Exception):
@@ -236,14 +245,14 @@ class RabbitQueue:
 
 
 # -- operator tools (hongyan queue …) ------------------------------------------------------------------
-async def dead_letters(url: str, *, limit: int = 100, requeue: bool = False) -> list[dict[str, Any]]:
+async def dead_letters(url: str, *, limit: int = 100, requeue: bool = False, prefix: str = PREFIX) -> list[dict[str, Any]]:
     """Items in hongyan.dead (oldest first). requeue=True moves each back to its lane's queue with a fresh
     attempt count (after the cause was fixed); otherwise they are only looked at and stay."""
     connection = await aio_pika.connect(url)
     out: list[dict[str, Any]] = []
     try:
         channel = await connection.channel(publisher_confirms=True)
-        dead = await channel.declare_queue(DEAD, durable=True)
+        dead = await channel.declare_queue(dead_name(prefix), durable=True)
         held: list[AbstractIncomingMessage] = []
         for _ in range(limit):
             message = await dead.get(no_ack=False, fail=False)
@@ -258,12 +267,12 @@ async def dead_letters(url: str, *, limit: int = 100, requeue: bool = False) -> 
                 body = {"unreadable": message.body[:200].decode("utf-8", "replace")}
             topic, lane = str(headers.get("topic") or "dispatch"), int(headers.get("lane", 1) or 1)
             ids = body.get("ids") if isinstance(body, dict) else None
-            out.append({"queue": origin or queue_name(topic, lane), "topic": topic, "lane": lane,
+            out.append({"queue": origin or queue_name(topic, lane, prefix), "topic": topic, "lane": lane,
                         "attempts": int(headers.get("attempts", 0) or 0),
                         "ids": len(ids) if isinstance(ids, list) else None, "first_id": ids[0] if ids else None})
             if requeue and isinstance(body, dict) and lane in LANES:
-                name = queue_name(topic, lane)
-                await channel.declare_queue(name, durable=True, arguments=queue_arguments())
+                name = queue_name(topic, lane, prefix)
+                await channel.declare_queue(name, durable=True, arguments=queue_arguments(prefix))
                 await channel.default_exchange.publish(
                     aio_pika.Message(message.body, content_type="application/json",
                                      delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
@@ -279,7 +288,7 @@ async def dead_letters(url: str, *, limit: int = 100, requeue: bool = False) -> 
     return out
 
 
-async def queue_status(url: str, topics: tuple[str, ...] = ("dispatch",)) -> dict[str, int]:
+async def queue_status(url: str, topics: tuple[str, ...] = ("dispatch",), prefix: str = PREFIX) -> dict[str, int]:
     """Ready items per queue (including hongyan.dead) and consumers per queue, for `hongyan queue status`."""
     connection = await aio_pika.connect(url)
     try:
@@ -287,11 +296,12 @@ async def queue_status(url: str, topics: tuple[str, ...] = ("dispatch",)) -> dic
         out: dict[str, int] = {}
         for topic in topics:
             for lane in LANES:
-                queue = await channel.declare_queue(queue_name(topic, lane), durable=True, arguments=queue_arguments())
+                queue = await channel.declare_queue(queue_name(topic, lane, prefix), durable=True,
+                                                    arguments=queue_arguments(prefix))
                 out[queue.name] = int(queue.declaration_result.message_count or 0)
                 out[queue.name + ":consumers"] = int(queue.declaration_result.consumer_count or 0)
-        dead = await channel.declare_queue(DEAD, durable=True)
-        out[DEAD] = int(dead.declaration_result.message_count or 0)
+        dead = await channel.declare_queue(dead_name(prefix), durable=True)
+        out[dead.name] = int(dead.declaration_result.message_count or 0)
         return out
     finally:
         await connection.close()

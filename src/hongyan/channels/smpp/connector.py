@@ -31,6 +31,7 @@ from hongyan.channels.smpp.receipts import Concat, decode_text, normalize_carrie
 from hongyan.channels.smpp.session import LinkDown, SessionConfig, SmppSession
 from hongyan.core.clock import utcnow
 from hongyan.messaging.encoding import encode_gsm7, pack_septets, segment
+from hongyan.ops import metrics
 
 log = logging.getLogger(__name__)
 
@@ -308,7 +309,8 @@ class SmppConnector:
             self.counters.rejected += 1
             return SubmitOutcome(m.message_id, False, error_code="unsendable", carrier_error_code=str(exc)[:32])
         carrier_ids: list[str] = []
-        deadline = time.monotonic() + self.options.submit_deadline_s
+        started = time.monotonic()
+        deadline = started + self.options.submit_deadline_s
         for pdu in pdus:
             while True:
                 session = self._pick()
@@ -343,6 +345,7 @@ class SmppConnector:
             for _ in range(len(self._sent_at) - 100_000):
                 self._sent_at.popitem(last=False)
         self.counters.acked += 1
+        metrics.observe_submit(self.channel_id, m.priority, time.monotonic() - started)  # window wait + round trip
         return SubmitOutcome(m.message_id, True, carrier_message_id=carrier_ids[0] if carrier_ids else None,
                              parts=tuple(carrier_ids))
 
@@ -367,6 +370,7 @@ class SmppConnector:
         return await self._on_mo(pdu)
 
     def _observe_latency(self, seconds: float) -> None:
+        metrics.observe_receipt(self.channel_id, seconds)
         c = self.counters
         c.receipt_latency_sum_s += seconds
         c.receipt_latency_count += 1

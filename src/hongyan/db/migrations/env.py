@@ -21,6 +21,10 @@ def _run(connection: Connection) -> None:
         compare_type=True,
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # several API and worker processes may start at once: one migrates, the others wait for it and
+            # then find nothing to do (the lock ends with the migration's transaction)
+            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(4815162342)")
         context.run_migrations()
 
 
