@@ -131,7 +131,7 @@ class Runtime:
         self.confirmations_wakeup.set()
         self._receipt_wakeup.set()
         self.webhooks.stop()
-        _done, pending = await asyncio.wait(self._tasks, timeout=timeout)
+        _done, pending = await asyncio.wait(self._tasks, timeout=timeout) if self._tasks else (set(), set())
         for task in pending:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
