@@ -7,12 +7,15 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hongyan.api.responses import JsonResponse
 from hongyan.core.errors import HongyanError
 
 log = logging.getLogger(__name__)
+_BUSY_SQLSTATES = frozenset({"40001", "40P01", "55P03"})  # serialization failure, deadlock, lock not available
 
 _PYDANTIC_CODES = {
     "missing": "field_required",
@@ -114,6 +117,19 @@ def install(app: FastAPI) -> None:
             message = "No such endpoint."
         return JsonResponse({"error": {"code": code, "message": message, "field": None}},
                               status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(PoolTimeout)
+    async def _database(request: Request, exc: Exception) -> JsonResponse:
+        # a deadlock or serialization failure that outlived the caller's retries, or no free connection in
+        # the pool: the server is overloaded, not the request wrong — 503 with Retry-After, and the trace kept
+        if isinstance(exc, PoolTimeout) or getattr(getattr(exc, "orig", None), "sqlstate", None) in _BUSY_SQLSTATES:
+            log.warning("database busy: %s %s", request.method, request.url.path, exc_info=exc)
+            return JsonResponse({"error": {"code": "database_busy", "field": None, "message": "The database is "
+                                           "too busy to take this request right now; retry shortly."}},
+                                status_code=503, headers={"Retry-After": "1"})
+        log.error("unhandled database error: %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(500, "internal_error", "Something went wrong on our side; it has been logged.")
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JsonResponse:

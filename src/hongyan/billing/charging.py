@@ -226,6 +226,70 @@ async def hold_batch(
     return Hold(posted.entry_id, allocation.cash_micros, allocation.units, cash_after)
 
 
+@dataclass(frozen=True, slots=True)
+class PendingHold:
+    """A cash-only hold decided before the batch's rows are inserted and posted after them (`post`), as the
+    last statements of the transaction: the payer's cash row is then locked (by its conditional UPDATE) only
+    from there to the commit, so concurrent submits of one account queue for milliseconds, not for the
+    whole submit. The floor is enforced by that UPDATE; a refusal rolls the transaction back."""
+
+    payer_id: str
+    currency: str
+    batch_id: str
+    actor: str
+    messages: int
+    cash_micros: int
+    profile: BillingProfile | None
+    at: datetime
+
+    async def post(self, session: AsyncSession) -> Hold:
+        allocation = Allocation(cash_micros=self.cash_micros)
+        postings = _hold_postings(self.payer_id, self.currency, allocation)
+        if not postings:
+            return Hold(None, 0, {}, None)
+        try:
+            posted = await ledger.post(
+                session, account_id=self.payer_id, kind="hold", postings=postings, reference=self.batch_id,
+                actor=self.actor, detail={"messages": self.messages, "cash_micros": self.cash_micros, "units": {}},
+                at=self.at,
+            )
+        except ledger.InsufficientFunds as exc:  # nothing stays: the caller's transaction is rolled back
+            raise insufficient_balance(currency=self.currency, needed=exc.needed, available=exc.available) from exc
+        cash_id = ledger.cash(self.payer_id, self.currency)
+        cash_after = posted.balances.get(cash_id)
+        if cash_after is not None:
+            profile = self.profile or await get_profile(session, self.payer_id)
+            await _low_balance_alert(session, profile, account_id=self.payer_id, currency=self.currency,
+                                     before=cash_after + self.cash_micros, after=cash_after, at=self.at)
+        return Hold(posted.entry_id, self.cash_micros, {}, cash_after)
+
+
+async def begin_hold(
+    session: AsyncSession,
+    rows: list[dict[str, Any]],
+    *,
+    account_id: str,
+    currency: str,
+    batch_id: str,
+    actor: str = "system",
+    payer_id: str | None = None,
+    profile: BillingProfile | None = None,
+) -> Hold | PendingHold:
+    """`hold_batch`, split for the submit path: when everything is paid in cash (the payer has no eligible
+    package and is not a sub-account's parent paying under a spend limit) the rows are marked now and the
+    posting is returned as a PendingHold to `post()` at the end of the transaction. Otherwise (packages: the
+    allocation depends on balances read under the cash lock; spend limits: checked under that lock) this is
+    `hold_batch` itself, done now. `payer_id`/`profile`: already known by the caller (else read)."""
+    payer = payer_id or await payer_of(session, account_id)
+    now = utcnow()
+    if payer != account_id or await eligible_packages(session, payer, at=now):
+        return await hold_batch(session, rows, account_id=account_id, currency=currency, batch_id=batch_id,
+                                actor=actor)
+    allocation = allocate([(None, "", 0, r["price_micros"]) for r in rows], [], draw_order="", cash_available=0)
+    _mark_held(rows, allocation)
+    return PendingHold(payer, currency, batch_id, actor, len(rows), allocation.cash_micros, profile, now)
+
+
 def _hold_postings(account_id: str, currency: str, allocation: Allocation) -> dict[str, int]:
     postings: dict[str, int] = {}
     if allocation.cash_micros:
@@ -283,6 +347,7 @@ async def settle_final(session: AsyncSession, rows: Sequence[dict[str, Any]], *,
     by_account: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in held_rows:
         by_account[payers.get(r["account_id"], r["account_id"])].append(r)
+    entries: list[tuple[str, str, dict[str, int], int]] = []  # (payer, kind, postings, messages)
     for account_id in sorted(by_account):
         per_kind: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         counts: dict[str, int] = defaultdict(int)
@@ -305,8 +370,26 @@ async def settle_final(session: AsyncSession, rows: Sequence[dict[str, Any]], *,
             postings[sink if state == SETTLED else source] += amount
         for kind in ("settle", "release", "refund"):
             if kind in per_kind and any(per_kind[kind].values()):
-                await ledger.post(session, account_id=account_id, kind=kind, postings=dict(per_kind[kind]),
-                                  detail={"messages": counts[kind]}, at=at)
+                entries.append((account_id, kind, dict(per_kind[kind]), counts[kind]))
+    # One lock order for every ledger row this transaction touches (all entries, all payers): sorted ids, the
+    # order ledger.post and a submit's hold use. Posting entry by entry would lock `held` (settle) before
+    # `cash` (release) and deadlock with a concurrent hold, which locks cash, then held (tests/verify/
+    # test_verify_races.py).
+    if len(entries) > 1:  # one entry: ledger.post locks in sorted order itself
+        await _lock_in_order(session, {la for _p, _k, postings, _n in entries for la, v in postings.items() if v})
+    for account_id, kind, postings, messages in entries:
+        await ledger.post(session, account_id=account_id, kind=kind, postings=postings,
+                          detail={"messages": messages}, at=at)
+
+
+async def _lock_in_order(session: AsyncSession, ledger_account_ids: set[str]) -> None:
+    """Row-lock existing ledger accounts in id order (PostgreSQL; SQLite writers are serialized already)."""
+    if len(ledger_account_ids) < 2 or session.bind.dialect.name != "postgresql":
+        return
+    await session.execute(
+        select(LedgerAccount.id).where(LedgerAccount.id.in_(sorted(ledger_account_ids)))
+        .order_by(LedgerAccount.id).with_for_update()
+    )
 
 
 async def _payers(session: AsyncSession, account_ids: set[str]) -> dict[str, str]:

@@ -4,11 +4,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hongyan.billing import charging
@@ -20,7 +24,7 @@ from hongyan.config import Settings
 from hongyan.core import ids
 from hongyan.core.clock import utcnow
 from hongyan.core.crypto import blind_index
-from hongyan.core.errors import Unprocessable
+from hongyan.core.errors import HongyanError, Unprocessable
 from hongyan.db.engine import Database
 from hongyan.dispatch.models import OutboxItem
 from hongyan.messaging.encoding import Segmentation, segment
@@ -33,6 +37,9 @@ from hongyan.messaging.transitions import record_history
 MESSAGE_TYPES = ("verification", "notification", "marketing")
 OPT_OUT_CONFIRMATION = "opt_out_reply"  # the batch source of opt-out confirmations (compliance.replies)
 LANES = {"verification": 0, "notification": 1, "marketing": 2}
+WRITE_ATTEMPTS = 3  # tries of the submit's write transaction on a deadlock or serialization failure
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})  # serialization, deadlock, lock not available
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +63,18 @@ class SubmitRequest:
     field_prefix: str = "recipients"  # how recipient fields are named in errors ("to" for single sends)
     signature: str | None = None  # an approved signature's name (without 【】); None: in the text or the default
     template_id: str | None = None  # send an approved template (tpl_…) with each recipient's params; text unused
+
+
+@dataclass(frozen=True, slots=True)
+class Preloaded:
+    """What the caller already read about the sending account (the verify service's short-lived cache,
+    verify.context), so a submit does not read it again: the gate (text rules), the price list, who pays
+    and the payer's billing profile."""
+
+    gate: Gate
+    prices: PriceList
+    payer_id: str
+    profile: Any  # billing.models.BillingProfile
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,18 +367,29 @@ async def submit_batch(
     currency: str | None = None,
     actor: str = "system",
     after_insert: Any = None,
+    before_hold: Any = None,
+    preloaded: Preloaded | None = None,
 ) -> SubmitResult:
     """Validate, price, hold funds and store a batch with its outbox rows in one transaction; returns ids at once.
 
     `after_insert(session, result)` runs inside the same transaction (the API stores its idempotency
     record there, so a retried request can never send twice). Not enough balance refuses the whole batch
-    (`insufficient_balance`, HTTP 402): nothing is stored.
+    (`insufficient_balance`, HTTP 402): nothing is stored. `before_hold(session, result)` runs first in that
+    transaction, before the payer's balance row is locked (checks that need the transaction: the verify
+    service's per-number limits). The write transaction is retried whole on a deadlock or serialization
+    failure (`database_busy`, 503, when that keeps happening). `preloaded`: what the caller already knows
+    about the account (gate, prices, payer); read here otherwise. The payer's balance is posted last (see
+    charging.begin_hold), so its row lock is held from there to the commit only.
     """
     currency = currency or settings.currency
-    async with db.read() as session:
-        prices = await load_price_list(session, settings, account_id=account_id, currency=currency)
+    async with db.read() as session:  # no connection is taken when nothing needs reading (PostgreSQL)
+        if preloaded is not None and preloaded.prices.currency == currency:
+            prices, gate = preloaded.prices, preloaded.gate
+        else:
+            prices = await load_price_list(session, settings, account_id=account_id, currency=currency)
+            gate = None
         rows, result = await prepare_checked(session, settings, request, account_id=account_id, prices=prices,
-                                             source=source)
+                                             source=source, gate=gate)
     if not rows:
         first = result.rejected[0]
         raise Unprocessable(
@@ -370,11 +400,54 @@ async def submit_batch(
         )
     assert result.created_at is not None
     outbox = _outbox_items(rows, settings.dispatch_chunk, LANES[result.message_type], result.created_at)
+    for attempt in range(1, WRITE_ATTEMPTS + 1):
+        try:
+            await _store(db, request, rows, result, outbox, account_id=account_id, source=source, actor=actor,
+                         before_hold=before_hold, after_insert=after_insert, preloaded=preloaded)
+            return result
+        except DBAPIError as exc:
+            if not is_transient(exc):
+                raise
+            if attempt == WRITE_ATTEMPTS:
+                log.warning("submit of %s gave up after %d transient database errors", result.batch_id, attempt,
+                            exc_info=True)
+                raise database_busy() from exc
+            log.info("submit of %s: transient database error (%s), attempt %d", result.batch_id,
+                     getattr(exc.orig, "sqlstate", "?"), attempt)
+            await asyncio.sleep(random.uniform(0.005, 0.02) * attempt)  # let the winner commit first
+    raise AssertionError("unreachable")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A PostgreSQL error that says "try the transaction again": serialization failure, deadlock (the
+    database aborted this transaction to break a cycle), lock not available."""
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in TRANSIENT_SQLSTATES
+
+
+def database_busy() -> HongyanError:
+    return HongyanError("database_busy", "The database is too busy to take this request right now; nothing was "
+                        "stored or charged. Retry shortly.", status_code=503, headers={"Retry-After": "1"})
+
+
+async def _store(
+    db: Database, request: SubmitRequest, rows: list[dict[str, Any]], result: SubmitResult,
+    outbox: list[dict[str, Any]], *, account_id: str, source: str, actor: str, before_hold: Any, after_insert: Any,
+    preloaded: Preloaded | None,
+) -> None:
+    """The write transaction of a submit (re-run whole on a transient error: nothing of a failed try stays).
+    Order: the caller's checks, funding decided (rows marked), rows inserted, then the cash posting."""
+    assert result.created_at is not None
     async with db.write() as session:
-        await charging.hold_batch(session, rows, account_id=account_id, currency=result.currency,
-                                  batch_id=result.batch_id, actor=actor)
-        session.add(
-            Batch(
+        if before_hold is not None:
+            await before_hold(session, result)
+        hold = await charging.begin_hold(
+            session, rows, account_id=account_id, currency=result.currency, batch_id=result.batch_id, actor=actor,
+            payer_id=preloaded.payer_id if preloaded is not None else None,
+            profile=preloaded.profile if preloaded is not None else None,
+        )
+        conn = await session.connection()
+        await conn.execute(insert(Batch.__table__), [
+            dict(
                 id=result.batch_id,
                 account_id=account_id,
                 source=source,
@@ -393,9 +466,7 @@ async def submit_batch(
                 scheduled_at=result.scheduled_at,
                 created_at=result.created_at,
             )
-        )
-        await session.flush()
-        conn = await session.connection()
+        ])
         await conn.execute(insert(Message.__table__), rows)
         waiting = [r for r in rows if r["status"] != Status.ACCEPTED.value]  # scheduled or held: on record
         if waiting:
@@ -407,17 +478,20 @@ async def submit_batch(
             await conn.execute(insert(OutboxItem.__table__), outbox)
         if after_insert is not None:
             await after_insert(session, result)
-    return result
+        if isinstance(hold, charging.PendingHold):
+            await hold.post(session)
 
 
 async def prepare_checked(
     session: AsyncSession, settings: Settings, request: SubmitRequest, *, account_id: str, prices: PriceList,
-    source: str | None = None,
+    source: str | None = None, gate: Gate | None = None,
 ) -> tuple[list[dict[str, Any]], SubmitResult]:
     """`prepare` with every compliance rule: the text rules inside, then the per-recipient refusals
     (suppression, consent, frequency cap, unverified limits) moved from the rows to `result.rejected`.
-    The send path, the API preview and the console preview all call this."""
-    gate = await load_gate(session, settings, account_id=account_id, template_id=request.template_id)
+    The send path, the API preview and the console preview all call this. `gate`: already loaded for this
+    request (its template included), else loaded here."""
+    if gate is None:
+        gate = await load_gate(session, settings, account_id=account_id, template_id=request.template_id)
     rows, result = prepare(request, settings, account_id=account_id, prices=prices, gate=gate)
     assert result.created_at is not None
     refusals = await screen(session, gate, rows, message_type=result.message_type, now=result.created_at,

@@ -194,6 +194,11 @@ async def check_number(
         _number_sends(account_id, to_bidx, now - timedelta(days=1), exclude_message_id),
         max(limits.per_number_day, limits.per_number_hour, 1),
     )
+    check_number_sends(limits, day, now)
+
+
+def check_number_sends(limits: EffectiveLimits, day: list[datetime], now: datetime) -> None:
+    """Pure: the per-number limits over `day` (the number's sends in the last day, newest first)."""
     if day and limits.resend_cooldown_s and now - day[0] < timedelta(seconds=limits.resend_cooldown_s):
         wait = (day[0] + timedelta(seconds=limits.resend_cooldown_s) - now).total_seconds()
         raise rate_limited(
@@ -232,19 +237,42 @@ async def check_caller(
     now: datetime,
 ) -> None:
     """The per-IP (hour) and per-API-key (minute) limits on starting verifications."""
+    ip_rows: list[datetime] = []
+    key_rows: list[datetime] = []
     if client_ip:
-        since = now - timedelta(hours=1)
-        rows = await _newest(
+        ip_rows = await _newest(
             session,
             select(Verification.created_at)
             .where(
                 Verification.client_ip == client_ip,
-                Verification.created_at >= since,
+                Verification.created_at >= now - timedelta(hours=1),
                 Verification.account_id == account_id,
             )
             .order_by(Verification.created_at.desc()),
             limits.per_ip_hour,
         )
+    if api_key_id:
+        key_rows = await _newest(
+            session,
+            select(Verification.created_at)
+            .where(Verification.api_key_id == api_key_id, Verification.created_at >= now - timedelta(minutes=1))
+            .order_by(Verification.created_at.desc()),
+            limits.per_key_minute,
+        )
+    check_caller_starts(limits, client_ip, ip_rows, api_key_id, key_rows, now)
+
+
+def check_caller_starts(
+    limits: EffectiveLimits,
+    client_ip: str | None,
+    ip_rows: list[datetime],
+    api_key_id: str | None,
+    key_rows: list[datetime],
+    now: datetime,
+) -> None:
+    """Pure: the per-IP and per-key limits over the starts of the last hour / minute (newest first)."""
+    if client_ip:
+        rows = ip_rows
         if len(rows) >= limits.per_ip_hour:
             raise rate_limited(
                 "verify_rate_limited_ip",
@@ -256,14 +284,7 @@ async def check_caller(
                 window="hour",
             )
     if api_key_id:
-        since = now - timedelta(minutes=1)
-        rows = await _newest(
-            session,
-            select(Verification.created_at)
-            .where(Verification.api_key_id == api_key_id, Verification.created_at >= since)
-            .order_by(Verification.created_at.desc()),
-            limits.per_key_minute,
-        )
+        rows = key_rows
         if len(rows) >= limits.per_key_minute:
             raise rate_limited(
                 "verify_rate_limited_key",
@@ -305,6 +326,9 @@ async def update_settings(
         )
     stored[SETTINGS_KEY] = {**before_raw, **after.to_dict()}
     account.settings = stored  # a new dict: the JSON column sees the change
+    from hongyan.verify import context
+
+    context.forget(account_id)  # this process's verification sends see the change at once (others: TTL)
     old, new = diff(before.to_dict(), after.to_dict())
     if new:
         await record(

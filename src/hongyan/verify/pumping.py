@@ -19,6 +19,7 @@ caller's session. See docs/pumping-protection.md for the rules and their reasons
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -237,7 +238,7 @@ async def throttle_refusal(
 
 
 def _new_throttle(
-    session: AsyncSession,
+    record: Callable[[Any], None],
     settings: Settings,
     *,
     account_id: str,
@@ -258,7 +259,7 @@ def _new_throttle(
         created_by="system",
         created_at=now,
     )
-    session.add(throttle)
+    record(throttle)
     return throttle
 
 
@@ -272,20 +273,24 @@ async def _anomaly(
     value: str,
     now: datetime,
     lifted_at: datetime | None,
+    counted: int | None = None,
 ) -> tuple[str, str] | None:
     """(reason, detail) when the destination's velocity jumped or its conversion collapsed, else None.
-    After an operator's lift (`lifted_at`) only the verifications created since count."""
+    After an operator's lift (`lifted_at`) only the verifications created since count. `counted`: the
+    window's count already read (verify.windows), used unless a lift falls inside the window."""
     window_s = settings.verify_velocity_window_s
     minimum = settings.verify_velocity_min * (COUNTRY_MIN_FACTOR if kind == "country" else 1)
     since = now - timedelta(seconds=window_s)
-    recent = 1 + await _recent_count(
-        session,
-        account_id=account_id,
-        kind=kind,
-        value=value,
-        since=since if lifted_at is None else max(since, lifted_at),
-        skip_throttled_prefixes_at=now if kind == "country" else None,
-    )
+    if counted is None or (lifted_at is not None and lifted_at > since):
+        counted = await _recent_count(
+            session,
+            account_id=account_id,
+            kind=kind,
+            value=value,
+            since=since if lifted_at is None else max(since, lifted_at),
+            skip_throttled_prefixes_at=now if kind == "country" else None,
+        )
+    recent = 1 + counted
     stats = await destination_stats(
         session,
         account_id=account_id,
@@ -318,7 +323,7 @@ async def _anomaly(
 
 
 def _record_block(
-    session: AsyncSession,
+    record: Callable[[Any], None],
     *,
     account_id: str,
     e164: str,
@@ -329,7 +334,7 @@ def _record_block(
     code: str,
     now: datetime,
 ) -> None:
-    session.add(
+    record(
         VerifyBlock(
             account_id=account_id,
             to_bidx=blind_index(e164),
@@ -353,6 +358,10 @@ async def assess(
     prefix: str,
     client_ip: str | None,
     api_key_id: str | None = None,
+    countries: frozenset[str] | None = None,
+    recent: dict[tuple[str, str], int] | None = None,
+    record: Callable[[Any], None] | None = None,
+    now: datetime | None = None,
 ) -> tuple[str, str] | None:
     """Refuse `(error_code, message)` or allow (None) a verification code to `e164`, before it is sent.
 
@@ -363,12 +372,17 @@ async def assess(
 
     Cost per allowed request: one account read (usually in the session already), one throttle lookup, two
     indexed counts (prefix and country in the window), plus a cached 24-hour aggregate per destination.
+    The verify service passes what it already has: the account's allow-list (`countries`), the window counts
+    (`recent`, verify.windows) — then the throttle lookup is the only statement. `record` receives the
+    VerifyBlock (and new VerifyThrottle) of a refusal instead of `session.add` (the service writes them in
+    a transaction of their own, its send transaction being rolled back).
     """
-    now = utcnow()
+    now = now or utcnow()
+    record = record or session.add
 
     def refuse(code: str, message: str) -> tuple[str, str]:
         _record_block(
-            session,
+            record,
             account_id=account_id,
             e164=e164,
             country=country,
@@ -380,8 +394,9 @@ async def assess(
         )
         return code, message
 
-    account = await session.get(Account, account_id)
-    why = country_refusal(country, platform=platform_countries(settings), account=account_countries(account))
+    if countries is None:
+        countries = account_countries(await session.get(Account, account_id))
+    why = country_refusal(country, platform=platform_countries(settings), account=countries)
     if why is not None:
         return refuse(COUNTRY_NOT_ALLOWED, why)
 
@@ -401,11 +416,12 @@ async def assess(
             value=value,
             now=now,
             lifted_at=throttles.lifted_at.get((kind, value)),
+            counted=None if recent is None else recent.get((kind, value)),
         )
         if anomaly is not None:
             reason, detail = anomaly
             throttle = _new_throttle(
-                session,
+                record,
                 settings,
                 account_id=account_id,
                 kind=kind,

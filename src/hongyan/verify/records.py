@@ -9,7 +9,6 @@ from datetime import datetime
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hongyan.accounts.models import ApiKey
 from hongyan.config import Settings
 from hongyan.core.clock import utcnow
 from hongyan.core.crypto import blind_index
@@ -18,13 +17,6 @@ from hongyan.db.engine import Database
 from hongyan.messaging.numbers import NumberProblem, normalize
 from hongyan.verify.events import effective_status
 from hongyan.verify.models import VERIFICATION_STATUSES, Verification
-
-
-async def is_test_key(db: Database, key_id: str | None) -> bool:
-    if key_id is None:
-        return False
-    async with db.read() as session:
-        return bool(await session.scalar(select(ApiKey.is_test).where(ApiKey.id == key_id)))
 
 
 def state_error(v: Verification, now: datetime) -> HongyanError | None:

@@ -1,10 +1,11 @@
-"""Before and around a send: who is calling (`Caller`), the limits and the pumping protection (`screen`,
-refusals recorded as `VerifyBlock` rows and committed before the error is raised), the per-number re-check
-inside the submit transaction, and the submit call itself.
+"""Around a send: who is calling (`Caller`), the limits and the pumping protection checked inside the send
+transaction (`send_checks`; refusals recorded as `VerifyBlock` rows in a transaction of their own before the
+error is raised), and the submit call itself (`submit_code`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,9 +18,10 @@ from hongyan.core.clock import utcnow
 from hongyan.core.crypto import blind_index
 from hongyan.core.errors import HongyanError
 from hongyan.db.engine import Database
-from hongyan.messaging.submit import SubmitResult, submit_batch
+from hongyan.messaging.submit import Preloaded, SubmitResult, submit_batch
 from hongyan.verify import limits, pumping
 from hongyan.verify.models import VerifyBlock
+from hongyan.verify.windows import read_windows
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,68 +53,6 @@ async def record_block(
         )
 
 
-async def screen(
-    db: Database,
-    settings: Settings,
-    caller: Caller,
-    lim: limits.EffectiveLimits,
-    *,
-    e164: str,
-    country: str | None,
-    starting: bool,
-) -> None:
-    """Limits, then pumping protection, in one write transaction that keeps what it records (blocks,
-    throttles) even when the answer is a refusal."""
-    refusal: HongyanError | None = None
-    now = utcnow()
-    async with db.write() as session:
-        try:
-            await limits.check_number(
-                session, lim, account_id=caller.account_id, to_bidx=blind_index(e164) or "", now=now
-            )
-            if starting:
-                await limits.check_caller(
-                    session,
-                    lim,
-                    account_id=caller.account_id,
-                    client_ip=caller.client_ip,
-                    api_key_id=caller.api_key_id,
-                    now=now,
-                )
-        except HongyanError as exc:
-            refusal = exc
-            session.add(
-                VerifyBlock(
-                    account_id=caller.account_id,
-                    to_bidx=blind_index(e164),
-                    to_country=country,
-                    to_prefix=pumping.prefix_of(e164),
-                    client_ip=caller.client_ip,
-                    api_key_id=caller.api_key_id,
-                    code=exc.code,
-                    created_at=now,
-                )
-            )
-        if refusal is None:
-            refused = await pumping.assess(
-                session,
-                settings,
-                account_id=caller.account_id,
-                e164=e164,
-                country=country,
-                prefix=pumping.prefix_of(e164),
-                client_ip=caller.client_ip,
-                api_key_id=caller.api_key_id,
-            )
-            if refused is not None:
-                code, message = refused
-                refusal = HongyanError(
-                    code, message, field="to", status_code=pumping.STATUS_BY_CODE.get(code, 429)
-                )
-    if refusal is not None:
-        raise refusal
-
-
 async def _serialize_number(session: AsyncSession, account_id: str, to_bidx: str) -> None:
     """PostgreSQL: one sender per (account, number) at a time, so two concurrent starts cannot both pass the
     per-number limits (SQLite write transactions are already serialized: BEGIN IMMEDIATE)."""
@@ -122,23 +62,90 @@ async def _serialize_number(session: AsyncSession, account_id: str, to_bidx: str
         )
 
 
-async def recheck_number(
-    session: AsyncSession,
-    lim: limits.EffectiveLimits,
+class Refused(Exception):
+    """A send refused by `send_checks` inside the send transaction (which is rolled back): the error to
+    answer and the rows to keep (the VerifyBlock, a new VerifyThrottle), written by `submit_code`."""
+
+    def __init__(self, error: HongyanError, records: list[Any]) -> None:
+        super().__init__(error.code)
+        self.error = error
+        self.records = records
+
+
+def send_checks(
+    settings: Settings,
     caller: Caller,
-    to_bidx: str,
-    result: SubmitResult,
-    now: datetime,
-) -> None:
-    await _serialize_number(session, caller.account_id, to_bidx)
-    await limits.check_number(
-        session,
-        lim,
-        account_id=caller.account_id,
-        to_bidx=to_bidx,
-        now=now,
-        exclude_message_id=result.accepted[0].id,
-    )
+    lim: limits.EffectiveLimits,
+    *,
+    e164: str,
+    country: str | None,
+    countries: frozenset[str] | None,
+    starting: bool,
+) -> Callable[[AsyncSession, SubmitResult], Awaitable[None]]:
+    """The limits and the pumping protection as the first step of the send transaction (submit_batch's
+    `before_hold`): the per-number lock, then one statement for every window count (verify.windows), one
+    for the destination's throttles, the cached 24-hour aggregates. Counting under the per-number lock, in
+    the transaction that inserts the message, means two concurrent sends to one number cannot both pass the
+    last free slot. A refusal raises `Refused`."""
+    to_bidx = blind_index(e164) or ""
+    prefix = pumping.prefix_of(e164)
+
+    def block(code: str, now: datetime) -> VerifyBlock:
+        return VerifyBlock(
+            account_id=caller.account_id,
+            to_bidx=to_bidx,
+            to_country=country,
+            to_prefix=prefix,
+            client_ip=caller.client_ip,
+            api_key_id=caller.api_key_id,
+            code=code,
+            created_at=now,
+        )
+
+    async def check(session: AsyncSession, _result: SubmitResult) -> None:
+        await _serialize_number(session, caller.account_id, to_bidx)
+        now = utcnow()
+        counts = await read_windows(
+            session,
+            lim,
+            account_id=caller.account_id,
+            to_bidx=to_bidx,
+            client_ip=caller.client_ip if starting else None,
+            api_key_id=caller.api_key_id if starting else None,
+            prefix=prefix,
+            country=country,
+            velocity_window_s=settings.verify_velocity_window_s,
+            now=now,
+        )
+        try:
+            limits.check_number_sends(lim, counts.number_sends, now)
+            if starting:
+                limits.check_caller_starts(
+                    lim, caller.client_ip, counts.ip_starts, caller.api_key_id, counts.key_starts, now
+                )
+        except HongyanError as exc:
+            raise Refused(exc, [block(exc.code, now)]) from None
+        records: list[Any] = []
+        refused = await pumping.assess(
+            session,
+            settings,
+            account_id=caller.account_id,
+            e164=e164,
+            country=country,
+            prefix=prefix,
+            client_ip=caller.client_ip,
+            api_key_id=caller.api_key_id,
+            countries=countries,
+            recent=counts.recent,
+            record=records.append,
+            now=now,
+        )
+        if refused is not None:
+            code, message = refused
+            error = HongyanError(code, message, field="to", status_code=pumping.STATUS_BY_CODE.get(code, 429))
+            raise Refused(error, records)
+
+    return check
 
 
 async def submit_code(
@@ -148,9 +155,11 @@ async def submit_code(
     request: Any,
     store: Any,
     *,
-    e164: str,
-    country: str | None,
+    checks: Callable[[AsyncSession, SubmitResult], Awaitable[None]],
+    preloaded: Preloaded | None,
 ) -> None:
+    """One send: `checks` first in the transaction, then funds, message, outbox, `store` (the verification
+    row). A refusal by the checks is recorded in a transaction of its own and raised."""
     try:
         await submit_batch(
             db,
@@ -159,11 +168,11 @@ async def submit_code(
             account_id=caller.account_id,
             source="verify",
             actor=caller.api_key_id or "verify",
+            before_hold=checks,
             after_insert=store,
+            preloaded=preloaded,
         )
-    except HongyanError as exc:
-        if (
-            exc.code in limits.RATE_LIMIT_CODES
-        ):  # lost the race to a concurrent send: record it like the others
-            await record_block(db, caller, e164, country, exc.code)
-        raise
+    except Refused as refused:
+        async with db.write() as session:
+            session.add_all(refused.records)
+        raise refused.error from None

@@ -2,40 +2,41 @@
 
 A code is sent through the one submit path (`submit_batch`, message type "verification": the fastest lane,
 the compliance gate, prices and funds like any message). The verification row is written in the submit's
-own transaction (`after_insert`), so a verification exists iff its message was accepted. Before a send:
-the limits (verify.limits) and the pumping protection (verify.pumping.assess); a refusal is recorded as a
-`VerifyBlock` row (committed) and answered 429 (or 403 for a country the account may not reach).
+own transaction (`after_insert`), so a verification exists iff its message was accepted. First in that
+transaction: the limits (verify.limits) and the pumping protection (verify.pumping.assess), see
+verify.screening; a refusal is recorded as a `VerifyBlock` row (committed) and answered 429 (or 403 for a
+country the account may not reach). The account's data comes from a short-lived cache (verify.context).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hongyan.accounts.models import Account
 from hongyan.config import Settings
 from hongyan.core import ids
 from hongyan.core.clock import utcnow
 from hongyan.core.crypto import blind_index
-from hongyan.core.errors import NotFound, Unprocessable
+from hongyan.core.errors import Unprocessable
 from hongyan.db.engine import Database
 from hongyan.messaging.numbers import NumberProblem, normalize
-from hongyan.messaging.submit import SubmitResult
-from hongyan.verify import codes, limits, pumping
+from hongyan.messaging.submit import Preloaded, SubmitResult
+from hongyan.verify import codes, context, limits, pumping
+from hongyan.verify.context import is_test_key
 from hongyan.verify.models import Verification
 from hongyan.verify.records import (
     cancel,
     get,
-    is_test_key,
     list_verifications,
     load,
     mark_expired,
     state_error,
 )
-from hongyan.verify.screening import Caller, recheck_number, record_block, screen, submit_code
+from hongyan.verify.screening import Caller, record_block, send_checks, submit_code
 from hongyan.verify.texts import LOCALES, VerifyText, default_locale, verify_template
 
 __all__ = [
@@ -60,15 +61,6 @@ class Sent:
     sandbox_code: str | None  # the code, for verifications started with a test key only
 
 
-async def account_choices(
-    session: AsyncSession, settings: Settings, account_id: str
-) -> tuple[Account, limits.EffectiveLimits]:
-    account = await session.get(Account, account_id)
-    if account is None:
-        raise NotFound("account_not_found", "No such account.", field="account_id")
-    return account, limits.effective(settings, limits.VerifySettings.from_account(account))
-
-
 async def start(
     db: Database,
     settings: Settings,
@@ -81,28 +73,34 @@ async def start(
     channel: str = "sms",
     locale: str | None = None,
 ) -> Sent:
-    """Send a new code to `to`; returns the pending verification (and the code for test keys only)."""
+    """Send a new code to `to`; returns the pending verification (and the code for test keys only).
+
+    Cost (PostgreSQL, account data cached: verify.context): one transaction — the per-number lock, one
+    statement for the limit and velocity windows, one for throttles, the message, batch, outbox and
+    verification rows, the hold posted last — and no read after it (the answer is the row just written)."""
     if channel not in CHANNELS:
         raise Unprocessable(
             "channel_not_supported", f"Channel '{channel}' is not supported; use \"sms\".", field="channel"
         )
     if locale is not None and locale not in LOCALES:
         raise Unprocessable("invalid_value", f"locale is one of {', '.join(LOCALES)}.", field="locale")
-    async with db.read() as session:
-        account, lim = await account_choices(session, settings, caller.account_id)
-        length = code_length or lim.code_length
-        ttl = ttl_s or lim.ttl_s
-        if not codes.MIN_LENGTH <= length <= codes.MAX_LENGTH:
-            raise Unprocessable("value_out_of_range", "code_length is 4 to 10.", field="code_length")
-        if not limits.TTL_RANGE[0] <= ttl <= limits.TTL_RANGE[1]:
-            raise Unprocessable("value_out_of_range", "ttl is 30 to 3600 seconds.", field="ttl")
-        try:
-            number = normalize(to, account.default_region or settings.default_region)
-        except NumberProblem as problem:
-            raise Unprocessable(problem.code, problem.message, field="to") from None
-        chosen = template_id or lim.template_id
-        template = None
-        if chosen:
+    ctx = await context.sender_context(db, settings, caller.account_id)
+    lim = ctx.limits
+    length = code_length or lim.code_length
+    ttl = ttl_s or lim.ttl_s
+    if not codes.MIN_LENGTH <= length <= codes.MAX_LENGTH:
+        raise Unprocessable("value_out_of_range", "code_length is 4 to 10.", field="code_length")
+    if not limits.TTL_RANGE[0] <= ttl <= limits.TTL_RANGE[1]:
+        raise Unprocessable("value_out_of_range", "ttl is 30 to 3600 seconds.", field="ttl")
+    try:
+        number = normalize(to, ctx.default_region or settings.default_region)
+    except NumberProblem as problem:
+        raise Unprocessable(problem.code, problem.message, field="to") from None
+    chosen = template_id or lim.template_id
+    template = None
+    preloaded = ctx.preloaded
+    if chosen:
+        async with db.read() as session:
             template = await verify_template(
                 session,
                 account_id=caller.account_id,
@@ -110,52 +108,60 @@ async def start(
                 code_length=length,
                 field="template" if template_id else "template_id",
             )
+        preloaded = with_template(preloaded, template)
     e164 = number.e164
-    await screen(db, settings, caller, lim, e164=e164, country=number.region, starting=True)
-
     verification_id = ids.new_id("ver")
     code = codes.generate_code(length)
     secret = settings.effective_secret_key()
-    chosen_locale = locale or default_locale(account.default_region)
+    chosen_locale = locale or default_locale(ctx.default_region)
     to_bidx = blind_index(e164) or ""
+    stored: dict[str, Any] = {}
 
     async def store(session: AsyncSession, result: SubmitResult) -> None:
         now = result.created_at or utcnow()
-        await recheck_number(session, lim, caller, to_bidx, result, now)
-        row = {
-            "id": verification_id,
-            "account_id": caller.account_id,
-            "to_number": e164,
-            "to_bidx": to_bidx,
-            "to_country": number.region,
-            "to_prefix": pumping.prefix_of(e164),
-            "channel": channel,
-            "locale": chosen_locale,
-            "template_id": template.id if template else None,
-            "code_hash": codes.code_hash(secret, verification_id, code),
-            "code_length": length,
-            "ttl_s": ttl,
-            "expires_at": now + timedelta(seconds=ttl),
-            "status": "pending",
-            "attempts": 0,
-            "max_attempts": lim.max_attempts,
-            "sends": 1,
-            "last_sent_at": now,
-            "message_id": result.accepted[0].id,
-            "api_key_id": caller.api_key_id,
-            "client_ip": caller.client_ip,
-            "sandbox": caller.sandbox,
-            "created_at": now,
-            "updated_at": now,
-            "approved_at": None,
-        }
-        await session.execute(insert(Verification), [row])
+        stored.clear()
+        stored.update(
+            {
+                "id": verification_id,
+                "account_id": caller.account_id,
+                "to_number": e164,
+                "to_bidx": to_bidx,
+                "to_country": number.region,
+                "to_prefix": pumping.prefix_of(e164),
+                "channel": channel,
+                "locale": chosen_locale,
+                "template_id": template.id if template else None,
+                "code_hash": codes.code_hash(secret, verification_id, code),
+                "code_length": length,
+                "ttl_s": ttl,
+                "expires_at": now + timedelta(seconds=ttl),
+                "status": "pending",
+                "attempts": 0,
+                "max_attempts": lim.max_attempts,
+                "sends": 1,
+                "last_sent_at": now,
+                "message_id": result.accepted[0].id,
+                "api_key_id": caller.api_key_id,
+                "client_ip": caller.client_ip,
+                "sandbox": caller.sandbox,
+                "created_at": now,
+                "updated_at": now,
+                "approved_at": None,
+            }
+        )
+        await (await session.connection()).execute(insert(Verification.__table__), [stored])
 
     request = VerifyText(chosen_locale, template).request(e164, code, ttl, verification_id)
-    await submit_code(db, settings, caller, request, store, e164=e164, country=number.region)
-    async with db.read() as session:
-        v = await load(session, account_id=caller.account_id, verification_id=verification_id)
-    return Sent(v, code if caller.sandbox else None)
+    checks = send_checks(
+        settings, caller, lim, e164=e164, country=number.region, countries=ctx.countries, starting=True
+    )
+    await submit_code(db, settings, caller, request, store, checks=checks, preloaded=preloaded)
+    return Sent(Verification(**stored), code if caller.sandbox else None)  # as committed: no read back
+
+
+def with_template(preloaded: Preloaded, template: Any) -> Preloaded:
+    """The cached context for a send by template: its own gate (the shared one has no template)."""
+    return replace(preloaded, gate=replace(preloaded.gate, template=template, _composed={}))
 
 
 async def resend(db: Database, settings: Settings, caller: Caller, *, verification_id: str) -> Sent:
@@ -164,7 +170,8 @@ async def resend(db: Database, settings: Settings, caller: Caller, *, verificati
     now = utcnow()
     async with db.read() as session:
         v = await load(session, account_id=caller.account_id, verification_id=verification_id)
-        _account, lim = await account_choices(session, settings, caller.account_id)
+    ctx = await context.sender_context(db, settings, caller.account_id)
+    lim = ctx.limits
     why = state_error(v, now)
     if why is not None and why.code != "verification_expired":
         raise why
@@ -180,13 +187,14 @@ async def resend(db: Database, settings: Settings, caller: Caller, *, verificati
             limit=1,
             window=f"{lim.resend_cooldown_s}s",
         )
-    await screen(db, settings, caller, lim, e164=v.to_number, country=v.to_country, starting=False)
     template = None
+    preloaded = ctx.preloaded
     if v.template_id:
         async with db.read() as session:
             template = await verify_template(
                 session, account_id=caller.account_id, template_id=v.template_id, code_length=v.code_length
             )
+        preloaded = with_template(preloaded, template)
     code = codes.generate_code(v.code_length)
     new_hash = codes.code_hash(settings.effective_secret_key(), v.id, code)
     if lim.keep_previous_code and v.status == "pending" and v.expires_at > now:
@@ -194,7 +202,6 @@ async def resend(db: Database, settings: Settings, caller: Caller, *, verificati
 
     async def store(session: AsyncSession, result: SubmitResult) -> None:
         sent_at = result.created_at or utcnow()
-        await recheck_number(session, lim, caller, v.to_bidx, result, sent_at)
         changed = await session.execute(
             update(Verification)
             .where(
@@ -225,7 +232,10 @@ async def resend(db: Database, settings: Settings, caller: Caller, *, verificati
     request = VerifyText(v.locale if v.locale in LOCALES else "zh-CN", template).request(
         v.to_number, code, v.ttl_s, v.id
     )
-    await submit_code(db, settings, caller, request, store, e164=v.to_number, country=v.to_country)
+    checks = send_checks(
+        settings, caller, lim, e164=v.to_number, country=v.to_country, countries=ctx.countries, starting=False
+    )
+    await submit_code(db, settings, caller, request, store, checks=checks, preloaded=preloaded)
     async with db.read() as session:
         fresh = await load(session, account_id=caller.account_id, verification_id=v.id)
     return Sent(fresh, code if caller.sandbox else None)

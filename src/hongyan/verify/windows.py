@@ -1,0 +1,136 @@
+"""Every sliding-window figure a verification send needs, read in one statement (UNION ALL of indexed ranges).
+
+A start used to read them one query each (per-number sends, per-IP, per-key, the prefix and the country
+velocity counts): five round trips inside the send transaction. The branches are the same indexed reads as
+before, each bounded by its own LIMIT; the decisions stay where they were (verify.limits for the limits,
+verify.pumping for the velocity), now pure functions of these figures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import cast, func, literal, null, or_, select, union_all
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hongyan.messaging.models import Message
+from hongyan.verify.limits import EffectiveLimits
+from hongyan.verify.models import Verification, VerifyThrottle
+
+
+@dataclass(slots=True)
+class Windows:
+    """Newest first: this account's verification messages to the number in the last day (at most
+    max(per_number_day, per_number_hour) of them), verifications started from the client IP in the last
+    hour and with the API key in the last minute (at most the limit); verifications to the prefix and to
+    the country in the velocity window (the country's without prefixes throttled now)."""
+
+    number_sends: list[datetime] = field(default_factory=list)
+    ip_starts: list[datetime] = field(default_factory=list)
+    key_starts: list[datetime] = field(default_factory=list)
+    recent: dict[tuple[str, str], int] = field(default_factory=dict)  # ("prefix" | "country", value) → count
+
+
+async def read_windows(
+    session: AsyncSession,
+    lim: EffectiveLimits,
+    *,
+    account_id: str,
+    to_bidx: str,
+    client_ip: str | None,
+    api_key_id: str | None,
+    prefix: str | None,
+    country: str | None,
+    velocity_window_s: int,
+    now: datetime,
+) -> Windows:
+    """One statement; `client_ip`/`api_key_id` None (a resend) or `prefix` None skip their branches."""
+    when = Message.created_at.type
+
+    def rows(tag: str, query: Any, limit: int) -> Any:
+        sub = query.limit(max(limit, 1)).subquery()
+        return select(literal(tag).label("tag"), sub.c.at.label("at"), literal(0).label("n")).select_from(sub)
+
+    def count(tag: str, query: Any) -> Any:
+        return query.with_only_columns(literal(tag).label("tag"), cast(null(), when).label("at"), func.count())
+
+    branches = [
+        rows(
+            "number",
+            select(Message.created_at.label("at"))
+            .where(
+                Message.to_bidx == to_bidx,
+                Message.account_id == account_id,
+                Message.message_type == "verification",
+                Message.created_at >= now - timedelta(days=1),
+            )
+            .order_by(Message.created_at.desc()),
+            max(lim.per_number_day, lim.per_number_hour),
+        )
+    ]
+    if client_ip:
+        branches.append(
+            rows(
+                "ip",
+                select(Verification.created_at.label("at"))
+                .where(
+                    Verification.client_ip == client_ip,
+                    Verification.created_at >= now - timedelta(hours=1),
+                    Verification.account_id == account_id,
+                )
+                .order_by(Verification.created_at.desc()),
+                lim.per_ip_hour,
+            )
+        )
+    if api_key_id:
+        branches.append(
+            rows(
+                "key",
+                select(Verification.created_at.label("at"))
+                .where(Verification.api_key_id == api_key_id, Verification.created_at >= now - timedelta(minutes=1))
+                .order_by(Verification.created_at.desc()),
+                lim.per_key_minute,
+            )
+        )
+    since = now - timedelta(seconds=velocity_window_s)
+    if prefix:
+        branches.append(
+            count(
+                "prefix",
+                select(Verification.id).where(
+                    Verification.to_prefix == prefix,
+                    Verification.created_at >= since,
+                    Verification.account_id == account_id,
+                ),
+            )
+        )
+    if prefix and country:
+        throttled = select(VerifyThrottle.value).where(  # as pumping._recent_count: a throttled prefix's
+            VerifyThrottle.kind == "prefix",  # burst is that prefix's business, not the whole country's
+            VerifyThrottle.until > now,
+            VerifyThrottle.lifted_at.is_(None),
+            or_(VerifyThrottle.account_id.is_(None), VerifyThrottle.account_id == account_id),
+        )
+        branches.append(
+            count(
+                "country",
+                select(Verification.id).where(
+                    Verification.to_country == country,
+                    Verification.created_at >= since,
+                    Verification.account_id == account_id,
+                    or_(Verification.to_prefix.is_(None), Verification.to_prefix.not_in(throttled)),
+                ),
+            )
+        )
+    out = Windows()
+    lists = {"number": out.number_sends, "ip": out.ip_starts, "key": out.key_starts}
+    for tag, at, n in (await session.execute(union_all(*branches))).all():
+        if tag in lists:
+            lists[tag].append(at)
+        else:
+            out.recent[(tag, prefix if tag == "prefix" else country or "")] = int(n)
+    for values in lists.values():
+        values.sort(reverse=True)  # UNION ALL keeps no order across branches
+    return out
