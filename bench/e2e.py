@@ -17,8 +17,11 @@ concurrent HTTP clients (request bodies built before the clock starts). Figures:
               every message is final or `--deadline` seconds have passed
   latency     per message, accepted → delivered, p50/p90/p99/max, plus where the time went (accepted →
               queued → sending → sent → delivered, p50/p99 of each step)
-  cpu         CPU seconds of each component during the run (API, workers, PostgreSQL, RabbitMQ, simulator,
-              this load generator) from /proc: with 2 cores shared by everything, what is busy is the limit
+  cpu         CPU seconds of each component during the run (API, workers, PostgreSQL backends of this database,
+              RabbitMQ, simulator, this load generator) from /proc, and per message: with 2 cores shared by
+              everything, what is busy is the limit; `everything_else` shows other work on the machine
+  postgresql_sessions  what this database's sessions were doing (pg_stat_activity every 0.2 s): commits
+              waiting for the disk, row locks, or PostgreSQL waiting for the application
 
 Prints one JSON object.
 
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -165,10 +169,16 @@ def delete_vhost(name: str) -> None:
 
 # ---------------------------------------------------------------- processes
 
-def start_workers(n: int, tmp: Path, db_url: str, lanes: str | None, log: Path) -> list[subprocess.Popen[bytes]]:
+# `hongyan worker` on uvloop (an experiment: the command itself runs the default asyncio loop)
+UVLOOP_WORKER = "import sys, uvloop; uvloop.install(); from hongyan.cli import app; sys.argv[0] = 'hongyan'; app()"
+
+
+def start_workers(n: int, tmp: Path, db_url: str, lanes: str | None, log: Path,
+                  uvloop: bool = False) -> list[subprocess.Popen[bytes]]:
     """N `hongyan worker` processes with the API's settings (same data dir: same key files)."""
     env = dict(os.environ, HONGYAN_DATA_DIR=str(tmp), HONGYAN_DATABASE_URL=db_url, HONGYAN_LOG_LEVEL="WARNING")
-    args = [sys.executable, "-m", "hongyan.cli", "worker", *(["--lanes", lanes] if lanes else [])]
+    command = ["-c", UVLOOP_WORKER] if uvloop else ["-m", "hongyan.cli"]
+    args = [sys.executable, *command, "worker", *(["--lanes", lanes] if lanes else [])]
     with log.open("ab") as out:
         return [subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT) for _ in range(n)]
 
@@ -194,11 +204,29 @@ def log_tail(log: Path) -> str:
     return log.read_text(errors="replace")[-4000:] if log.exists() else ""
 
 
-async def wait_binds(sim: SmscSim, binds: int, procs: list[subprocess.Popen[bytes]], log: Path,
-                     timeout: float = 60) -> float:
-    """Until the simulator sees every bind of the channel (whichever process holds it)."""
+async def binds_spread(db_url: str, workers: int, binds: int) -> bool:
+    """Production mode: the channel's bind leases are spread over the workers (dispatch.binds), so the run
+    measures the steady state, not a rebalancing (the first worker up takes every bind, then gives some up)."""
+    if workers < 2:
+        return True
+    import asyncpg
+
+    conn = await asyncpg.connect(db_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        holders = await conn.fetch("SELECT holder, count(*) AS n FROM lease WHERE name LIKE 'bind:%' "
+                                   "AND expires_at > now() GROUP BY holder")
+    finally:
+        await conn.close()
+    share = -(-binds // workers)
+    return sum(r["n"] for r in holders) == binds and all(r["n"] <= share for r in holders)
+
+
+async def wait_binds(sim: SmscSim, binds: int, procs: list[subprocess.Popen[bytes]], log: Path, db_url: str,
+                     workers: int, timeout: float = 60) -> float:
+    """Until the simulator sees every bind of the channel, spread over the workers."""
     t0 = time.perf_counter()
-    while (await asyncio.to_thread(sim.stats))["sessions_bound"] < binds:
+    while (await asyncio.to_thread(sim.stats))["sessions_bound"] < binds or not await binds_spread(
+            db_url, workers, binds):
         problem = "a process exited" if any(p.poll() is not None for p in procs) else None
         if time.perf_counter() - t0 > timeout:
             problem = f"the channel's {binds} binds were not up within {timeout} s"
@@ -300,6 +328,51 @@ async def post_batches(base: str, key: str, bodies: list[bytes], clients: int) -
 
 # ---------------------------------------------------------------- the database's view
 
+class WaitSampler:
+    """What this database's sessions are doing, sampled every 0.2 s from pg_stat_activity: the share of
+    busy session-samples per state and wait event. `active` with no wait = running SQL on a core;
+    IO:WALSync/WALWrite = commits waiting for the disk; Lock:* = row locks; `idle in transaction` with
+    Client:ClientRead = PostgreSQL waiting for the application in the middle of a transaction."""
+
+    def __init__(self, url: str, database: str) -> None:
+        self.url, self.database = url, database
+        self.counts: dict[str, int] = {}
+        self.samples = 0
+        self.task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(self.url)
+        try:
+            while True:
+                rows = await conn.fetch(
+                    "SELECT state, wait_event_type, wait_event FROM pg_stat_activity "
+                    "WHERE datname = $1 AND pid <> pg_backend_pid() AND state IN ('active', 'idle in transaction')",
+                    self.database)
+                self.samples += 1
+                for r in rows:
+                    key = f"{r['state']}:{r['wait_event_type'] or 'cpu'}:{r['wait_event'] or ''}".rstrip(":")
+                    self.counts[key] = self.counts.get(key, 0) + 1
+                await asyncio.sleep(0.2)
+        finally:
+            await conn.close()
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run())
+
+    async def stop(self) -> dict[str, Any]:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.task
+        busy = sum(self.counts.values())
+        top = sorted(self.counts.items(), key=lambda kv: -kv[1])[:10]
+        return {"samples": self.samples,
+                "busy_sessions_mean": round(busy / self.samples, 2) if self.samples else None,
+                "share_pct": {k: round(100 * v / busy, 1) for k, v in top} if busy else {}}
+
+
 async def wait_final(conn: Any, expected: int, deadline: float, progress: bool) -> tuple[bool, int]:
     """Poll (every 0.5 s, one indexed count) until every message is final or the deadline passes."""
     left = expected
@@ -383,7 +456,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                   "topology": "one `hongyan serve` with embedded workers, memory:// queue" if args.workers == 0 else
                   f"`hongyan serve --no-workers` + {args.workers} × `hongyan worker`"
                   f"{' --lanes ' + args.lanes if args.lanes else ''}, RabbitMQ (fresh vhost, "
-                  f"{args.queue_type or 'classic'} queues)",
+                  f"{args.queue_type or 'classic'} queues){', workers on uvloop' if args.worker_uvloop else ''}",
                   "smsc": f"smsc-sim over SMPP, {args.binds} binds, window {args.window}, tps 0, receipts at once",
                   "text": "GSM-7, 1 segment"},
     }
@@ -404,8 +477,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         os.environ["HONGYAN_QUIET_HOURS"] = "off"  # outcomes must not depend on the hour
         smpp = sim.channel_config(binds=args.binds, window=args.window, tps=0)
         server = Server(tmp, url, workers=args.workers == 0, smpp=smpp)
-        workers = start_workers(args.workers, tmp, url, args.lanes, log)
-        bind_s = await wait_binds(sim, args.binds, [server.proc, *workers], log)
+        workers = start_workers(args.workers, tmp, url, args.lanes, log, uvloop=args.worker_uvloop)
+        bind_s = await wait_binds(sim, args.binds, [server.proc, *workers], log, url, args.workers)
         result["setup"]["binds_up_s"] = round(bind_s, 1)
 
         sizes = [min(args.batch_size, args.messages - b) for b in range(0, args.messages, args.batch_size)]
@@ -418,12 +491,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             python_roles = {pid: role for pid, role in roles.items() if role != "simulator"}
             profiler = Profiler(Path(args.py_spy), python_roles) if args.py_spy else None
+            waits = WaitSampler(url.replace("postgresql+asyncpg://", "postgresql://"), url.rsplit("/", 1)[1])
+            waits.start()
             meter.start()
             ingest = await post_batches(server.base, server.key, bodies, args.clients)
             result["ingest"] = ingest
             finished, left = await wait_final(conn, ingest["accepted"], time.monotonic() + args.deadline,
                                               args.progress)
             result["cpu"] = meter.stop()
+            result["postgresql_sessions"] = await waits.stop()
+            if ingest["accepted"]:  # CPU cost of one message in each component: what the capacity divides by
+                result["cpu"]["ms_per_message"] = {k: round(1000 * v / ingest["accepted"], 3)
+                                                   for k, v in result["cpu"]["cpu_s"].items()
+                                                   if k not in ("everything_else", "postgresql_other")}
             if profiler:
                 result["py_spy"] = profiler.stop()
             result["machine_after"] = machine()
@@ -468,6 +548,7 @@ def main() -> None:
     ap.add_argument("--queue-type", choices=["", "classic", "quorum"], default="",
                     help="the vhost's default queue type (RabbitMQ; empty: the broker's default, classic)")
     ap.add_argument("--lanes", default=None, help="`hongyan worker --lanes` (default: every lane)")
+    ap.add_argument("--worker-uvloop", action="store_true", help="run the workers on uvloop (experiment)")
     ap.add_argument("--deadline", type=float, default=600, help="seconds to wait for every message to be final")
     ap.add_argument("--progress", action="store_true", help="print progress every 2 s on stderr")
     ap.add_argument("--py-spy", metavar="DIR", help="profile the API and worker processes with py-spy during the run "
