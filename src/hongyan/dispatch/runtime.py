@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 DISPATCH = "dispatch"
 RECEIPT_PARK_LIMIT = timedelta(minutes=10)
+RECEIPT_ACK_HOLD_S = 10.0  # a parked receipt is answered to the carrier after this long at the latest
+RECORD_EVERY = 50  # accepted submits are committed in slices of this many (see Runtime._submit_recording)
 EMAIL_POLL_S = 10.0  # HONGYAN_EMAIL_BACKEND=smtp: how often pending account emails are sent
 _FINAL_VALUES = frozenset(s.value for s in FINAL)  # how long a receipt may wait for its submit response
 
@@ -76,15 +78,14 @@ class Runtime:
         self.router = Router([])
         self._fingerprints: dict[str, str] = {}
         self._setup_signature: tuple[Any, ...] | None = None
-        self._receipt_waiters: list[asyncio.Future[None]] = []
         self.outbox_wakeup = asyncio.Event()
         self.confirmations_wakeup = asyncio.Event()  # an MO was stored: opt-out confirmations may be due
         self.webhooks = WebhookSender(db, settings)
         self.stats = RuntimeStats()
         self._tasks: list[asyncio.Task[None]] = []
-        self._receipts: list[tuple[DeliveryReceipt, float]] = []
+        self._receipts: list[tuple[DeliveryReceipt, _Seen]] = []
         self._receipt_wakeup = asyncio.Event()
-        self._parked: list[tuple[DeliveryReceipt, float]] = []
+        self._parked: list[tuple[DeliveryReceipt, _Seen]] = []
         self._stopping = False
         self._stop_event = asyncio.Event()
         self.campaigns: Any = None  # campaigns.engine.CampaignEngine, once started
@@ -136,6 +137,8 @@ class Runtime:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._flush_receipts()
+        for _receipt, seen in self._parked:  # not stored: the carrier is told to send them again
+            seen.fail(RuntimeError("stopping"))
         with contextlib.suppress(Exception):
             await self.relay.forget()
         for connector in self.connectors.values():
@@ -372,14 +375,13 @@ class Runtime:
             if not groups:
                 break
             channel_ids = list(groups)
-            answers = await asyncio.gather(*(self._submit_to(cid, groups[cid]) for cid in channel_ids))
-            pending = []
             by_id = {m.message_id: m for m in batch}
+            answers = await asyncio.gather(*(self._submit_recording(cid, groups[cid], by_id) for cid in channel_ids))
+            pending = []
             for channel_id, results in zip(channel_ids, answers, strict=True):
                 for r in results:
                     if r.accepted:
-                        final.append((r, channel_id))
-                        continue
+                        continue  # committed as `sent` already
                     tried.setdefault(r.message_id, []).append(channel_id)
                     if r.retry and r.error_code == "channel_down":
                         # the link dropped before this message was acknowledged: another channel or later
@@ -388,6 +390,24 @@ class Runtime:
                     last[r.message_id] = (r, channel_id)
                     pending.append(by_id[r.message_id])
         await self._record_submits(final, {m.message_id: m for m in batch})
+
+    async def _submit_recording(self, channel_id: str, messages: list[OutboundSms],
+                                by_id: dict[str, OutboundSms]) -> list[SubmitOutcome]:
+        """Submit in slices of RECORD_EVERY, all at once (the carrier window keeps them in order), and commit
+        each slice's accepted messages as `sent` as soon as the slice is answered, not at the end of the
+        500-message chunk: a worker killed mid-chunk leaves at most a window's worth of messages in `sending`
+        (submitted perhaps, not recorded: the ones another worker submits again), and receipts find their
+        message sooner (fewer parked)."""
+
+        async def one(part: list[OutboundSms]) -> list[SubmitOutcome]:
+            results = await self._submit_to(channel_id, part)
+            accepted = [(r, channel_id) for r in results if r.accepted]
+            if accepted:
+                await self._record_submits(accepted, by_id)
+            return results
+
+        parts = [messages[i : i + RECORD_EVERY] for i in range(0, len(messages), RECORD_EVERY)]
+        return [r for results in await asyncio.gather(*(one(p) for p in parts)) for r in results]
 
     async def _submit_to(self, channel_id: str, messages: list[OutboundSms]) -> list[SubmitOutcome]:
         connector = self.connectors[channel_id]
@@ -400,6 +420,8 @@ class Runtime:
     async def _record_submits(
         self, results: list[tuple[SubmitOutcome, str | None]], messages: dict[str, OutboundSms]
     ) -> None:
+        if not results:
+            return
         transitions: list[Transition] = []
         retry: list[OutboundSms] = []
         refs: list[dict[str, Any]] = []
@@ -455,15 +477,20 @@ class Runtime:
 
     # -- receipts ---------------------------------------------------------------------------------
     async def on_receipts(self, receipts: list[DeliveryReceipt]) -> None:
-        """Buffer receipts; returns once they are committed (or parked to wait for their submit), so a
-        connector acknowledges to the carrier only what is safe: an SMSC resends unacknowledged receipts."""
+        """Buffer receipts; returns once they are committed, so a connector acknowledges to the carrier only
+        what is stored: an SMSC resends unacknowledged receipts. A receipt that beat the commit of its own
+        submit is parked and retried; its answer waits up to RECEIPT_ACK_HOLD_S for that (a crash meanwhile
+        loses nothing: the carrier has no answer and sends it again), then it is acknowledged and kept in
+        memory until RECEIPT_PARK_LIMIT."""
+        if not receipts:
+            return
         loop = asyncio.get_running_loop()
-        loop_time = loop.time()
-        self._receipts.extend((r, loop_time) for r in receipts)
-        waiter: asyncio.Future[None] = loop.create_future()
-        self._receipt_waiters.append(waiter)
+        ack = _Ack(loop.create_future(), len(receipts))
+        ack.future.add_done_callback(_retrieved)  # a stopped connector may no longer be waiting for it
+        at = loop.time()
+        self._receipts.extend((r, _Seen(at, ack)) for r in receipts)
         self._receipt_wakeup.set()
-        await waiter
+        await ack.future
 
     async def _receipt_loop(self) -> None:
         while not self._stopping:
@@ -480,22 +507,27 @@ class Runtime:
 
     async def _flush_receipts(self) -> None:
         pending, self._receipts = self._receipts, []
-        waiters, self._receipt_waiters = self._receipt_waiters, []
+        if not pending:
+            return
         try:
-            if pending:
-                await self._apply_receipts(pending)
+            parked = await self._apply_receipts(pending)
         except BaseException as exc:
-            for w in waiters:
-                if not w.done():
-                    w.set_exception(exc if isinstance(exc, Exception) else RuntimeError("stopped"))
+            for _r, seen in pending:
+                seen.fail(exc if isinstance(exc, Exception) else RuntimeError("stopped"))
             raise
-        for w in waiters:
-            if not w.done():
-                w.set_result(None)
+        held = {id(seen) for _r, seen in parked}
+        for _r, seen in pending:
+            if id(seen) not in held:
+                seen.release()  # stored (or dropped as unmatched for too long): answer the carrier
+        now = asyncio.get_running_loop().time()
+        for _r, seen in parked:
+            if now - seen.at >= RECEIPT_ACK_HOLD_S:
+                seen.release()
 
-    async def _apply_receipts(self, pending: list[tuple[DeliveryReceipt, float]]) -> None:
-        unmatched: list[tuple[DeliveryReceipt, float]] = []
-        by_message: list[tuple[DeliveryReceipt, float]] = []
+    async def _apply_receipts(self, pending: list[tuple[DeliveryReceipt, _Seen]]) -> list[tuple[DeliveryReceipt, _Seen]]:
+        """Store receipts; returns those parked (their submit is not committed yet), to be tried again."""
+        unmatched: list[tuple[DeliveryReceipt, _Seen]] = []
+        by_message: list[tuple[DeliveryReceipt, _Seen]] = []
         async with self.db.write() as session:
             by_carrier = [(r, t) for r, t in pending if r.message_id is None and r.carrier_message_id]
             if by_carrier:
@@ -510,7 +542,7 @@ class Runtime:
             ]
             outcome = await apply_transitions(session, transitions)
             skipped = {t.message_id for t in outcome.skipped}
-            parked: list[tuple[DeliveryReceipt, float]] = []
+            parked: list[tuple[DeliveryReceipt, _Seen]] = []
             now = asyncio.get_running_loop().time()
             limit = RECEIPT_PARK_LIMIT.total_seconds()
             if skipped:
@@ -522,12 +554,12 @@ class Runtime:
                     # not final yet (maybe `sent` by now: the submit committed after our UPDATE): retry
                     status = current.get(receipt.message_id)
                     if status is not None and status not in _FINAL_VALUES and receipt.message_id in skipped:
-                        if now - first_seen < limit:
+                        if now - first_seen.at < limit:
                             parked.append((receipt, first_seen))
             # a carrier id nobody knows yet: its submit_sm_resp is probably not committed yet
-            parked.extend((r, t) for r, t in unmatched if now - t < limit)
+            parked.extend((r, t) for r, t in unmatched if now - t.at < limit)
             self.stats.extra["receipts_unmatched_dropped"] = self.stats.extra.get("receipts_unmatched_dropped", 0) + sum(
-                1 for _r, t in unmatched if now - t >= limit
+                1 for _r, t in unmatched if now - t.at >= limit
             )
         self.stats.receipts += len(outcome.applied)
         if parked:
@@ -536,10 +568,11 @@ class Runtime:
             if not self._stopping:
                 asyncio.get_running_loop().call_later(0.05 if len(parked) < 1000 else 0.2, self._retry_parked)
         self.webhooks.wakeup.set()
+        return parked
 
     async def _match_carrier_ids(
-        self, session: Any, receipts: list[tuple[DeliveryReceipt, float]]
-    ) -> tuple[list[tuple[DeliveryReceipt, float]], list[tuple[DeliveryReceipt, float]]]:
+        self, session: Any, receipts: list[tuple[DeliveryReceipt, _Seen]]
+    ) -> tuple[list[tuple[DeliveryReceipt, _Seen]], list[tuple[DeliveryReceipt, _Seen]]]:
         """Carrier ids → message ids. Multipart messages: record the part, and emit the message's receipt
         only when every part of its submission has one (delivered if all were, else the worst)."""
         cm = CarrierMessage.__table__
@@ -555,10 +588,10 @@ class Runtime:
             key = (row.channel_id, row.carrier_message_id)
             if key not in index or row.id > index[key].id:
                 index[key] = row
-        matched: list[tuple[DeliveryReceipt, float]] = []
-        unmatched: list[tuple[DeliveryReceipt, float]] = []
+        matched: list[tuple[DeliveryReceipt, _Seen]] = []
+        unmatched: list[tuple[DeliveryReceipt, _Seen]] = []
         part_updates: list[dict[str, Any]] = []
-        groups: dict[str, tuple[DeliveryReceipt, float, str]] = {}
+        groups: dict[str, tuple[DeliveryReceipt, _Seen, str]] = {}
         for r, t in receipts:
             row = index.get((r.channel_id, r.carrier_message_id or ""))
             if row is None:
@@ -737,6 +770,42 @@ class Runtime:
             except Exception:
                 self.stats.errors += 1
                 log.exception("sweep failed")
+
+
+def _retrieved(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+@dataclass(slots=True)
+class _Ack:
+    """The carrier's answer to one on_receipts call: given once each of its receipts is stored (or held
+    for RECEIPT_ACK_HOLD_S), an error if storing failed (the SMSC then sends them again)."""
+
+    future: asyncio.Future[None]
+    remaining: int
+
+
+@dataclass(slots=True)
+class _Seen:
+    """One receipt in the intake: when it first arrived, and the answer it belongs to."""
+
+    at: float
+    ack: _Ack
+    answered: bool = False
+
+    def release(self) -> None:
+        if not self.answered:
+            self.answered = True
+            self.ack.remaining -= 1
+            if self.ack.remaining <= 0 and not self.ack.future.done():
+                self.ack.future.set_result(None)
+
+    def fail(self, exc: Exception) -> None:
+        if not self.answered:
+            self.answered = True
+            if not self.ack.future.done():
+                self.ack.future.set_exception(exc)
 
 
 def _with_message(r: DeliveryReceipt, message_id: str) -> DeliveryReceipt:
