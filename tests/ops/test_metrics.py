@@ -154,7 +154,7 @@ async def api_only(db: Database, settings: Settings, account: AccountFixture) ->
 
     application = create_app(settings, run_workers=False, db=db)
     async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=metrics.HttpMetrics(application))
+        transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver", headers=account.headers) as c:
             yield c
 

@@ -188,6 +188,7 @@ class LiveCollector(Collector):
         if runtime is not None:
             yield from _queue_metrics(runtime)
             yield from _channel_metrics(runtime)
+            yield from _runtime_metrics(runtime)
         if self.db is not None:
             yield from _pool_metrics(self.db)
         if self.counts is not None:
@@ -204,6 +205,34 @@ def _queue_metrics(runtime: Any) -> Iterator[Metric]:
                                "up to HONGYAN_DISPATCH_CHUNK message ids).", labels=["lane"])
     for lane in sorted(set(LANE_NAMES) | set(depth)):
         family.add_metric([lane_label(lane)], depth.get(lane, 0))
+    yield family
+
+
+RUNTIME_EVENTS = {
+    "relayed": "message ids published from the outbox",
+    "submitted": "messages a carrier accepted",
+    "receipts": "delivery receipts stored",
+    "receipts_parked": "receipts that arrived before their submit was committed (retried)",
+    "retries": "submits answered with a temporary error or a link loss (queued again)",
+    "recovered_sending": "messages taken over from a worker that died after moving them to sending "
+                         "(they may reach the carrier twice)",
+    "recovered_queued": "queued messages re-published at start (in-process queue only)",
+    "expired": "messages expired at the end of their validity",
+    "errors": "failed rounds of a worker loop (see the log)",
+}
+
+
+def _runtime_metrics(runtime: Any) -> Iterator[Metric]:
+    stats = getattr(runtime, "stats", None)
+    if stats is None:
+        return
+    family = CounterMetricFamily("hongyan_worker_events", "What this process's workers did since it started, by "
+                                 "event: " + "; ".join(f"{k}: {v}" for k, v in RUNTIME_EVENTS.items()) + ".",
+                                 labels=["event"])
+    for name in RUNTIME_EVENTS:
+        value = getattr(stats, name, None)
+        if isinstance(value, int):
+            family.add_metric([name], value)
     yield family
 
 
