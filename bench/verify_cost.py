@@ -81,8 +81,8 @@ def pct(values: list[float], p: float) -> float:
 
 
 def body_for(endpoint: str, to: str, i: int) -> dict[str, Any]:
-    if endpoint == "/v1/verify":
-        return {"to": to, "locale": "zh-CN", "device_ip": "203.0.113.7"}
+    if endpoint == "/v1/verify":  # every end user has an address of their own (the per-IP limit)
+        return {"to": to, "locale": "zh-CN", "device_ip": f"198.18.{i // 256 % 256}.{i % 256}"}
     return {"to": to, "text": OTP_TEXT.format(code=f"{i % 1_000_000:06d}"), "message_type": "verification"}
 
 

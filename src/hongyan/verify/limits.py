@@ -6,7 +6,7 @@ mistake, and an operator who wants more headroom for everyone raises the setting
 min(account, platform), the resend cool-down max(account, platform), max attempts min(account, platform).
 Code length and lifetime are plain defaults within their ranges (4–10 digits, 30–3600 s).
 
-Counts (one indexed query each, newest first, at most `limit` rows):
+Counts (read together in one statement by verify.windows; each an indexed range of at most `limit` rows):
 - per number (this account's verification messages to it, resends included): cool-down, hour, day;
 - per client IP (verifications started, hour) — the `device_ip` the caller passes, else the caller's own;
 - per API key (verifications started, minute).
@@ -20,14 +20,11 @@ from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hongyan.config import Settings
 from hongyan.core.errors import HongyanError, Unprocessable
-from hongyan.messaging.models import Message
 from hongyan.verify.codes import MAX_LENGTH, MIN_LENGTH
-from hongyan.verify.models import Verification
 
 SETTINGS_KEY = "verify"
 TTL_RANGE = (30, 3600)
@@ -159,44 +156,6 @@ def rate_limited(
     )
 
 
-async def _newest(session: AsyncSession, query: Any, limit: int) -> list[datetime]:
-    return list((await session.scalars(query.limit(limit))).all())
-
-
-def _number_sends(account_id: str, to_bidx: str, since: datetime, exclude: str | None) -> Any:
-    """This account's verification messages to the number (first sends and resends alike), newest first."""
-    query = (
-        select(Message.created_at)
-        .where(
-            Message.to_bidx == to_bidx,
-            Message.account_id == account_id,
-            Message.message_type == "verification",
-            Message.created_at >= since,
-        )
-        .order_by(Message.created_at.desc())
-    )
-    return query.where(Message.id != exclude) if exclude else query
-
-
-async def check_number(
-    session: AsyncSession,
-    limits: EffectiveLimits,
-    *,
-    account_id: str,
-    to_bidx: str,
-    now: datetime,
-    exclude_message_id: str | None = None,
-) -> None:
-    """The per-number limits (cool-down, hour, day); raises `verify_rate_limited_number` (429).
-    `exclude_message_id`: the message being sent (the re-check inside the submit transaction)."""
-    day = await _newest(
-        session,
-        _number_sends(account_id, to_bidx, now - timedelta(days=1), exclude_message_id),
-        max(limits.per_number_day, limits.per_number_hour, 1),
-    )
-    check_number_sends(limits, day, now)
-
-
 def check_number_sends(limits: EffectiveLimits, day: list[datetime], now: datetime) -> None:
     """Pure: the per-number limits over `day` (the number's sends in the last day, newest first)."""
     if day and limits.resend_cooldown_s and now - day[0] < timedelta(seconds=limits.resend_cooldown_s):
@@ -227,70 +186,36 @@ def check_number_sends(limits: EffectiveLimits, day: list[datetime], now: dateti
             )
 
 
-async def check_caller(
-    session: AsyncSession,
-    limits: EffectiveLimits,
-    *,
-    account_id: str,
-    client_ip: str | None,
-    api_key_id: str | None,
-    now: datetime,
-) -> None:
-    """The per-IP (hour) and per-API-key (minute) limits on starting verifications."""
-    ip_rows: list[datetime] = []
-    key_rows: list[datetime] = []
-    if client_ip:
-        ip_rows = await _newest(
-            session,
-            select(Verification.created_at)
-            .where(
-                Verification.client_ip == client_ip,
-                Verification.created_at >= now - timedelta(hours=1),
-                Verification.account_id == account_id,
-            )
-            .order_by(Verification.created_at.desc()),
-            limits.per_ip_hour,
-        )
-    if api_key_id:
-        key_rows = await _newest(
-            session,
-            select(Verification.created_at)
-            .where(Verification.api_key_id == api_key_id, Verification.created_at >= now - timedelta(minutes=1))
-            .order_by(Verification.created_at.desc()),
-            limits.per_key_minute,
-        )
-    check_caller_starts(limits, client_ip, ip_rows, api_key_id, key_rows, now)
-
-
 def check_caller_starts(
     limits: EffectiveLimits,
     client_ip: str | None,
-    ip_rows: list[datetime],
+    ip_starts: tuple[int, datetime | None],
     api_key_id: str | None,
-    key_rows: list[datetime],
+    key_starts: tuple[int, datetime | None],
     now: datetime,
 ) -> None:
-    """Pure: the per-IP and per-key limits over the starts of the last hour / minute (newest first)."""
+    """Pure: the per-IP (hour) and per-API-key (minute) limits on starting verifications, over (how many
+    started in the window, counted up to the limit; the oldest of those) — verify.windows reads both."""
     if client_ip:
-        rows = ip_rows
-        if len(rows) >= limits.per_ip_hour:
+        count, oldest = ip_starts
+        if count >= limits.per_ip_hour and oldest is not None:
             raise rate_limited(
                 "verify_rate_limited_ip",
                 f"{limits.per_ip_hour} verifications were started from "
                 f"{client_ip} in the last hour, the most allowed.",
-                (rows[-1] + timedelta(hours=1) - now).total_seconds(),
+                (oldest + timedelta(hours=1) - now).total_seconds(),
                 field="device_ip",
                 limit=limits.per_ip_hour,
                 window="hour",
             )
     if api_key_id:
-        rows = key_rows
-        if len(rows) >= limits.per_key_minute:
+        count, oldest = key_starts
+        if count >= limits.per_key_minute and oldest is not None:
             raise rate_limited(
                 "verify_rate_limited_key",
                 f"{limits.per_key_minute} verifications were started "
                 "with this API key in the last minute, the most allowed.",
-                (rows[-1] + timedelta(minutes=1) - now).total_seconds(),
+                (oldest + timedelta(minutes=1) - now).total_seconds(),
                 field="Authorization",
                 limit=limits.per_key_minute,
                 window="minute",

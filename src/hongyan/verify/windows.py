@@ -22,14 +22,15 @@ from hongyan.verify.models import Verification, VerifyThrottle
 
 @dataclass(slots=True)
 class Windows:
-    """Newest first: this account's verification messages to the number in the last day (at most
-    max(per_number_day, per_number_hour) of them), verifications started from the client IP in the last
-    hour and with the API key in the last minute (at most the limit); verifications to the prefix and to
-    the country in the velocity window (the country's without prefixes throttled now)."""
+    """This account's verification messages to the number in the last day, newest first (at most
+    max(per_number_day, per_number_hour) of them); verifications started from the client IP in the last
+    hour and with the API key in the last minute (how many, counted up to the limit, and the oldest of
+    those: when it leaves the window a slot frees); verifications to the prefix and to the country in the
+    velocity window (the country's without prefixes throttled now)."""
 
     number_sends: list[datetime] = field(default_factory=list)
-    ip_starts: list[datetime] = field(default_factory=list)
-    key_starts: list[datetime] = field(default_factory=list)
+    ip_starts: tuple[int, datetime | None] = (0, None)  # (count up to the limit, the oldest of those)
+    key_starts: tuple[int, datetime | None] = (0, None)
     recent: dict[tuple[str, str], int] = field(default_factory=dict)  # ("prefix" | "country", value) → count
 
 
@@ -53,6 +54,10 @@ async def read_windows(
         sub = query.limit(max(limit, 1)).subquery()
         return select(literal(tag).label("tag"), sub.c.at.label("at"), literal(0).label("n")).select_from(sub)
 
+    def newest(tag: str, query: Any, limit: int) -> Any:  # how many (up to `limit`) and the oldest of them
+        sub = query.limit(max(limit, 1)).subquery()
+        return select(literal(tag), func.min(sub.c.at), func.count()).select_from(sub)
+
     def count(tag: str, query: Any) -> Any:
         return query.with_only_columns(literal(tag).label("tag"), cast(null(), when).label("at"), func.count())
 
@@ -72,7 +77,7 @@ async def read_windows(
     ]
     if client_ip:
         branches.append(
-            rows(
+            newest(
                 "ip",
                 select(Verification.created_at.label("at"))
                 .where(
@@ -86,7 +91,7 @@ async def read_windows(
         )
     if api_key_id:
         branches.append(
-            rows(
+            newest(
                 "key",
                 select(Verification.created_at.label("at"))
                 .where(Verification.api_key_id == api_key_id, Verification.created_at >= now - timedelta(minutes=1))
@@ -125,12 +130,14 @@ async def read_windows(
             )
         )
     out = Windows()
-    lists = {"number": out.number_sends, "ip": out.ip_starts, "key": out.key_starts}
     for tag, at, n in (await session.execute(union_all(*branches))).all():
-        if tag in lists:
-            lists[tag].append(at)
+        if tag == "number":
+            out.number_sends.append(at)
+        elif tag == "ip":
+            out.ip_starts = (int(n), at)
+        elif tag == "key":
+            out.key_starts = (int(n), at)
         else:
             out.recent[(tag, prefix if tag == "prefix" else country or "")] = int(n)
-    for values in lists.values():
-        values.sort(reverse=True)  # UNION ALL keeps no order across branches
+    out.number_sends.sort(reverse=True)  # UNION ALL promises no order
     return out
