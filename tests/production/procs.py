@@ -24,7 +24,7 @@ BANNER_KEY = re.compile(r"API key:\s+(\S+)")
 
 
 def production_env(tmp: Path, db_url: str, amqp_url: str, prefix: str, **extra: str) -> dict[str, str]:
-    return dict(
+    env = dict(
         os.environ,
         HONGYAN_DATA_DIR=str(tmp),
         HONGYAN_DATABASE_URL=db_url,
@@ -37,8 +37,9 @@ def production_env(tmp: Path, db_url: str, amqp_url: str, prefix: str, **extra: 
         HONGYAN_BIND_LEASE_S="3",
         HONGYAN_CAMPAIGN_LEASE_S="4",
         HONGYAN_WEBHOOK_RETRY_BASE_S="1",
-        **extra,
     )
+    env.update(extra)
+    return env
 
 
 def cli(env: dict[str, str], *args: str) -> str:
