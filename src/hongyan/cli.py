@@ -204,6 +204,21 @@ def queue_status() -> None:
         typer.echo(f"{name}\t{count}")
 
 
+@queue_cli.command("republish")
+def queue_republish() -> None:
+    """Publish every `queued` message again (after the broker lost its queues); duplicates are skipped."""
+    from hongyan.dispatch.outbox import republish_queued
+
+    settings = get_settings()
+
+    async def main(db: Database) -> int:
+        n = await republish_queued(db, chunk=settings.dispatch_chunk)
+        typer.echo(f"{n} queued message(s) given to the outbox relay")
+        return 0
+
+    raise typer.Exit(_with_db(settings, main))
+
+
 @queue_cli.command("dead")
 def queue_dead(
     requeue: Annotated[bool, typer.Option("--requeue", help="Move them back to their lanes (after fixing the cause).")] = False,

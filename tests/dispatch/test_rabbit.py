@@ -225,3 +225,42 @@ async def test_a_dead_workers_messages_in_sending_are_taken_over(
     finally:
         await survivor.stop(timeout=10)
         await relay.stop(timeout=5)
+
+
+async def test_republish_after_the_broker_lost_its_queues(
+    db: Database, pg_settings: Settings, account: AccountFixture, amqp_url: str, rabbit_prefix: str
+) -> None:
+    """Queued messages whose items vanished with the broker's data are given new items by
+    `hongyan queue republish`; a worker then delivers each once."""
+    import aio_pika
+
+    from hongyan.dispatch.outbox import republish_queued
+    from hongyan.dispatch.queue import queue_for
+    from hongyan.dispatch.rabbit import queue_name
+
+    request = SubmitRequest(text="lost", recipients=[Recipient(to=f"+8613911{i:05d}9") for i in range(30)])
+    ids = [m.id for m in (await submit_batch(db, pg_settings, request, account_id=account.account_id,
+                                             source="api")).accepted]
+    relay = Runtime(db, pg_settings, queue_for(pg_settings), relay_only=True)
+    while await relay.relay_once(100):
+        pass
+    connection = await aio_pika.connect(amqp_url)
+    channel = await connection.channel()
+    lost = await channel.declare_queue(queue_name("dispatch", 1, rabbit_prefix), passive=True)
+    assert (await lost.purge()).message_count == 1  # the broker's data is gone
+    await connection.close()
+    assert await republish_queued(db, chunk=pg_settings.dispatch_chunk) == len(ids)
+    worker = Runtime(db, pg_settings, queue_for(pg_settings))
+    await worker.start()
+    try:
+        async def delivered() -> bool:
+            async with db.read() as session:
+                n = await session.scalar(select(func.count()).select_from(Message).where(
+                    Message.id.in_(ids), Message.status == "delivered"))
+            return n == len(ids)
+
+        await wait_until(delivered, timeout=30, message="republished messages delivered")
+        assert worker.stats.submitted == len(ids)
+    finally:
+        await worker.stop(timeout=10)
+        await relay.stop(timeout=5)

@@ -119,3 +119,21 @@ async def add_claimed(session: Any, lane: int, ids: list[str], *, chunk: int, no
         outbox_id = (await session.execute(insert(OutboxItem.__table__).values(**item).returning(OutboxItem.id))).scalar_one()
         out.append({**item, "id": outbox_id})
     return out
+
+
+async def republish_queued(db: Database, *, chunk: int) -> int:
+    """Give every `queued` message a fresh outbox row (`hongyan queue republish`): after the broker lost its
+    queues (a new broker, a deleted vhost, a restore from backup), nothing names those messages any more.
+    Messages that still have an item get a second one; dispatch skips it (`queued → sending` happens once)."""
+    now = utcnow()
+    async with db.read() as session:
+        found = (await session.execute(select(Message.id, Message.priority).where(
+            Message.status == Status.QUEUED.value).order_by(Message.id))).all()
+    by_lane: dict[int, list[str]] = {}
+    for message_id, lane in found:
+        by_lane.setdefault(int(lane), []).append(message_id)
+    for lane, ids_ in by_lane.items():
+        for i in range(0, len(ids_), 50 * chunk):
+            async with db.write() as session:
+                await add(session, rows(lane, ids_[i : i + 50 * chunk], chunk=chunk, available_at=now, now=now))
+    return len(found)
