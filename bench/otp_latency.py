@@ -32,6 +32,7 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +49,7 @@ from campaign import drop_database, fresh_database, load_contacts  # noqa: E402 
 from ingest import Server  # noqa: E402
 from sqlalchemy import select, update  # noqa: E402
 
+from e2e import delete_vhost, rabbitmq_vhost, stop_processes, wait_binds  # noqa: E402
 from hongyan.accounts import keys  # noqa: E402
 from hongyan.accounts import service as accounts  # noqa: E402
 from hongyan.accounts.models import Account  # noqa: E402
@@ -221,11 +223,31 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     url = await fresh_database("postgresql", tmp)
     keep = args.campaign_size + 50_000
     sim = SmscSim(DLR_DELAY_MS=0, MESSAGES_KEEP=keep).start()
+    saved_env = dict(os.environ)
     os.environ.update(SERVER_ENV)
     server = None
+    workers: list[subprocess.Popen[bytes]] = []
+    vhost = None
     db = Database(url, pool_size=4)
     try:
-        server = Server(tmp, url, workers=True, smpp=sim.channel_config(binds=args.binds, window=args.window))
+        smpp = sim.channel_config(binds=args.binds, window=args.window)
+        if args.topology == "split":
+            # production mode: API (+ outbox relay) alone, a worker for codes and a worker for the rest, each
+            # with its own SMPP bind (leases), on RabbitMQ; the bulk worker niced so that codes get the CPU first
+            queue_url, vhost = rabbitmq_vhost("")
+            os.environ["HONGYAN_QUEUE_URL"] = queue_url
+            server = Server(tmp, url, workers=False, smpp=smpp)
+            log = tmp / "workers.log"
+            env = dict(os.environ, HONGYAN_DATA_DIR=str(tmp), HONGYAN_DATABASE_URL=url)
+            with log.open("ab") as out:
+                for lanes, nice in (("verification", 0), ("notification,marketing", args.bulk_nice)):
+                    command = [sys.executable, "-m", "hongyan.cli", "worker", "--lanes", lanes]
+                    if nice:
+                        command = ["nice", "-n", str(nice), *command]
+                    workers.append(subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT))  # noqa: ASYNC220
+            await wait_binds(sim, args.binds, [server.proc, *workers], log, url, len(workers))
+        else:
+            server = Server(tmp, url, workers=True, smpp=smpp)
         settings = Settings(data_dir=tmp, database_url=url)
         crypto.configure(crypto.keyring_from_settings(settings))  # the server's key files (same data dir)
         async with db.write() as session:
@@ -273,7 +295,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "campaign_size": args.campaign_size,
                     "campaign_account": args.campaign_account,
                     "smsc": f"smsc-sim, receipts at once, {args.binds} binds, window {args.window}",
-                    "process": "one `hongyan serve` with embedded workers",
+                    "process": "one `hongyan serve` with embedded workers" if args.topology == "embedded" else
+                    "`hongyan serve --no-workers` + `worker --lanes verification` + `worker --lanes "
+                    f"notification,marketing` (nice {args.bulk_nice}), RabbitMQ, one bind per worker",
                     "cpus": os.cpu_count(),
                     "python": platform.python_version(),
                     "contacts_load_s": round(load_s, 1),
@@ -357,11 +381,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         return result
     finally:
+        stop_processes(workers)
         if server is not None:
             server.stop()
         sim.stop()
         await db.dispose()
         await drop_database(url)
+        if vhost:
+            delete_vhost(vhost)
+        os.environ.clear()
+        os.environ.update(saved_env)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -381,6 +410,9 @@ def main() -> None:
         help="who sends the campaign: another account, or the one asking for codes (then both share its "
         "ledger balance row: docs/lanes.md)",
     )
+    parser.add_argument("--topology", choices=["embedded", "split"], default="split",
+                        help="embedded: one `hongyan serve`; split: production mode (API + 2 workers on RabbitMQ)")
+    parser.add_argument("--bulk-nice", type=int, default=10, help="split: nice value of the bulk worker")
     parser.add_argument("--binds", type=int, default=2)
     parser.add_argument("--window", type=int, default=100)
     print(json.dumps(asyncio.run(run(parser.parse_args())), ensure_ascii=False))

@@ -62,6 +62,11 @@ class InboundSms:
 
 
 ReceiptSink = Callable[[list[DeliveryReceipt]], Awaitable[None]]
+
+
+class ReceiptsNotStored(Exception):
+    """Raised by a receipt sink for receipts it could not store (shutting down, database unreachable): the
+    connector answers the carrier with a temporary error so that they are sent again."""
 InboundSink = Callable[[list[InboundSms]], Awaitable[None]]
 
 

@@ -19,7 +19,14 @@ from typing import Any
 from sqlalchemy import bindparam, delete, insert, select, update
 
 from hongyan.campaigns.pump import WindowCache, hold_back_quiet
-from hongyan.channels.base import Connector, DeliveryReceipt, InboundSms, OutboundSms, SubmitOutcome
+from hongyan.channels.base import (
+    Connector,
+    DeliveryReceipt,
+    InboundSms,
+    OutboundSms,
+    ReceiptsNotStored,
+    SubmitOutcome,
+)
 from hongyan.channels.models import CarrierMessage
 from hongyan.channels.registry import build_connector, fingerprint, load_setup
 from hongyan.channels.routing import Router
@@ -138,7 +145,7 @@ class Runtime:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._flush_receipts()
         for _receipt, seen in self._parked:  # not stored: the carrier is told to send them again
-            seen.fail(RuntimeError("stopping"))
+            seen.fail(ReceiptsNotStored("stopping before the receipt's submit was recorded"))
         with contextlib.suppress(Exception):
             await self.relay.forget()
         for connector in self.connectors.values():
@@ -513,7 +520,7 @@ class Runtime:
             parked = await self._apply_receipts(pending)
         except BaseException as exc:
             for _r, seen in pending:
-                seen.fail(exc if isinstance(exc, Exception) else RuntimeError("stopped"))
+                seen.fail(ReceiptsNotStored(f"{type(exc).__name__}: {exc}"))
             raise
         held = {id(seen) for _r, seen in parked}
         for _r, seen in pending:

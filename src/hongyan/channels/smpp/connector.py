@@ -23,6 +23,7 @@ from hongyan.channels.base import (
     InboundSms,
     OutboundSms,
     ReceiptSink,
+    ReceiptsNotStored,
     SubmitOutcome,
 )
 from hongyan.channels.smpp import pdu as P
@@ -362,10 +363,15 @@ class SmppConnector:
             if sent is not None:
                 self._observe_latency(time.monotonic() - sent)
             if self._on_receipts is not None:
-                await self._on_receipts([
-                    DeliveryReceipt(receipt.status, self.channel_id, carrier_message_id=carrier_id,
-                                    carrier_error_code=f"{receipt.stat}:{receipt.error}" if receipt.error else receipt.stat)
-                ])
+                try:
+                    await self._on_receipts([
+                        DeliveryReceipt(receipt.status, self.channel_id, carrier_message_id=carrier_id,
+                                        carrier_error_code=f"{receipt.stat}:{receipt.error}" if receipt.error
+                                        else receipt.stat)
+                    ])
+                except ReceiptsNotStored as exc:  # the SMSC sends it again later
+                    log.info("smpp %s: receipt not stored (%s); asking the SMSC to resend", self.name, exc)
+                    return P.ESME_RX_T_APPN
             return P.ESME_ROK
         return await self._on_mo(pdu)
 
