@@ -256,10 +256,18 @@ async def test_republish_after_the_broker_lost_its_queues(
         async def delivered() -> bool:
             async with db.read() as session:
                 n = await session.scalar(select(func.count()).select_from(Message).where(
-                    Message.id.in_(ids), Message.status == "delivered"))
-            return n == len(ids)
+                    Message.id.in_(ids), Message.status.in_(["delivered", "undelivered", "rejected"])))
+            return n == len(ids)  # the sandbox's mix for ordinary numbers: 95 % delivered, 3 undelivered, 2 rejected
 
-        await wait_until(delivered, timeout=30, message="republished messages delivered")
+        try:
+            await wait_until(delivered, timeout=30, message="republished messages final")
+        except AssertionError:
+            async with db.read() as session:
+                counts = dict((await session.execute(select(Message.status, func.count()).where(
+                    Message.id.in_(ids)).group_by(Message.status))).all())
+                outbox = (await session.execute(select(OutboxItem.id, OutboxItem.available_at))).all()
+            raise AssertionError(f"statuses {counts}, outbox {outbox}, worker {worker.stats}, "
+                                 f"queue {worker.queue.stats}, channels {worker.channel_status()}") from None
         assert worker.stats.submitted == len(ids)
     finally:
         await worker.stop(timeout=10)
