@@ -8,7 +8,7 @@ import httpx
 
 from hongyan.accounts import keys
 from hongyan.db.engine import Database
-from support import AccountFixture
+from support import AccountFixture, wait_until
 
 
 async def operator_client(app: Any, db: Database, account: AccountFixture) -> httpx.AsyncClient:
@@ -82,3 +82,42 @@ async def test_bad_settings_name_the_field(app: Any, db: Database, account: Acco
         await ops.post("/v1/operator/channels", json={"name": "ok", "config": SMPP})
         r = await ops.post("/v1/operator/routes", json={"channel": "ok", "prefixes": ["86-1"]})
         assert r.status_code == 400 and r.json()["error"]["field"] == "prefixes[0]"
+
+
+async def test_system_view_shows_workers_binds_and_the_scheduler_from_leases(
+    app: Any, client: httpx.AsyncClient, db: Database, account: AccountFixture
+) -> None:
+    from hongyan.dispatch import lease
+    from hongyan.dispatch.binds import BindLeases
+
+    class Smpp:  # what BindLeases needs of a connector
+        bind_count = 3
+        active_binds: set[int] = set()
+
+        async def set_active(self, indices: set[int]) -> None:
+            self.active_binds = set(indices)
+
+    a, b = BindLeases(db, "host-a:101:aa", ttl_s=60), BindLeases(db, "host-b:202:bb", ttl_s=60)
+    ca, cb = {"chn_x": Smpp()}, {"chn_x": Smpp()}
+    for _ in range(2):
+        await a.tick(ca)
+        await b.tick(cb)
+    runtime = app.state.runtime  # embedded workers: its campaign engine leads the scheduler
+
+    async def leading() -> bool:
+        return runtime.campaigns is not None and await lease.held_by_other(db, "campaign-scheduler", "nobody")
+
+    await wait_until(leading, message="the embedded scheduler holds its lease")
+    assert (await client.get("/v1/operator/system")).status_code == 403, "staff only"
+    async with await operator_client(app, db, account) as ops:
+        r = await ops.get("/v1/operator/system")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [w["holder"] for w in body["workers"]] == ["host-a:101:aa", "host-b:202:bb"]
+    assert body["campaign_scheduler"] == runtime.campaigns.holder
+    holders = {x["index"]: x["holder"] for x in body["binds"]["chn_x"]}
+    assert sorted(holders) == [0, 1, 2]
+    assert sorted(holders.values()).count("host-a:101:aa") == len(ca["chn_x"].active_binds)
+    assert body["queue"]["backend"] == "memory" and set(body["queue"]["depth"]) == {
+        "verification", "notification", "marketing"}
+    assert body["embedded_workers"] is True

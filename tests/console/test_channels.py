@@ -264,3 +264,33 @@ async def test_signed_out_visitors_go_to_the_login_form(app: Any) -> None:
         response = await c.get("/console/channels")
     assert response.status_code == 303
     assert response.headers["location"] == "/console/login?next=%2Fconsole%2Fchannels"
+
+
+async def test_worker_processes_and_their_binds_in_production_mode(admin: httpx.AsyncClient, db: Database) -> None:
+    """The API process of production mode runs no carriers: the page shows what the workers' leases say."""
+    from hongyan.dispatch.binds import BindLeases
+
+    page = await admin.get("/console/channels")
+    assert 'id="workers"' not in page.text, "no worker leases: no section"
+    response = await post_form(admin, "/console/channels", SMPP_FORM)
+    assert response.status_code == 303
+    channel = (await channels_in_db(db))["carrier-a"]
+
+    class Smpp:
+        bind_count = 2
+        active_binds: set[int] = set()
+
+        async def set_active(self, indices: set[int]) -> None:
+            self.active_binds = set(indices)
+
+    workers = [BindLeases(db, f"worker-host-{i}:{100 + i}:ab", ttl_s=60) for i in range(2)]
+    for _ in range(2):
+        for w in workers:
+            await w.tick({channel.id: Smpp()})
+    page = await admin.get("/console/channels")
+    section = re.search(r'<section class="card card-flush" id="workers">.*?</section>', page.text, re.S)
+    assert section, "the worker section is shown"
+    rows = re.findall(r'<tr data-worker="([^"]+)">(.*?)</tr>', section.group(0), re.S)
+    assert [holder for holder, _ in rows] == ["worker-host-0:100:ab", "worker-host-1:101:ab"]
+    assert sum(cells.count("carrier-a#") for _, cells in rows) == 2, "each bind shown once, at its holder"
+    assert "工作进程" in section.group(0)

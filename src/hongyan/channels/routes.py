@@ -135,3 +135,20 @@ async def delete_route(route_id: str, request: Request, db: DbDep, ctx: Operator
         await service.delete_route(session, route_id, actor=actor_for_api(ctx, request))
     await _reload(request)
     return JsonResponse({"id": route_id, "deleted": True})
+
+
+@router.get("/system", summary="Workers, scheduler leader, SMPP binds per worker and queue depth (production mode)")
+async def system(request: Request, db: DbDep, ctx: OperatorAccount) -> JsonResponse:
+    """From the workers' leases in PostgreSQL (docs/production.md): live `hongyan worker` processes, the one
+    leading the campaign scheduler, which worker runs each SMPP bind; and the dispatch queue's depth per lane
+    as this process sees it (the broker's count on RabbitMQ)."""
+    from hongyan.dispatch.fleet import snapshot
+    from hongyan.dispatch.queue import LANE_NAMES
+
+    fleet = (await snapshot(db)).json()
+    runtime = getattr(request.app.state, "runtime", None)
+    depth = runtime.queue.depth("dispatch") if runtime is not None else None
+    fleet["queue"] = {"backend": request.app.state.settings.queue_url.split(":", 1)[0],
+                      "depth": {LANE_NAMES[lane]: n for lane, n in depth.items()} if depth is not None else None}
+    fleet["embedded_workers"] = runtime is not None and not getattr(runtime, "relay_only", False)
+    return JsonResponse(fleet)

@@ -38,6 +38,7 @@ from hongyan.console.context import (
 )
 from hongyan.console.session import Flash
 from hongyan.core.errors import HongyanError
+from hongyan.dispatch.fleet import snapshot
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -244,6 +245,7 @@ async def _render(console: Console, *, status: int = 200, **values: Any) -> Any:
     async with console.db.read() as session:
         channels = await service.list_channels(session)
         routes = await service.list_routes(session)
+    fleet = await snapshot(console.db)  # production mode: the workers' leases say who runs which bind
     names = {c.id: c.name for c in channels}
     rows = [
         {
@@ -253,9 +255,17 @@ async def _render(console: Console, *, status: int = 200, **values: Any) -> Any:
             "enabled": c.enabled,
             "config": service.redact(c.config),
             "state": _state(_status(console.request, c.id)),
+            "leased": len(fleet.binds[c.id]) if c.id in fleet.binds else None,
+            "binds": int(c.config.get("binds", 1) or 1) if c.kind == "smpp" else None,
         }
         for c in channels
     ]
+    worker_binds: dict[str, list[str]] = {}
+    for channel_id, held in fleet.binds.items():
+        for index, holder in sorted(held.items()):
+            worker_binds.setdefault(holder, []).append(f"{names.get(channel_id, channel_id)}#{index + 1}")
+    runtime = _runtime(console.request)
+    values.setdefault("queue_depth", runtime.queue.depth("dispatch") if runtime is not None else None)
     route_rows = [{"route": r, "channel_name": names.get(r.channel_id, r.channel_id)} for r in routes]
     values.setdefault("channel_form", _empty_channel_form())
     values.setdefault("route_form", _empty_route_form())
@@ -266,6 +276,8 @@ async def _render(console: Console, *, status: int = 200, **values: Any) -> Any:
         forbidden=False,
         channels=rows,
         routes=route_rows,
+        fleet=fleet,
+        worker_binds=worker_binds,
         bind_types=BIND_TYPES,
         long_modes=LONG_MODES,
         message_types=service.MESSAGE_TYPES,

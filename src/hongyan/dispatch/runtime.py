@@ -158,6 +158,8 @@ class Runtime:
 
     async def reload_channels(self) -> bool:
         """Start connectors of new or changed channels, stop removed ones, rebuild the router."""
+        if self.relay_only:  # an API process in production mode: the workers run the carriers
+            return False
         setup = await load_setup(self.db)
         if setup.signature == self._setup_signature:
             return False
