@@ -97,3 +97,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.25) -> Any:
+    """The synchronous wait_until, for tests that drive real processes: poll `predicate` until it returns
+    something truthy (returned), failing after `timeout` seconds with its last value."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)  # polling interval, bounded by the deadline
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from support import free_port
+from support import free_port, wait_for
 
 BANNER_KEY = re.compile(r"API key:\s+(\S+)")
 
@@ -74,17 +74,6 @@ class Server:
                 self.proc.kill()
 
 
-def _wait(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}: {last!r}")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_kill9_then_restart_finishes_every_message(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> None:
@@ -122,7 +111,7 @@ def test_kill9_then_restart_finishes_every_message(tmp_path: Path, backend: str,
                 b = c.get(f"/v1/batches/{bid}").json()["counts"]
                 return b["sent"] > 0 or b["delivered"] > 0
 
-            _wait(some_sent, 30, "messages in flight")
+            wait_for(some_sent, 30, "messages in flight")
         server.kill9()
 
         key2 = server.start()  # restart on the same database
@@ -142,7 +131,7 @@ def test_kill9_then_restart_finishes_every_message(tmp_path: Path, backend: str,
                         break
                 return total == len(accepted)
 
-            _wait(all_final, 120, "every message final after restart")
+            wait_for(all_final, 120, "every message final after restart")
             assert "recovered" in server.output, server.output
             for mid in accepted[::97]:
                 events = [e["status"] for e in c.get(f"/v1/messages/{mid}").json()["events"]]

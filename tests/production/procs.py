@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from support import free_port
+from support import free_port, wait_for  # noqa: F401  (re-exported for the production tests)
 
 CLI = [sys.executable, "-m", "hongyan.cli"]
 BANNER_KEY = re.compile(r"API key:\s+(\S+)")
@@ -141,14 +141,3 @@ class WebhookSink:
     def snapshot(self) -> list[dict[str, Any]]:
         with self.lock:
             return list(self.events)
-
-
-def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)  # polling interval, bounded by the deadline
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
