@@ -102,3 +102,19 @@ async def test_broker_check_refuses_a_server_that_is_not_amqp() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_api_process_of_production_mode(db: Database, settings: Settings, amqp_url: str,
+                                              rabbit_prefix: str) -> None:
+    """`serve --no-workers` on RabbitMQ: its relay-only runtime pings the broker; carriers are the workers'."""
+    from hongyan.app import create_app
+
+    split = settings.model_copy(update={"queue_url": amqp_url, "queue_prefix": rabbit_prefix})
+    application = create_app(split, run_workers=False, db=db)
+    async with application.router.lifespan_context(application):
+        assert application.state.runtime.relay_only and application.state.runtime.connectors == {}
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            body = (await c.get("/ready")).json()
+    assert body["status"] == "ok" and body["checks"]["broker"] == "ok", body
+    assert body["checks"]["workers"] == "external" and "channels" not in body["checks"]

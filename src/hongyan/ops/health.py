@@ -39,10 +39,11 @@ async def ready(request: Request) -> JsonResponse:
     checks: dict[str, Any] = {
         "database": database,
         "broker": broker,
-        "workers": "embedded" if runtime is not None else "external",
+        # an API process in production mode runs only the outbox relay: its carriers are the workers'
+        "workers": "embedded" if runtime is not None and not getattr(runtime, "relay_only", False) else "external",
     }
     channels: dict[str, str] = {}
-    if runtime is not None:
+    if runtime is not None and not getattr(runtime, "relay_only", False):
         channels = {cid: "up" if s.get("up") else "down" for cid, s in sorted(runtime.channel_status().items())}
         checks["channels"] = channels
     ok = database == "ok" and broker in ("ok", "in-process", "external")
