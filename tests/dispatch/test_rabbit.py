@@ -18,7 +18,7 @@ from hongyan.dispatch.rabbit import RabbitQueue, dead_letters, queue_status
 from hongyan.dispatch.runtime import Runtime
 from hongyan.messaging.models import Message, MessageEvent
 from hongyan.messaging.submit import Recipient, SubmitRequest, submit_batch
-from support import AccountFixture, wait_until
+from support import AccountFixture, free_port, wait_until
 
 
 @pytest.fixture
@@ -272,3 +272,20 @@ async def test_republish_after_the_broker_lost_its_queues(
     finally:
         await worker.stop(timeout=10)
         await relay.stop(timeout=5)
+
+
+async def test_a_worker_outlives_an_unreachable_broker(db: Database, pg_settings: Settings) -> None:
+    """Started before the broker (or while it restarts): the dispatch loops keep asking instead of dying."""
+    from hongyan.dispatch.queue import queue_for
+
+    dead = pg_settings.model_copy(update={"queue_url": f"amqp://guest:guest@127.0.0.1:{free_port()}/"})
+    runtime = Runtime(db, dead, queue_for(dead))
+    await runtime.start()
+    try:
+        async def complained_twice() -> bool:
+            return runtime.stats.errors >= 4  # the general and the verification dispatchers, twice each
+
+        await wait_until(complained_twice, timeout=15, message="dispatchers retrying the broker")
+        assert not any(t.done() for t in runtime._tasks), "a loop died"
+    finally:
+        await runtime.stop(timeout=5)

@@ -288,7 +288,17 @@ class Runtime:
                 item = await asyncio.wait_for(self.queue.get(DISPATCH, max_lane=max_lane), timeout=0.2)
             except TimeoutError:
                 continue
+            except Exception:
+                await self._queue_trouble()
+                continue
             await self._dispatch_item(item)
+
+    async def _queue_trouble(self) -> None:
+        """The broker is unreachable (not started yet, restarting): wait a moment and ask again."""
+        self.stats.errors += 1
+        log.warning("the work queue is unreachable; retrying in 1 s", exc_info=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop_event.wait(), timeout=1.0)
 
     async def _can_submit(self) -> bool:
         """A worker that holds no bind of any channel (more workers than binds) leaves the queue to the
@@ -313,6 +323,10 @@ class Runtime:
                 item = await asyncio.wait_for(self.queue.get(DISPATCH, max_lane=0), timeout=0.2)
             except TimeoutError:
                 slots.release()
+                continue
+            except Exception:
+                slots.release()
+                await self._queue_trouble()
                 continue
             task = asyncio.create_task(self._dispatch_item(item))
             running.add(task)
