@@ -289,3 +289,39 @@ async def test_a_worker_outlives_an_unreachable_broker(db: Database, pg_settings
         assert not any(t.done() for t in runtime._tasks), "a loop died"
     finally:
         await runtime.stop(timeout=5)
+
+
+async def test_a_failed_dispatch_is_retried_and_its_messages_in_sending_taken_over(
+    db: Database, pg_settings: Settings, account: AccountFixture
+) -> None:
+    """Recording the submit results fails once (database trouble after the carrier took them): the item is
+    retried, and the retry takes the messages left in `sending` over instead of skipping them."""
+    from hongyan.dispatch.queue import queue_for
+
+    request = SubmitRequest(text="retry", recipients=[Recipient(to=f"+8613912{i:05d}9") for i in range(10)])
+    ids = [m.id for m in (await submit_batch(db, pg_settings, request, account_id=account.account_id,
+                                             source="api")).accepted]
+    worker = Runtime(db, pg_settings, queue_for(pg_settings))
+    real = worker._record_submits
+    calls = {"n": 0}
+
+    async def flaky(results: Any, messages: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ConnectionResetError("database connection lost")
+        await real(results, messages)
+
+    worker._record_submits = flaky  # type: ignore[method-assign]
+    await worker.start()
+    worker.notify_outbox()
+    try:
+        async def final() -> bool:
+            async with db.read() as session:
+                n = await session.scalar(select(func.count()).select_from(Message).where(
+                    Message.id.in_(ids), Message.status.in_(["delivered", "undelivered", "rejected"])))
+            return n == len(ids)
+
+        await wait_until(final, timeout=30, message="every message final after the retry")
+        assert worker.stats.recovered_sending == len(ids) and worker.queue.stats["retried"] == 1
+    finally:
+        await worker.stop(timeout=10)

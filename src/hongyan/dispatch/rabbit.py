@@ -158,7 +158,9 @@ class RabbitQueue:
             if message.redelivered:
                 self.stats["redelivered"] += 1
             attempts = int((message.headers or {}).get("attempts", 0) or 0)
-            self._local.put(QueueItem(topic, lane, body, redelivered=bool(message.redelivered),
+            # a retry (attempts > 0) follows a failed attempt: like a redelivery, its messages may have
+            # been left in `sending` and are taken over
+            self._local.put(QueueItem(topic, lane, body, redelivered=bool(message.redelivered) or attempts > 0,
                                       ack=self._acker(message), retry=self._retrier(message, topic, lane, body, attempts)))
 
         return on_message
