@@ -34,7 +34,7 @@ def production_env(tmp: Path, db_url: str, amqp_url: str, prefix: str, **extra: 
         HONGYAN_LOG_LEVEL="WARNING",
         HONGYAN_QUIET_HOURS="off",
         HONGYAN_BOOTSTRAP_CREDIT_MICROS=str(10**12),  # ¥1,000,000
-        HONGYAN_BIND_LEASE_S="3",
+        HONGYAN_BIND_LEASE_S="6",
         HONGYAN_CAMPAIGN_LEASE_S="4",
         HONGYAN_WEBHOOK_RETRY_BASE_S="1",
     )
