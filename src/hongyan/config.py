@@ -274,13 +274,21 @@ class Settings(BaseSettings):
         if self.secret_key:
             return self.secret_key
         path = self.data_dir / "secret_key"
+        cached = _GENERATED_KEYS.get(str(path))
+        if cached is not None:  # read once per process: verification codes hash with it on every start
+            return cached
         if path.exists():
-            return path.read_text().strip()
+            key = path.read_text().strip()
+            _GENERATED_KEYS[str(path)] = key
+            return key
         self.data_dir.mkdir(parents=True, exist_ok=True)
         key = secrets.token_urlsafe(48)
         path.write_text(key)
         path.chmod(0o600)
         return key
+
+
+_GENERATED_KEYS: dict[str, str] = {}  # <data_dir>/secret_key → its content (the file never changes once written)
 
 
 @lru_cache
