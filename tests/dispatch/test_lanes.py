@@ -139,3 +139,22 @@ async def add_channel(db: Database, config: dict[str, Any]) -> None:
     async with db.write() as session:
         channel = await channels.create_channel(session, name="sim", kind="smpp", config=config)
         await channels.create_route(session, channel=channel.id, priority=10)
+
+
+async def test_a_verification_only_worker_does_no_bulk_work(db: Database, settings: Settings) -> None:
+    """`hongyan worker --lanes verification`: no campaign engine, no contact imports, no general dispatchers."""
+    codes_only = Runtime(db, settings, MemoryQueue(), lanes=(0,))
+    everything = Runtime(db, settings, MemoryQueue())
+    await codes_only.start()
+    await everything.start()
+    try:
+        async def engine_started() -> bool:
+            return everything.campaigns is not None
+
+        await wait_until(engine_started, message="the full worker's campaign engine")
+        names = {t.get_coro().__qualname__ for t in codes_only._tasks}
+        assert codes_only.campaigns is None and "Runtime._campaign_loop" not in names
+        assert "Runtime._dispatch_loop" not in names and "Runtime._verification_loop" in names
+    finally:
+        await codes_only.stop(timeout=5)
+        await everything.stop(timeout=5)

@@ -117,8 +117,11 @@ class Runtime:
             loops.append(self._verification_loop())
         if self.bind_leases is not None:
             loops.append(self._periodic("SMPP bind leases", self.settings.bind_lease_s / 3, self._bind_tick))
-        loops.append(self._periodic("contact imports", self.settings.import_poll_s, self._imports))
-        loops.append(self._campaign_loop())
+        if any(lane > 0 for lane in self.lanes):
+            # bulk work (building campaign runs, importing contact files) stays off verification-only workers
+            # (`--lanes verification`): their CPU is for codes
+            loops.append(self._periodic("contact imports", self.settings.import_poll_s, self._imports))
+            loops.append(self._campaign_loop())
         loops.append(self._confirmation_loop())
         if self.settings.email_backend == "smtp":
             loops.append(self._periodic("email delivery", EMAIL_POLL_S, self._email_delivery))
