@@ -230,7 +230,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     vhost = None
     db = Database(url, pool_size=4)
     try:
-        smpp = sim.channel_config(binds=args.binds, window=args.window)
+        smpp = sim.channel_config(binds=args.binds, window=args.window, tps=args.tps)
         if args.topology == "split":
             # production mode: API (+ outbox relay) alone, a worker for codes and a worker for the rest, each
             # with its own SMPP bind (leases), on RabbitMQ; the bulk worker niced so that codes get the CPU first
@@ -294,7 +294,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "idle_seconds": args.seconds,
                     "campaign_size": args.campaign_size,
                     "campaign_account": args.campaign_account,
-                    "smsc": f"smsc-sim, receipts at once, {args.binds} binds, window {args.window}",
+                    "smsc": f"smsc-sim, receipts at once, {args.binds} binds, window {args.window}, "
+                            f"tps per bind {args.tps or 'unlimited'}",
                     "process": "one `hongyan serve` with embedded workers" if args.topology == "embedded" else
                     "`hongyan serve --no-workers` + `worker --lanes verification` + `worker --lanes "
                     f"notification,marketing` (nice {args.bulk_nice}), RabbitMQ, one bind per worker",
@@ -415,6 +416,7 @@ def main() -> None:
     parser.add_argument("--bulk-nice", type=int, default=10, help="split: nice value of the bulk worker")
     parser.add_argument("--binds", type=int, default=2)
     parser.add_argument("--window", type=int, default=100)
+    parser.add_argument("--tps", type=int, default=0, help="submits per second per bind (0: unlimited), as a carrier sets")
     print(json.dumps(asyncio.run(run(parser.parse_args())), ensure_ascii=False))
 
 
