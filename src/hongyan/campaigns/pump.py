@@ -26,13 +26,12 @@ from hongyan.core.clock import utcnow
 from hongyan.db.engine import Database
 from hongyan.dispatch import outbox
 from hongyan.dispatch.models import OutboxItem
-from hongyan.dispatch.queue import Queue
+from hongyan.dispatch.queue import DISPATCH, Queue
 from hongyan.messaging.models import Message
 from hongyan.messaging.states import Status
 from hongyan.messaging.submit import LANES
 from hongyan.messaging.transitions import Transition, apply_transitions
 
-DISPATCH = "dispatch"
 WINDOW_CACHE_S = 30.0
 _M = Message.__table__
 
@@ -187,14 +186,14 @@ class Pump:
                                                                          expires_at=bindparam("exp")),
                     later, execution_options={"synchronize_session": False})
                 self.deferred += len(later)
-            claimed: list[dict[str, Any]] = []
+            claimed: list[tuple[int, int, list[str]]] = []
             if go:  # the validity period counts from the release
                 outcome = await apply_transitions(session, [Transition(mid, Status.QUEUED) for mid in go],
                                                   also={"expires_at": now + validity})
                 go = outcome.applied_ids
                 # claimed outbox rows: if this process dies before publishing, a relay publishes them
                 claimed = await outbox.add_claimed(session, lane, go, chunk=self.settings.dispatch_chunk, now=now)
-        await self.relay.publish([(r["id"], r["lane"], r["payload"]["ids"]) for r in claimed])
+        await self.relay.publish(claimed)
         await self.relay.forget()
         self.released += len(go)
         return len(go)

@@ -143,11 +143,11 @@ async def system(request: Request, db: DbDep, ctx: OperatorAccount) -> JsonRespo
     leading the campaign scheduler, which worker runs each SMPP bind; and the dispatch queue's depth per lane
     as this process sees it (the broker's count on RabbitMQ)."""
     from hongyan.dispatch.fleet import snapshot
-    from hongyan.dispatch.queue import LANE_NAMES
+    from hongyan.dispatch.queue import DISPATCH, LANE_NAMES
 
     fleet = (await snapshot(db)).json()
     runtime = getattr(request.app.state, "runtime", None)
-    depth = runtime.queue.depth("dispatch") if runtime is not None else None
+    depth = runtime.queue.depth(DISPATCH) if runtime is not None else None
     fleet["queue"] = {"backend": request.app.state.settings.queue_url.split(":", 1)[0],
                       "depth": {LANE_NAMES[lane]: n for lane, n in depth.items()} if depth is not None else None}
     fleet["embedded_workers"] = runtime is not None and not getattr(runtime, "relay_only", False)

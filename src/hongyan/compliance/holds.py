@@ -20,12 +20,12 @@ from hongyan.core.clock import utcnow
 from hongyan.core.errors import Unprocessable
 from hongyan.db.engine import Database
 from hongyan.dispatch.models import OutboxItem
+from hongyan.dispatch.queue import DISPATCH
 from hongyan.messaging.models import Message
 from hongyan.messaging.states import Status
 from hongyan.messaging.transitions import Transition, apply_transitions
 
 DECISIONS = ("approved", "rejected")
-DISPATCH = "dispatch"  # dispatch.runtime.DISPATCH (not imported: the runtime imports the submit path)
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,7 @@ from hongyan.console.context import (
 from hongyan.console.session import Flash
 from hongyan.core.errors import HongyanError
 from hongyan.dispatch.fleet import snapshot
+from hongyan.dispatch.queue import DISPATCH
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -265,7 +266,7 @@ async def _render(console: Console, *, status: int = 200, **values: Any) -> Any:
         for index, holder in sorted(held.items()):
             worker_binds.setdefault(holder, []).append(f"{names.get(channel_id, channel_id)}#{index + 1}")
     runtime = _runtime(console.request)
-    values.setdefault("queue_depth", runtime.queue.depth("dispatch") if runtime is not None else None)
+    values.setdefault("queue_depth", runtime.queue.depth(DISPATCH) if runtime is not None else None)
     route_rows = [{"route": r, "channel_name": names.get(r.channel_id, r.channel_id)} for r in routes]
     values.setdefault("channel_form", _empty_channel_form())
     values.setdefault("route_form", _empty_route_form())

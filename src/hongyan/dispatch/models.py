@@ -9,6 +9,7 @@ from sqlalchemy import BigInteger, Index, Integer, SmallInteger, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hongyan.db.base import Base, JsonType, UtcDateTime
+from hongyan.dispatch.queue import DISPATCH
 
 
 class OutboxItem(Base):
@@ -25,6 +26,12 @@ class OutboxItem(Base):
 
 
 Index("ix_outbox_available", OutboxItem.available_at, OutboxItem.id)
+
+
+def outbox_rows(lane: int, ids: list[str], *, chunk: int, available_at: datetime, now: datetime) -> list[dict[str, Any]]:
+    """Rows of `outbox` for `ids` on a lane, `chunk` ids each, due at `available_at`."""
+    return [{"topic": DISPATCH, "lane": lane, "payload": {"ids": ids[i : i + chunk]}, "available_at": available_at,
+             "created_at": now} for i in range(0, len(ids), chunk)]
 
 
 class Lease(Base):

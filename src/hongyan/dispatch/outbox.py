@@ -23,20 +23,13 @@ from sqlalchemy import delete, insert, select, update
 
 from hongyan.core.clock import utcnow
 from hongyan.db.engine import Database
-from hongyan.dispatch.models import OutboxItem
-from hongyan.dispatch.queue import Queue
+from hongyan.dispatch.models import OutboxItem, outbox_rows
+from hongyan.dispatch.queue import DISPATCH, Queue
 from hongyan.messaging.models import Message
 from hongyan.messaging.states import Status
 from hongyan.messaging.transitions import Transition, apply_transitions
 
-DISPATCH = "dispatch"
 CLAIM_S = 60.0  # a claimed row that was not deleted by then (its relay died) is published again
-
-
-def rows(lane: int, ids: list[str], *, chunk: int, available_at: datetime, now: datetime) -> list[dict[str, Any]]:
-    """Outbox rows for `ids` in chunks (insert them with `add`)."""
-    return [{"topic": DISPATCH, "lane": lane, "payload": {"ids": ids[i : i + chunk]}, "available_at": available_at,
-             "created_at": now} for i in range(0, len(ids), chunk)]
 
 
 async def add(session: Any, items: list[dict[str, Any]]) -> None:
@@ -110,15 +103,16 @@ class Relay:
                 await session.execute(delete(OutboxItem).where(OutboxItem.id.in_(done)))
 
 
-async def add_claimed(session: Any, lane: int, ids: list[str], *, chunk: int, now: datetime) -> list[dict[str, Any]]:
+async def add_claimed(session: Any, lane: int, ids: list[str], *, chunk: int,
+                      now: datetime) -> list[tuple[int, int, list[str]]]:
     """Rows for messages the caller moves to `queued` itself and publishes right after its commit (the
-    campaign pump): inserted already claimed, so only a crash between commit and publish needs the relay."""
-    items = rows(lane, ids, chunk=chunk, available_at=now + timedelta(seconds=CLAIM_S), now=now)
-    out: list[dict[str, Any]] = []
-    for item in items:
+    campaign pump): inserted already claimed, so only a crash between commit and publish needs the relay.
+    Returns them as `Relay.publish` takes them: (outbox id, lane, ids)."""
+    plan: list[tuple[int, int, list[str]]] = []
+    for item in outbox_rows(lane, ids, chunk=chunk, available_at=now + timedelta(seconds=CLAIM_S), now=now):
         outbox_id = (await session.execute(insert(OutboxItem.__table__).values(**item).returning(OutboxItem.id))).scalar_one()
-        out.append({**item, "id": outbox_id})
-    return out
+        plan.append((outbox_id, lane, item["payload"]["ids"]))
+    return plan
 
 
 async def republish_queued(db: Database, *, chunk: int) -> int:
@@ -135,5 +129,5 @@ async def republish_queued(db: Database, *, chunk: int) -> int:
     for lane, ids_ in by_lane.items():
         for i in range(0, len(ids_), 50 * chunk):
             async with db.write() as session:
-                await add(session, rows(lane, ids_[i : i + 50 * chunk], chunk=chunk, available_at=now, now=now))
+                await add(session, outbox_rows(lane, ids_[i : i + 50 * chunk], chunk=chunk, available_at=now, now=now))
     return len(found)

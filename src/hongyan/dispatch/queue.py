@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+DISPATCH = "dispatch"  # the topic of dispatch items (chunks of message ids); the only one so far
 LANES = (0, 1, 2)
 LANE_NAMES = {0: "verification", 1: "notification", 2: "marketing"}
 LANE_BY_NAME = {name: lane for lane, name in LANE_NAMES.items()}

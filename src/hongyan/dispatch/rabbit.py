@@ -34,7 +34,7 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
-from hongyan.dispatch.queue import LANE_NAMES, LANES, MAX_DELIVERIES, MemoryQueue, QueueItem
+from hongyan.dispatch.queue import DISPATCH, LANE_NAMES, LANES, MAX_DELIVERIES, MemoryQueue, QueueItem
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +267,7 @@ async def dead_letters(url: str, *, limit: int = 100, requeue: bool = False, pre
                 body = orjson.loads(message.body)
             except ValueError:
                 body = {"unreadable": message.body[:200].decode("utf-8", "replace")}
-            topic, lane = str(headers.get("topic") or "dispatch"), int(headers.get("lane", 1) or 1)
+            topic, lane = str(headers.get("topic") or DISPATCH), int(headers.get("lane", 1) or 1)
             ids = body.get("ids") if isinstance(body, dict) else None
             out.append({"queue": origin or queue_name(topic, lane, prefix), "topic": topic, "lane": lane,
                         "attempts": int(headers.get("attempts", 0) or 0),
@@ -290,7 +290,7 @@ async def dead_letters(url: str, *, limit: int = 100, requeue: bool = False, pre
     return out
 
 
-async def queue_status(url: str, topics: tuple[str, ...] = ("dispatch",), prefix: str = PREFIX) -> dict[str, int]:
+async def queue_status(url: str, topics: tuple[str, ...] = (DISPATCH,), prefix: str = PREFIX) -> dict[str, int]:
     """Ready items per queue (including hongyan.dead) and consumers per queue, for `hongyan queue status`."""
     connection = await aio_pika.connect(url)
     try:

@@ -36,7 +36,8 @@ from hongyan.core.clock import utcnow
 from hongyan.db.engine import Database
 from hongyan.dispatch import lease, outbox
 from hongyan.dispatch.binds import BindLeases
-from hongyan.dispatch.queue import LANES, Queue, QueueItem
+from hongyan.dispatch.models import outbox_rows
+from hongyan.dispatch.queue import DISPATCH, LANES, Queue, QueueItem
 from hongyan.messaging import inbound
 from hongyan.messaging.models import IdempotencyRecord, Message
 from hongyan.messaging.states import FINAL, Status
@@ -45,7 +46,6 @@ from hongyan.webhooks.sender import WebhookSender
 
 log = logging.getLogger(__name__)
 
-DISPATCH = "dispatch"
 RECEIPT_PARK_LIMIT = timedelta(minutes=10)
 RECEIPT_ACK_HOLD_S = 10.0  # a parked receipt is answered to the carrier after this long at the latest
 RECORD_EVERY = 50  # accepted submits are committed in slices of this many (see Runtime._submit_recording)
@@ -78,7 +78,8 @@ class Runtime:
         self.holder = lease.new_holder_id()
         self.relay = outbox.Relay(db, queue)
         # several processes share the carriers: each SMPP bind is leased to one of them (dispatch.binds)
-        self.bind_leases = BindLeases(db, self.holder, ttl_s=settings.bind_lease_s) if queue.durable else None
+        self.bind_leases = (BindLeases(db, self.holder, ttl_s=settings.bind_lease_s)
+                            if queue.durable and not relay_only else None)
         self.dispatchers = dispatchers  # general: every lane, lowest first
         self.verification_dispatchers = verification_dispatchers  # lane 0 only, concurrent
         self.connectors: dict[str, Connector] = {}
@@ -111,15 +112,14 @@ class Runtime:
         loops = [self._relay_loop(), self._receipt_loop(), self._sweep_loop(), self._reload_loop(), self.webhooks.run(),
                  self._periodic("billing sweep", self.settings.billing_sweep_s, self._billing_sweep),
                  self._periodic("privacy retention sweep", self.settings.privacy_sweep_s, self._privacy_sweep)]
-        if any(lane > 0 for lane in self.lanes):
-            loops += [self._dispatch_loop(i) for i in range(self.dispatchers)]
         if self.verification_dispatchers > 0 and 0 in self.lanes:
             loops.append(self._verification_loop())
         if self.bind_leases is not None:
             loops.append(self._periodic("SMPP bind leases", self.settings.bind_lease_s / 3, self._bind_tick))
         if any(lane > 0 for lane in self.lanes):
-            # bulk work (building campaign runs, importing contact files) stays off verification-only workers
-            # (`--lanes verification`): their CPU is for codes
+            # general dispatchers and the bulk work (building campaign runs, importing contact files) stay off
+            # verification-only workers (`--lanes verification`): their CPU is for codes
+            loops += [self._dispatch_loop(i) for i in range(self.dispatchers)]
             loops.append(self._periodic("contact imports", self.settings.import_poll_s, self._imports))
             loops.append(self._campaign_loop())
         loops.append(self._confirmation_loop())
@@ -495,7 +495,7 @@ class Runtime:
                 await (await session.connection()).execute(insert(CarrierMessage.__table__), refs)
             await apply_transitions(session, transitions)
             for (lane, pause), ids_ in by_lane.items():
-                await outbox.add(session, outbox.rows(lane, ids_, chunk=self.settings.dispatch_chunk,
+                await outbox.add(session, outbox_rows(lane, ids_, chunk=self.settings.dispatch_chunk,
                                                       available_at=now + timedelta(seconds=pause), now=now))
         self.stats.submitted += sum(1 for r, _ in results if r.accepted)
         self.stats.retries += len(retry)

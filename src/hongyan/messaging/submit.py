@@ -26,7 +26,7 @@ from hongyan.core.clock import utcnow
 from hongyan.core.crypto import blind_index
 from hongyan.core.errors import HongyanError, Unprocessable
 from hongyan.db.engine import Database
-from hongyan.dispatch.models import OutboxItem
+from hongyan.dispatch.models import OutboxItem, outbox_rows
 from hongyan.messaging.encoding import Segmentation, segment
 from hongyan.messaging.models import Batch, Message
 from hongyan.messaging.numbers import NumberProblem, normalize
@@ -522,12 +522,8 @@ def _outbox_items(rows: list[dict[str, Any]], chunk: int, lane: int, now: dateti
         if r["status"] == Status.HELD.value:
             continue
         by_time.setdefault(r["scheduled_at"] or now, []).append(r["id"])
-    return [
-        {"topic": "dispatch", "lane": lane, "payload": {"ids": ids_[i : i + chunk]}, "available_at": at,
-         "created_at": now}
-        for at, ids_ in sorted(by_time.items())
-        for i in range(0, len(ids_), chunk)
-    ]
+    return [row for at, ids_ in sorted(by_time.items())
+            for row in outbox_rows(lane, ids_, chunk=chunk, available_at=at, now=now)]
 
 
 def _rejected_dict(r: RejectedRecipient) -> dict[str, Any]:

@@ -36,14 +36,11 @@ async def ready(request: Request) -> JsonResponse:
     runtime = getattr(state, "runtime", None)
     database = await _check(_database(state.db))
     broker = await _broker(runtime, state.settings.queue_url)
-    checks: dict[str, Any] = {
-        "database": database,
-        "broker": broker,
-        # an API process in production mode runs only the outbox relay: its carriers are the workers'
-        "workers": "embedded" if runtime is not None and not getattr(runtime, "relay_only", False) else "external",
-    }
+    # an API process in production mode runs only the outbox relay: its carriers are the workers'
+    embedded = runtime is not None and not getattr(runtime, "relay_only", False)
+    checks: dict[str, Any] = {"database": database, "broker": broker, "workers": "embedded" if embedded else "external"}
     channels: dict[str, str] = {}
-    if runtime is not None and not getattr(runtime, "relay_only", False):
+    if embedded:
         channels = {cid: "up" if s.get("up") else "down" for cid, s in sorted(runtime.channel_status().items())}
         checks["channels"] = channels
     ok = database == "ok" and broker in ("ok", "in-process", "external")

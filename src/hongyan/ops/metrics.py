@@ -40,13 +40,12 @@ from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from hongyan.db.engine import Database
-from hongyan.dispatch.queue import LANE_NAMES
+from hongyan.dispatch.queue import DISPATCH, LANE_NAMES
 from hongyan.messaging.states import FINAL, Status
 
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-DISPATCH_TOPIC = "dispatch"  # dispatch.runtime.DISPATCH; not imported: the runtime imports this module's users
 NON_FINAL = tuple(s.value for s in Status if s not in FINAL)
 
 # no `*_created` series beside every counter and histogram: they double the exposition and nothing here uses them
@@ -197,7 +196,7 @@ class LiveCollector(Collector):
 
 def _queue_metrics(runtime: Any) -> Iterator[Metric]:
     try:
-        depth = runtime.queue.depth(DISPATCH_TOPIC)
+        depth = runtime.queue.depth(DISPATCH)
     except Exception as exc:  # a backend that cannot tell right now: no sample rather than a failed scrape
         log.debug("metrics: queue depth unavailable: %s", exc)
         return
