@@ -55,10 +55,24 @@ def queue_arguments(prefix: str = PREFIX) -> dict[str, Any]:
     return {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead_name(prefix)}
 
 
+async def declare_lane(channel: AbstractChannel, topic: str, lane: int, prefix: str = PREFIX) -> Any:
+    return await channel.declare_queue(queue_name(topic, lane, prefix), durable=True, arguments=queue_arguments(prefix))
+
+
+async def declare_dead(channel: AbstractChannel, prefix: str = PREFIX) -> Any:
+    return await channel.declare_queue(dead_name(prefix), durable=True)
+
+
+def item_message(body: bytes, topic: str, lane: int, attempts: int) -> aio_pika.Message:
+    """A work item as stored: persistent JSON, its topic, lane and attempt count in the headers."""
+    return aio_pika.Message(body, content_type="application/json", delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                            headers={"topic": topic, "lane": lane, "attempts": attempts})
+
+
 class RabbitQueue:
     durable = True
 
-    def __init__(self, url: str, *, lanes: tuple[int, ...] = LANES, prefetch: int = 4,
+    def __init__(self, url: str, *, lanes: tuple[int, ...] = LANES, prefetch: int = 2,
                  verification_prefetch: int = 64, prefix: str = PREFIX) -> None:
         self.url = url
         self.prefix = prefix
@@ -93,7 +107,7 @@ class RabbitQueue:
                 self._conn.reconnect_callbacks.add(self._on_reconnect)
             if self._pub is None or self._pub.is_closed:
                 self._pub = await self._conn.channel(publisher_confirms=True)
-                await self._pub.declare_queue(dead_name(self.prefix), durable=True)
+                await declare_dead(self._pub, self.prefix)
         return self._pub
 
     def _on_reconnect(self, *_args: Any) -> None:
@@ -102,7 +116,7 @@ class RabbitQueue:
         log.warning("RabbitMQ connection restored; %d buffered items dropped (the broker redelivers them)", dropped)
 
     async def _declare(self, channel: AbstractChannel, topic: str, lane: int) -> Any:
-        return await channel.declare_queue(self.name(topic, lane), durable=True, arguments=queue_arguments(self.prefix))
+        return await declare_lane(channel, topic, lane, self.prefix)
 
     def name(self, topic: str, lane: int) -> str:
         return queue_name(topic, lane, self.prefix)
@@ -116,11 +130,8 @@ class RabbitQueue:
         if name not in self._declared:
             await self._declare(channel, topic, lane)
             self._declared.add(name)
-        message = aio_pika.Message(
-            orjson.dumps(body), content_type="application/json", delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            headers={"topic": topic, "lane": lane, "attempts": attempts},
-        )
-        await channel.default_exchange.publish(message, routing_key=name, mandatory=True)
+        await channel.default_exchange.publish(item_message(orjson.dumps(body), topic, lane, attempts), routing_key=name,
+                                               mandatory=True)
         self.stats["published"] += 1
 
     # -- consuming ------------------------------------------------------------------------------------
@@ -254,7 +265,7 @@ async def dead_letters(url: str, *, limit: int = 100, requeue: bool = False, pre
     out: list[dict[str, Any]] = []
     try:
         channel = await connection.channel(publisher_confirms=True)
-        dead = await channel.declare_queue(dead_name(prefix), durable=True)
+        dead = await declare_dead(channel, prefix)
         held: list[AbstractIncomingMessage] = []
         for _ in range(limit):
             message = await dead.get(no_ack=False, fail=False)
@@ -273,13 +284,9 @@ async def dead_letters(url: str, *, limit: int = 100, requeue: bool = False, pre
                         "attempts": int(headers.get("attempts", 0) or 0),
                         "ids": len(ids) if isinstance(ids, list) else None, "first_id": ids[0] if ids else None})
             if requeue and isinstance(body, dict) and lane in LANES:
-                name = queue_name(topic, lane, prefix)
-                await channel.declare_queue(name, durable=True, arguments=queue_arguments(prefix))
-                await channel.default_exchange.publish(
-                    aio_pika.Message(message.body, content_type="application/json",
-                                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                                     headers={"topic": topic, "lane": lane, "attempts": 0}),
-                    routing_key=name, mandatory=True)
+                queue = await declare_lane(channel, topic, lane, prefix)
+                await channel.default_exchange.publish(item_message(message.body, topic, lane, 0),
+                                                       routing_key=queue.name, mandatory=True)
                 await message.ack()
             else:
                 held.append(message)
@@ -298,11 +305,10 @@ async def queue_status(url: str, topics: tuple[str, ...] = (DISPATCH,), prefix: 
         out: dict[str, int] = {}
         for topic in topics:
             for lane in LANES:
-                queue = await channel.declare_queue(queue_name(topic, lane, prefix), durable=True,
-                                                    arguments=queue_arguments(prefix))
+                queue = await declare_lane(channel, topic, lane, prefix)
                 out[queue.name] = int(queue.declaration_result.message_count or 0)
                 out[queue.name + ":consumers"] = int(queue.declaration_result.consumer_count or 0)
-        dead = await channel.declare_queue(dead_name(prefix), durable=True)
+        dead = await declare_dead(channel, prefix)
         out[dead.name] = int(dead.declaration_result.message_count or 0)
         return out
     finally:
