@@ -133,6 +133,25 @@ async def test_depth_reports_the_brokers_count_per_lane(queues: Any) -> None:
 
 # -- two workers on one PostgreSQL and one broker --------------------------------------------------------------
 # (numbers end in 9: the sandbox's magic endings 00001-00008 pick outcomes such as "no receipt ever")
+SANDBOX_FINAL = ("delivered", "undelivered", "rejected")  # its mix for ordinary numbers: 95 / 3 / 2 %
+
+
+async def wait_final(db: Database, ids: list[str], *, timeout: float, message: str,
+                     context: Any = lambda: "") -> None:
+    """Until every message of `ids` has a final status; on a timeout the statuses (and `context()`) say why."""
+    async def final() -> bool:
+        async with db.read() as session:
+            n = await session.scalar(select(func.count()).select_from(Message).where(
+                Message.id.in_(ids), Message.status.in_(SANDBOX_FINAL)))
+        return n == len(ids)
+
+    try:
+        await wait_until(final, timeout=timeout, message=message)
+    except AssertionError:
+        async with db.read() as session:
+            counts = dict((await session.execute(select(Message.status, func.count()).where(
+                Message.id.in_(ids)).group_by(Message.status))).all())
+        raise AssertionError(f"{message}: statuses {counts}; {context()}") from None
 @pytest.fixture
 def pg_settings(settings: Settings, db_backend: str, amqp_url: str, rabbit_prefix: str) -> Settings:
     if db_backend != "postgresql":
@@ -158,20 +177,9 @@ async def test_two_workers_share_the_work_and_deliver_each_message_once(
             accepted += [m.id for m in result.accepted]
             api.notify_outbox()
 
-        async def all_final() -> bool:
-            async with db.read() as session:
-                n = await session.scalar(select(func.count()).select_from(Message).where(
-                    Message.id.in_(accepted), Message.status.in_(["delivered", "undelivered", "rejected"])))
-            return n == len(accepted)
-
-        try:
-            await wait_until(all_final, timeout=60, message="1,000 messages final")
-        except AssertionError:
-            async with db.read() as session:
-                counts = dict((await session.execute(select(Message.status, func.count()).where(
-                    Message.id.in_(accepted)).group_by(Message.status))).all())
-            raise AssertionError(f"statuses {counts}; workers {[w.stats for w in workers]}; "
-                                 f"channels {[w.channel_status() for w in workers]}") from None
+        await wait_final(db, accepted, timeout=60, message="1,000 messages final",
+                         context=lambda: f"workers {[w.stats for w in workers]}; "
+                                         f"channels {[w.channel_status() for w in workers]}")
         assert all(w.stats.submitted > 0 for w in workers), [w.stats.submitted for w in workers]
         assert sum(w.stats.submitted for w in workers) == len(accepted)
         # every process relays (SKIP LOCKED shares the outbox); only workers dispatch
@@ -214,13 +222,7 @@ async def test_a_dead_workers_messages_in_sending_are_taken_over(
     survivor = Runtime(db, pg_settings, queue_for(pg_settings))
     await survivor.start()
     try:
-        async def delivered() -> bool:
-            async with db.read() as session:
-                n = await session.scalar(select(func.count()).select_from(Message).where(
-                    Message.id.in_(ids), Message.status.in_(["delivered", "undelivered", "rejected"])))
-            return n == len(ids)
-
-        await wait_until(delivered, timeout=30, message="the dead worker's messages delivered")
+        await wait_final(db, ids, timeout=30, message="the dead worker's messages final")
         assert survivor.stats.recovered_sending == len(ids)
     finally:
         await survivor.stop(timeout=10)
@@ -253,21 +255,8 @@ async def test_republish_after_the_broker_lost_its_queues(
     worker = Runtime(db, pg_settings, queue_for(pg_settings))
     await worker.start()
     try:
-        async def delivered() -> bool:
-            async with db.read() as session:
-                n = await session.scalar(select(func.count()).select_from(Message).where(
-                    Message.id.in_(ids), Message.status.in_(["delivered", "undelivered", "rejected"])))
-            return n == len(ids)  # the sandbox's mix for ordinary numbers: 95 % delivered, 3 undelivered, 2 rejected
-
-        try:
-            await wait_until(delivered, timeout=30, message="republished messages final")
-        except AssertionError:
-            async with db.read() as session:
-                counts = dict((await session.execute(select(Message.status, func.count()).where(
-                    Message.id.in_(ids)).group_by(Message.status))).all())
-                outbox = (await session.execute(select(OutboxItem.id, OutboxItem.available_at))).all()
-            raise AssertionError(f"statuses {counts}, outbox {outbox}, worker {worker.stats}, "
-                                 f"queue {worker.queue.stats}, channels {worker.channel_status()}") from None
+        await wait_final(db, ids, timeout=30, message="republished messages final",
+                         context=lambda: f"worker {worker.stats}, queue {worker.queue.stats}")
         assert worker.stats.submitted == len(ids)
     finally:
         await worker.stop(timeout=10)
@@ -315,13 +304,7 @@ async def test_a_failed_dispatch_is_retried_and_its_messages_in_sending_taken_ov
     await worker.start()
     worker.notify_outbox()
     try:
-        async def final() -> bool:
-            async with db.read() as session:
-                n = await session.scalar(select(func.count()).select_from(Message).where(
-                    Message.id.in_(ids), Message.status.in_(["delivered", "undelivered", "rejected"])))
-            return n == len(ids)
-
-        await wait_until(final, timeout=30, message="every message final after the retry")
+        await wait_final(db, ids, timeout=30, message="every message final after the retry")
         assert worker.stats.recovered_sending == len(ids) and worker.queue.stats["retried"] == 1
     finally:
         await worker.stop(timeout=10)
