@@ -170,21 +170,10 @@ def worker(
         typer.echo("stopping: draining in-flight work")
         await runtime.stop()
         if metrics is not None:
-            await _close(metrics)
+            await metrics.close()
         await db.dispose()
 
     asyncio.run(main())
-
-
-async def _close(thing: object) -> None:
-    close = getattr(thing, "close", None) or getattr(thing, "stop", None)
-    if close is not None:
-        result = close()
-        if asyncio.iscoroutine(result):
-            await result
-    wait_closed = getattr(thing, "wait_closed", None)
-    if wait_closed is not None:
-        await wait_closed()
 
 
 queue_cli = typer.Typer(help="The RabbitMQ work queues (production mode).", no_args_is_help=True)
