@@ -31,8 +31,19 @@ from hongyan.dispatch.models import Lease
 WORKER_PREFIX = "worker:"
 
 
+BIND_PREFIX = "bind:"
+
+
 def bind_lease_name(channel_id: str, index: int) -> str:
-    return f"bind:{channel_id}:{index}"
+    return f"{BIND_PREFIX}{channel_id}:{index}"
+
+
+def parse_bind_lease_name(name: str) -> tuple[str, int] | None:
+    """(channel id, bind index) of a bind lease's name; None for any other lease."""
+    if not name.startswith(BIND_PREFIX):
+        return None
+    channel_id, _, index = name[len(BIND_PREFIX):].rpartition(":")
+    return (channel_id, int(index)) if channel_id and index.isdigit() else None
 
 
 def worker_lease_name(holder: str) -> str:

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from hongyan.campaigns.engine import LEASE as SCHEDULER_LEASE
 from hongyan.core.clock import utcnow
 from hongyan.db.engine import Database
-from hongyan.dispatch.binds import WORKER_PREFIX
+from hongyan.dispatch.binds import WORKER_PREFIX, parse_bind_lease_name
 from hongyan.dispatch.models import Lease
 
 
@@ -43,9 +43,8 @@ async def snapshot(db: Database, *, now: datetime | None = None) -> Fleet:
             fleet.workers.append({"holder": holder, "lease_expires_at": expires_at.isoformat()})
         elif name == SCHEDULER_LEASE:
             fleet.scheduler = holder
-        elif name.startswith("bind:"):
-            _kind, channel_id, index = name.rsplit(":", 2)
-            if index.isdigit():
-                fleet.binds.setdefault(channel_id, {})[int(index)] = holder
+        elif (bind := parse_bind_lease_name(name)) is not None:
+            channel_id, index = bind
+            fleet.binds.setdefault(channel_id, {})[index] = holder
     fleet.workers.sort(key=lambda w: w["holder"])
     return fleet
