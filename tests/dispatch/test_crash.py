@@ -5,73 +5,38 @@ state, exactly once in the history, nothing accepted is lost, and every message 
 from __future__ import annotations
 
 import os
-import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from production.procs import Proc, api_key
 from support import free_port, wait_for
 
-BANNER_KEY = re.compile(r"API key:\s+(\S+)")
 
+class Server(Proc):
+    """`hongyan serve` with embedded workers on the sandbox carrier."""
 
-class Server:
     def __init__(self, data_dir: Path, db_url: str) -> None:
-        self.port = free_port()
-        self.env = dict(
+        port = free_port()
+        env = dict(
             os.environ,
             HONGYAN_DATA_DIR=str(data_dir),
             HONGYAN_DATABASE_URL=db_url,
-            HONGYAN_PORT=str(self.port),
+            HONGYAN_PORT=str(port),
             HONGYAN_SANDBOX_DELAY_MS="1500",  # many messages are `sent` and owed a receipt at the kill
             HONGYAN_SANDBOX_OUTCOMES="delivered:90,undelivered:10",
         )
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = data_dir / "server.log"
-        self.output = ""
+        super().__init__("server", ["serve"], env, data_dir)
+        self.base = f"http://127.0.0.1:{port}"
+        self.run_output = ""  # this run's output (the log file keeps every run)
 
-    def start(self) -> str:
-        start_at = self.log.stat().st_size if self.log.exists() else 0
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "hongyan.cli", "serve"], env=self.env, stdout=out, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + 60
-        key = ""
-        while time.monotonic() < deadline:
-            self.output = self.log.read_bytes()[start_at:].decode(errors="replace")
-            m = BANNER_KEY.search(self.output)
-            if m:
-                key = m.group(1)
-            try:
-                if httpx.get(self.base + "/health", timeout=0.5).status_code == 200:
-                    self.output = self.log.read_bytes()[start_at:].decode(errors="replace")
-                    return key
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None:
-                raise AssertionError("server exited:\n" + self.output)
-            time.sleep(0.05)  # polling interval while waiting for the port
-        raise AssertionError("server did not start:\n" + self.output)
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+    def start_serving(self) -> str:
+        """Start, wait for /health; returns the API key of a first start ('' on a restart)."""
+        self.run_output = self.start(f"http:{self.base}", timeout=60)
+        return api_key(self.run_output)
 
 
 @pytest.mark.slow
@@ -95,8 +60,8 @@ def test_kill9_then_restart_finishes_every_message(tmp_path: Path, backend: str,
         db_url = f"sqlite+aiosqlite:///{tmp_path / 'crash.db'}"
     server = Server(tmp_path, db_url)
     try:
-        key = server.start()
-        assert key, server.output
+        key = server.start_serving()
+        assert key, server.run_output
         headers = {"Authorization": f"Bearer {key}"}
         accepted: list[str] = []
         with httpx.Client(base_url=server.base, headers=headers, timeout=30) as c:
@@ -114,7 +79,7 @@ def test_kill9_then_restart_finishes_every_message(tmp_path: Path, backend: str,
             wait_for(some_sent, 30, "messages in flight")
         server.kill9()
 
-        key2 = server.start()  # restart on the same database
+        key2 = server.start_serving()  # restart on the same database
         assert key2 == "", "restart must not bootstrap again"
         with httpx.Client(base_url=server.base, headers=headers, timeout=30) as c:
             def all_final() -> bool:
@@ -132,7 +97,7 @@ def test_kill9_then_restart_finishes_every_message(tmp_path: Path, backend: str,
                 return total == len(accepted)
 
             wait_for(all_final, 120, "every message final after restart")
-            assert "recovered" in server.output, server.output
+            assert "recovered" in server.run_output, server.run_output
             for mid in accepted[::97]:
                 events = [e["status"] for e in c.get(f"/v1/messages/{mid}").json()["events"]]
                 final = [e for e in events if e in ("delivered", "undelivered")]
@@ -147,4 +112,4 @@ def test_kill9_then_restart_finishes_every_message(tmp_path: Path, backend: str,
                                   capture_output=True, text=True, timeout=120)
         assert verified.returncode == 0 and "ledger OK" in verified.stdout, verified.stdout + verified.stderr
     finally:
-        server.stop()
+        server.terminate(timeout=15)

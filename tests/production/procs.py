@@ -42,6 +42,12 @@ def production_env(tmp: Path, db_url: str, amqp_url: str, prefix: str, **extra: 
     return env
 
 
+def api_key(banner: str) -> str:
+    """The API key `hongyan serve` prints on its first start ('' on later starts)."""
+    match = BANNER_KEY.search(banner)
+    return match.group(1) if match else ""
+
+
 def cli(env: dict[str, str], *args: str) -> str:
     done = subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"hongyan {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"

@@ -20,7 +20,7 @@ from hongyan.dispatch.runtime import Runtime
 from hongyan.messaging.models import Message
 from hongyan.messaging.states import FINAL
 from hongyan.messaging.submit import Recipient, SubmitRequest, submit_batch
-from production.procs import Proc, cli, production_env, wait_for
+from production.procs import Proc, api_key, cli, production_env, wait_for
 from support import AccountFixture, free_port, truncate_all, wait_until
 
 FINAL_VALUES = sorted(s.value for s in FINAL)
@@ -106,7 +106,7 @@ def test_sigterm_drains_a_worker_and_the_next_one_finishes(
         api = Proc("api", ["serve", "--no-workers"], env, tmp_path)
         first, second = (Proc(f"worker-{i}", ["worker"], env, tmp_path) for i in (1, 2))
         try:
-            key = api.start(f"http:{base}").split("API key:")[1].split()[0]
+            key = api_key(api.start(f"http:{base}"))
             first.start("worker running")
             total = 0
             with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30) as c:

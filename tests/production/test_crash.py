@@ -19,7 +19,7 @@ from sqlalchemy import func, select, update
 from hongyan.db.engine import Database
 from hongyan.messaging.models import Message, MessageEvent
 from hongyan.messaging.states import FINAL
-from production.procs import Proc, WebhookSink, cli, production_env, wait_for
+from production.procs import Proc, WebhookSink, api_key, cli, production_env, wait_for
 from support import free_port, truncate_all
 
 pytestmark = pytest.mark.slow
@@ -113,7 +113,7 @@ def test_kill9_worker_and_api_mid_campaign(tmp_path: Path, pg_url: str, amqp_url
         workers = [Proc(f"worker-{i}", ["worker"], env, tmp_path) for i in (1, 2)]
         try:
             banner = api.start(f"http:{base}")
-            key = banner.split("API key:")[1].split()[0]
+            key = api_key(banner)
             headers = {"Authorization": f"Bearer {key}"}
             for w in workers:
                 w.start("worker running")
