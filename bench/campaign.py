@@ -72,8 +72,10 @@ async def fresh_database(backend: str, tmp: Path) -> str:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
-    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    return f"{base}/{name}"
+    # HONGYAN_BENCH_PG_URL may name a Unix socket directory (…/postgres?host=/var/run/postgresql)
+    address, _, query = PG_ADMIN.partition("?")
+    base = address.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    return f"{base}/{name}" + (f"?{query}" if query else "")
 
 
 async def drop_database(url: str) -> None:
@@ -83,7 +85,7 @@ async def drop_database(url: str) -> None:
 
     conn = await asyncpg.connect(PG_ADMIN)
     try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+        await conn.execute(f'DROP DATABASE IF EXISTS "{url.partition("?")[0].rsplit("/", 1)[1]}" WITH (FORCE)')
     finally:
         await conn.close()
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hongyan.billing import ledger
@@ -114,15 +114,19 @@ def allocate(
     return out
 
 
+_PKG_LA = LedgerAccount.__table__
+_ELIGIBLE_PACKAGES = (  # built once with bound parameters (every send asks)
+    select(Package.id, _PKG_LA.c.balance, Package.countries, Package.message_types)
+    .join(_PKG_LA, _PKG_LA.c.id == Package.id.concat(":package:" + ledger.UNITS))
+    .where(Package.account_id == bindparam("p_account"), Package.status == "active",
+           Package.starts_at <= bindparam("p_at", type_=Package.starts_at.type),
+           Package.expires_at > bindparam("p_at", type_=Package.starts_at.type), _PKG_LA.c.balance > 0)
+    .order_by(Package.expires_at, Package.id)
+)
+
+
 async def eligible_packages(session: AsyncSession, account_id: str, *, at: datetime) -> list[EligiblePackage]:
-    la = LedgerAccount.__table__
-    rows = await session.execute(
-        select(Package.id, la.c.balance, Package.countries, Package.message_types)
-        .join(la, la.c.id == Package.id.concat(":package:" + ledger.UNITS))
-        .where(Package.account_id == account_id, Package.status == "active", Package.starts_at <= at,
-               Package.expires_at > at, la.c.balance > 0)
-        .order_by(Package.expires_at, Package.id)
-    )
+    rows = await session.execute(_ELIGIBLE_PACKAGES, {"p_account": account_id, "p_at": at})
     return [EligiblePackage(r.id, int(r.balance), list(r.countries or []), list(r.message_types or [])) for r in rows]
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -39,6 +39,23 @@ ENTRY_KINDS = (
 )
 
 _LA = LedgerAccount.__table__
+_ENTRY = JournalEntry.__table__
+_LINE = JournalLine.__table__
+
+# statements built once with bound parameters (hot: every send holds, every final status settles); composing
+# them per call cost more CPU than running them
+_AMOUNT = bindparam("la_amount", type_=_LA.c.balance.type)
+_MOVE = (
+    update(_LA)
+    .where(_LA.c.id == bindparam("la_id"))
+    .where(_LA.c.min_balance.is_(None) | (_LA.c.balance + _AMOUNT >= _LA.c.min_balance))
+    .values(balance=_LA.c.balance + _AMOUNT, updated_at=bindparam("la_now", type_=_LA.c.updated_at.type))
+    .returning(_LA.c.balance)
+)
+_CURRENT = select(_LA.c.balance, _LA.c.min_balance).where(_LA.c.id == bindparam("la_id"))
+_LOCK_PG = _CURRENT.with_for_update()
+_INSERT_ENTRY = insert(_ENTRY)
+_INSERT_LINES = insert(_LINE)
 
 
 def ledger_id(owner: str, kind: str, currency: str) -> str:
@@ -119,17 +136,17 @@ async def post(
     conn = await session.connection()
     # the entry first: a repeated idempotency key fails here, before any balance moved
     await conn.execute(
-        insert(JournalEntry.__table__).values(
-            id=entry_id, account_id=account_id, kind=kind, reference=reference, note=note, actor=actor,
-            actor_ip=actor_ip, idempotency_key=idempotency_key, detail=detail or {}, created_at=now,
-        )
+        _INSERT_ENTRY,
+        {"id": entry_id, "account_id": account_id, "kind": kind, "reference": reference, "note": note,
+         "actor": actor, "actor_ip": actor_ip, "idempotency_key": idempotency_key, "detail": detail or {},
+         "created_at": now},
     )
     balances: dict[str, int] = {}
     for ledger_account_id in sorted(postings):
         balances[ledger_account_id] = await _move(session, ledger_account_id, postings[ledger_account_id], now)
     if postings:
         await conn.execute(
-            insert(JournalLine.__table__),
+            _INSERT_LINES,
             [
                 {"entry_id": entry_id, "ledger_account_id": la, "currency": parse_id(la)[2], "amount": amount,
                  "balance_after": balances[la], "created_at": now}
@@ -141,23 +158,17 @@ async def post(
 
 async def _move(session: AsyncSession, ledger_account_id: str, amount: int, now: datetime) -> int:
     conn = await session.connection()
-    stmt = (
-        update(_LA)
-        .where(_LA.c.id == ledger_account_id)
-        .where(_LA.c.min_balance.is_(None) | (_LA.c.balance + amount >= _LA.c.min_balance))
-        .values(balance=_LA.c.balance + amount, updated_at=now)
-        .returning(_LA.c.balance)
-    )
-    balance = (await conn.execute(stmt)).scalar()
+    params = {"la_id": ledger_account_id, "la_amount": amount, "la_now": now}
+    balance = (await conn.execute(_MOVE, params)).scalar()
     if balance is not None:
         return int(balance)
-    current = (await conn.execute(select(_LA.c.balance, _LA.c.min_balance).where(_LA.c.id == ledger_account_id))).first()
+    current = (await conn.execute(_CURRENT, params)).first()
     if current is None:
         await ensure_account(session, ledger_account_id, now=now)
-        balance = (await conn.execute(stmt)).scalar()
+        balance = (await conn.execute(_MOVE, params)).scalar()
         if balance is not None:
             return int(balance)
-        current = (await conn.execute(select(_LA.c.balance, _LA.c.min_balance).where(_LA.c.id == ledger_account_id))).first()
+        current = (await conn.execute(_CURRENT, params)).first()
         assert current is not None
     floor = current.min_balance or 0
     raise InsufficientFunds(ledger_account_id, available=current.balance - floor, needed=-amount)
@@ -182,10 +193,8 @@ async def lock_for_update(session: AsyncSession, ledger_account_id: str) -> tupl
     """Balance and floor of one account, row-locked on PostgreSQL (SQLite writers are serialized anyway).
 
     Used to serialize decisions that read before they write (allocating a batch between packages and cash)."""
-    query = select(_LA.c.balance, _LA.c.min_balance).where(_LA.c.id == ledger_account_id)
-    if session.bind.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = (await (await session.connection()).execute(query)).first()
+    query = _LOCK_PG if session.bind.dialect.name == "postgresql" else _CURRENT
+    row = (await (await session.connection()).execute(query, {"la_id": ledger_account_id})).first()
     if row is None:
         return None
     return int(row.balance), int(row.min_balance or 0)

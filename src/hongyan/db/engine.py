@@ -7,13 +7,17 @@ therefore start with BEGIN IMMEDIATE; read sessions stay deferred so readers nev
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
-from sqlalchemy import event
+from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+# a pooled connection used again within this many seconds is not pinged first (see _install_idle_ping)
+PING_AFTER_IDLE_S = 1.0
 
 
 def _json_text(value: Any) -> str:
@@ -31,10 +35,12 @@ class Database:
             # JSON column (contact tags in saved filters) works the same on both
             kwargs["json_serializer"] = _json_text
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
             self._install_sqlite_hooks(self.engine)
+        else:
+            self._install_idle_ping(self.engine)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @property
@@ -58,6 +64,33 @@ class Database:
         def _on_begin(conn: Any) -> None:
             mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
             conn.exec_driver_sql(f"BEGIN {mode}")
+
+    @staticmethod
+    def _install_idle_ping(engine: AsyncEngine) -> None:
+        """Pessimistic disconnect handling without a round trip per checkout: a connection is pinged before
+        use only when it sat in the pool for PING_AFTER_IDLE_S or more (HikariCP's rule). SQLAlchemy's
+        pool_pre_ping pings at every checkout — with asyncpg that is BEGIN + ROLLBACK, two round trips per
+        transaction, the largest single cost of a short transaction on the hot paths. A connection that
+        breaks while in busy use (the server restarted) fails its statement once; SQLAlchemy then sees the
+        disconnect and invalidates the whole pool, so the next checkout connects afresh."""
+        dialect = engine.sync_engine.dialect
+
+        @event.listens_for(engine.sync_engine.pool, "checkin")
+        def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+            if record is not None:
+                record.info["idle_since"] = time.monotonic()
+
+        @event.listens_for(engine.sync_engine.pool, "checkout")
+        def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+            since = record.info.get("idle_since")
+            if since is None or time.monotonic() - since < PING_AFTER_IDLE_S:
+                return  # just connected, or in use a moment ago
+            try:
+                alive = dialect.do_ping(dbapi_connection)
+            except Exception as error:
+                raise exc.DisconnectionError(str(error)) from error  # the pool connects anew and retries
+            if not alive:
+                raise exc.DisconnectionError("ping failed")
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:

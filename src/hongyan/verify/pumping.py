@@ -18,13 +18,14 @@ caller's session. See docs/pumping-protection.md for the rules and their reasons
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import and_, bindparam, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hongyan.accounts.models import Account
@@ -177,27 +178,37 @@ class DestinationThrottles:
     lifted_at: dict[tuple[str, str], datetime]
 
 
+@functools.cache
+def _throttles_query(targets: int) -> Any:
+    """destination_throttles' query for `targets` (kind, value) pairs, built once with bound parameters."""
+    when = VerifyThrottle.until.type
+    now = bindparam("t_now", type_=when)
+    return (
+        select(VerifyThrottle)
+        .where(
+            or_(*(and_(VerifyThrottle.kind == bindparam(f"t_kind{i}"), VerifyThrottle.value == bindparam(f"t_value{i}"))
+                  for i in range(targets))),
+            or_(and_(VerifyThrottle.until > now, VerifyThrottle.lifted_at.is_(None)),
+                VerifyThrottle.lifted_at >= bindparam("t_day", type_=when)),
+            or_(VerifyThrottle.account_id.is_(None), VerifyThrottle.account_id == bindparam("t_account")),
+        )
+        .order_by(VerifyThrottle.id)
+    )
+
+
 async def destination_throttles(
     session: AsyncSession, *, account_id: str, country: str | None, prefix: str, now: datetime
 ) -> DestinationThrottles:
     """One query (ix_verify_throttle_target): platform-wide and this account's throttles for the country
     and the prefix that are in force, or were lifted in the last 24 hours."""
-    targets = or_(
-        *(and_(VerifyThrottle.kind == k, VerifyThrottle.value == v) for k, v in _targets(country, prefix))
-    )
-    in_force = and_(VerifyThrottle.until > now, VerifyThrottle.lifted_at.is_(None))
-    query = (
-        select(VerifyThrottle)
-        .where(
-            targets,
-            or_(in_force, VerifyThrottle.lifted_at >= now - timedelta(days=1)),
-            or_(VerifyThrottle.account_id.is_(None), VerifyThrottle.account_id == account_id),
-        )
-        .order_by(VerifyThrottle.id)
-    )
+    targets = _targets(country, prefix)
+    params: dict[str, Any] = {"t_account": account_id, "t_now": now, "t_day": now - timedelta(days=1)}
+    for i, (kind, value) in enumerate(targets):
+        params[f"t_kind{i}"], params[f"t_value{i}"] = kind, value
+    query = _throttles_query(len(targets))
     active: list[VerifyThrottle] = []
     lifted: dict[tuple[str, str], datetime] = {}
-    for throttle in (await session.execute(query)).scalars():
+    for throttle in (await session.execute(query, params)).scalars():
         target = (throttle.kind, throttle.value)
         if throttle.lifted_at is None:
             active.append(throttle)

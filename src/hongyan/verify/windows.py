@@ -8,11 +8,12 @@ verify.pumping for the velocity), now pure functions of these figures.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import cast, func, literal, null, or_, select, union_all
+from sqlalchemy import bindparam, cast, func, literal, null, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hongyan.messaging.models import Message
@@ -34,6 +35,96 @@ class Windows:
     recent: dict[tuple[str, str], int] = field(default_factory=dict)  # ("prefix" | "country", value) → count
 
 
+@functools.cache
+def _statement(ip: bool, key: bool, prefix: bool, country: bool) -> Any:
+    """The statement for one combination of branches, built once with bound parameters: composing it per
+    call (subqueries, column collections, coercions) cost more CPU than running it."""
+    when = Message.created_at.type
+
+    def rows(tag: str, query: Any, limit: str) -> Any:
+        sub = query.limit(bindparam(limit)).subquery()
+        return select(literal(tag).label("tag"), sub.c.at.label("at"), literal(0).label("n")).select_from(sub)
+
+    def newest(tag: str, query: Any, limit: str) -> Any:  # how many (up to `limit`) and the oldest of them
+        sub = query.limit(bindparam(limit)).subquery()
+        return select(literal(tag), func.min(sub.c.at), func.count()).select_from(sub)
+
+    def count(tag: str, query: Any) -> Any:
+        return query.with_only_columns(literal(tag).label("tag"), cast(null(), when).label("at"), func.count())
+
+    account = bindparam("w_account")
+    branches = [
+        rows(
+            "number",
+            select(Message.created_at.label("at"))
+            .where(
+                Message.to_bidx == bindparam("w_bidx"),
+                Message.account_id == account,
+                Message.message_type == "verification",
+                Message.created_at >= bindparam("w_day", type_=when),
+            )
+            .order_by(Message.created_at.desc()),
+            "w_number_n",
+        )
+    ]
+    if ip:
+        branches.append(
+            newest(
+                "ip",
+                select(Verification.created_at.label("at"))
+                .where(
+                    Verification.client_ip == bindparam("w_ip"),
+                    Verification.created_at >= bindparam("w_hour", type_=when),
+                    Verification.account_id == account,
+                )
+                .order_by(Verification.created_at.desc()),
+                "w_ip_n",
+            )
+        )
+    if key:
+        branches.append(
+            newest(
+                "key",
+                select(Verification.created_at.label("at"))
+                .where(Verification.api_key_id == bindparam("w_key"),
+                       Verification.created_at >= bindparam("w_minute", type_=when))
+                .order_by(Verification.created_at.desc()),
+                "w_key_n",
+            )
+        )
+    since = bindparam("w_since", type_=when)
+    if prefix:
+        branches.append(
+            count(
+                "prefix",
+                select(Verification.id).where(
+                    Verification.to_prefix == bindparam("w_prefix"),
+                    Verification.created_at >= since,
+                    Verification.account_id == account,
+                ),
+            )
+        )
+    if country:
+        throttled = select(VerifyThrottle.value).where(  # as pumping._recent_count: a throttled prefix's
+            VerifyThrottle.kind == "prefix",  # burst is that prefix's business, not the whole country's
+            VerifyThrottle.until > bindparam("w_now", type_=when),
+            VerifyThrottle.lifted_at.is_(None),
+            or_(VerifyThrottle.account_id.is_(None), VerifyThrottle.account_id == account),
+        )
+        branches.append(
+            count(
+                "country",
+                select(Verification.id).where(
+                    Verification.to_country == bindparam("w_country"),
+                    Verification.created_at >= since,
+                    Verification.account_id == account,
+                    or_(Verification.to_prefix.is_(None), Verification.to_prefix.not_in(throttled)),
+                ),
+            )
+        )
+    return union_all(*branches)
+
+
 async def read_windows(
     session: AsyncSession,
     lim: EffectiveLimits,
@@ -48,89 +139,17 @@ async def read_windows(
     now: datetime,
 ) -> Windows:
     """One statement; `client_ip`/`api_key_id` None (a resend) or `prefix` None skip their branches."""
-    when = Message.created_at.type
-
-    def rows(tag: str, query: Any, limit: int) -> Any:
-        sub = query.limit(max(limit, 1)).subquery()
-        return select(literal(tag).label("tag"), sub.c.at.label("at"), literal(0).label("n")).select_from(sub)
-
-    def newest(tag: str, query: Any, limit: int) -> Any:  # how many (up to `limit`) and the oldest of them
-        sub = query.limit(max(limit, 1)).subquery()
-        return select(literal(tag), func.min(sub.c.at), func.count()).select_from(sub)
-
-    def count(tag: str, query: Any) -> Any:
-        return query.with_only_columns(literal(tag).label("tag"), cast(null(), when).label("at"), func.count())
-
-    branches = [
-        rows(
-            "number",
-            select(Message.created_at.label("at"))
-            .where(
-                Message.to_bidx == to_bidx,
-                Message.account_id == account_id,
-                Message.message_type == "verification",
-                Message.created_at >= now - timedelta(days=1),
-            )
-            .order_by(Message.created_at.desc()),
-            max(lim.per_number_day, lim.per_number_hour),
-        )
-    ]
-    if client_ip:
-        branches.append(
-            newest(
-                "ip",
-                select(Verification.created_at.label("at"))
-                .where(
-                    Verification.client_ip == client_ip,
-                    Verification.created_at >= now - timedelta(hours=1),
-                    Verification.account_id == account_id,
-                )
-                .order_by(Verification.created_at.desc()),
-                lim.per_ip_hour,
-            )
-        )
-    if api_key_id:
-        branches.append(
-            newest(
-                "key",
-                select(Verification.created_at.label("at"))
-                .where(Verification.api_key_id == api_key_id, Verification.created_at >= now - timedelta(minutes=1))
-                .order_by(Verification.created_at.desc()),
-                lim.per_key_minute,
-            )
-        )
     since = now - timedelta(seconds=velocity_window_s)
-    if prefix:
-        branches.append(
-            count(
-                "prefix",
-                select(Verification.id).where(
-                    Verification.to_prefix == prefix,
-                    Verification.created_at >= since,
-                    Verification.account_id == account_id,
-                ),
-            )
-        )
-    if prefix and country:
-        throttled = select(VerifyThrottle.value).where(  # as pumping._recent_count: a throttled prefix's
-            VerifyThrottle.kind == "prefix",  # burst is that prefix's business, not the whole country's
-            VerifyThrottle.until > now,
-            VerifyThrottle.lifted_at.is_(None),
-            or_(VerifyThrottle.account_id.is_(None), VerifyThrottle.account_id == account_id),
-        )
-        branches.append(
-            count(
-                "country",
-                select(Verification.id).where(
-                    Verification.to_country == country,
-                    Verification.created_at >= since,
-                    Verification.account_id == account_id,
-                    or_(Verification.to_prefix.is_(None), Verification.to_prefix.not_in(throttled)),
-                ),
-            )
-        )
+    params = {
+        "w_bidx": to_bidx, "w_account": account_id, "w_day": now - timedelta(days=1),
+        "w_number_n": max(lim.per_number_day, lim.per_number_hour, 1),
+        "w_ip": client_ip, "w_hour": now - timedelta(hours=1), "w_ip_n": max(lim.per_ip_hour, 1),
+        "w_key": api_key_id, "w_minute": now - timedelta(minutes=1), "w_key_n": max(lim.per_key_minute, 1),
+        "w_prefix": prefix, "w_country": country, "w_since": since, "w_now": now,
+    }
+    stmt = _statement(bool(client_ip), bool(api_key_id), bool(prefix), bool(prefix and country))
     out = Windows()
-    for tag, at, n in (await session.execute(union_all(*branches))).all():
+    for tag, at, n in (await session.execute(stmt, params)).all():
         if tag == "number":
             out.number_sends.append(at)
         elif tag == "ip":
