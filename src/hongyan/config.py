@@ -129,6 +129,10 @@ class Settings(BaseSettings):
         "Asia/Shanghai", description="Time zone of campaign schedules when a campaign names none (IANA name)."
     )
     campaign_chunk: int = Field(2_000, ge=10, le=10_000, description="Contacts per campaign materialization transaction.")
+    campaign_build_ahead: int = Field(
+        20_000, ge=0, description="A campaign run is not built further while this many of its messages are built "
+        "and not yet released (paces the build with the sending; 0: build every run as fast as possible)."
+    )
     campaign_release_window: int = Field(
         10_000, ge=100, description="Most campaign messages released to the dispatch queue and not yet taken "
         "(keeps pause and cancel prompt, and verification codes ahead)."

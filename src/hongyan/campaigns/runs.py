@@ -3,7 +3,8 @@
 A run is `running` → `completed`, or `paused` / `canceled`, or `skipped` (missed occurrence) / `failed`.
 Materialization writes the audience as `scheduled` messages, a chunk per transaction (holds included);
 `audience_total` stays None until it is done and `cursor` (the last contact id) makes it resumable after a
-crash. Release to the queue is the pump's job (campaigns.pump), at the campaign's pace.
+crash. Release to the queue is the pump's job (campaigns.pump), at the campaign's pace; the builder
+(campaigns.engine) stays at most HONGYAN_CAMPAIGN_BUILD_AHEAD messages ahead of it (build_backlog).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import case, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hongyan.billing import charging
@@ -135,10 +136,17 @@ async def _start_run(session: AsyncSession, settings: Settings, campaign: Campai
 
 
 # -- materializing ---------------------------------------------------------------------------------
-async def pending_materialization(db: Database) -> list[str]:
+async def pending_materialization(db: Database, *, holder: str | None = None,
+                                  now: datetime | None = None) -> list[tuple[str, str]]:
+    """Active runs still to build, as (run id, status). With `holder`: only those it may claim (their build
+    lease is free, expired or its own), so a worker does not keep trying a run another one is building."""
+    query = select(CampaignRun.id, CampaignRun.status).where(CampaignRun.status.in_(ACTIVE),
+                                                             CampaignRun.audience_total.is_(None))
+    if holder is not None:
+        query = query.where(or_(CampaignRun.lease_until.is_(None), CampaignRun.lease_until < (now or utcnow()),
+                                CampaignRun.lease_holder == holder))
     async with db.read() as session:
-        return list((await session.scalars(select(CampaignRun.id).where(
-            CampaignRun.status.in_(ACTIVE), CampaignRun.audience_total.is_(None)).order_by(CampaignRun.id))).all())
+        return [(run_id, status) for run_id, status in (await session.execute(query.order_by(CampaignRun.id))).all()]
 
 
 async def claim_build(db: Database, *, run_id: str, holder: str, ttl_s: float, min_age_s: float = 0.0,
@@ -157,6 +165,45 @@ async def claim_build(db: Database, *, run_id: str, holder: str, ttl_s: float, m
     async with db.write() as session:
         result = await session.execute(query, execution_options={"synchronize_session": False})
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def release_builds(db: Database, *, holder: str) -> None:
+    """Give up the build leases `holder` has (a worker stopping): another worker takes the runs over at once."""
+    async with db.write() as session:
+        await session.execute(update(CampaignRun).where(CampaignRun.lease_holder == holder,
+                                                        CampaignRun.audience_total.is_(None))
+                              .values(lease_until=None), execution_options={"synchronize_session": False})
+
+
+@dataclass(slots=True, frozen=True)
+class Backlog:
+    """A run's built messages not released yet (status `scheduled`), each count capped by the query's limit:
+    `due` are waiting for the pump, `total` also counts those planned later (quiet hours at the recipient)."""
+
+    due: int
+    total: int
+
+    def room(self, build_ahead: int) -> int:
+        """How many more messages the builder may write before this run waits for the pump (≤ 0: wait).
+        Messages planned later count against twice the limit: a run whose messages wait for the morning is
+        neither built whole at night nor stopped before build_ahead messages that can go now."""
+        return min(build_ahead - self.due, 2 * build_ahead - self.total)
+
+
+async def build_backlog(db: Database, *, run_id: str, build_ahead: int, now: datetime | None = None) -> Backlog:
+    """The pacing check before a chunk: one index range scan of ix_message_batch_status (batch_id, status,
+    scheduled_at) stopped after 2 × build_ahead rows, whatever the size of the run."""
+    now = now or utcnow()
+    async with db.read() as session:
+        batch_id = await session.scalar(select(CampaignRun.batch_id).where(CampaignRun.id == run_id))
+        if not batch_id:
+            return Backlog(0, 0)
+        waiting = (select(Message.scheduled_at).where(Message.batch_id == batch_id,
+                                                      Message.status == Status.SCHEDULED.value)
+                   .limit(2 * build_ahead).subquery())
+        total, due = (await session.execute(select(
+            func.count(), func.count(case((waiting.c.scheduled_at <= now, 1)))).select_from(waiting))).one()
+    return Backlog(int(due), int(total))
 
 
 _FROM_RUN: Any = object()  # prepare_chunk: continue from the run's stored cursor

@@ -44,8 +44,14 @@ def local_time(value: datetime | str | None, tz: str) -> str:
     return f"{moment.astimezone(ZoneInfo(tz)):%Y-%m-%d %H:%M} ({tz})"
 
 
-def progress(counts: dict[str, int], accepted: int) -> dict[str, Any]:
-    """done / accepted and the bar's segments (status, x, width in % of the run's accepted messages)."""
+def building(run: dict[str, Any]) -> bool:
+    """A paced run is built while it is sent: its total grows until the build is done (docs/scheduling.md)."""
+    return run["audience_total"] is None and run["status"] in ACTIVE
+
+
+def progress(counts: dict[str, int], accepted: int, *, building: bool = False) -> dict[str, Any]:
+    """done / accepted and the bar's segments (status, x, width in % of the run's accepted messages);
+    `building`: more messages are still to be built (the total grows)."""
     done = sum(counts.get(s, 0) for s in DONE)
     total = max(accepted, sum(counts.values()))
     bar: list[list[Any]] = []
@@ -66,6 +72,7 @@ def progress(counts: dict[str, int], accepted: int) -> dict[str, Any]:
         "delivered": counts.get("delivered", 0),
         "failed": sum(counts.get(s, 0) for s in ("failed", "undelivered", "expired", "rejected")),
         "pending": sum(counts.get(s, 0) for s in PENDING),
+        "building": building,
     }
 
 
@@ -75,7 +82,7 @@ def run_view(run: dict[str, Any], tz: str) -> dict[str, Any]:
     return {
         **run,
         "occurrence_local": local_time(run["occurrence_at"], tz),
-        "progress": progress(counts, run["accepted"] or 0),
+        "progress": progress(counts, run["accepted"] or 0, building=building(run)),
         "cost": money(run["price_total_micros"], run["currency"]) if run["currency"] else "—",
         "count_list": [[s, counts[s]] for s in (*PENDING, *DONE) if counts.get(s)],
     }

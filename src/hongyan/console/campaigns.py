@@ -23,7 +23,14 @@ from hongyan.campaigns.recurrence import WEEKDAYS
 from hongyan.config import Settings
 from hongyan.console import campaign_form as cf
 from hongyan.console.access import NoPermission, can, member_authority
-from hongyan.console.campaign_views import campaign_progress, latest_runs, local_time, progress, releasable
+from hongyan.console.campaign_views import (
+    building,
+    campaign_progress,
+    latest_runs,
+    local_time,
+    progress,
+    releasable,
+)
 from hongyan.console.context import CheckedForm, Console, FieldErrors, SignedIn, form_text
 from hongyan.console.session import Flash
 from hongyan.console.templating import money
@@ -71,7 +78,7 @@ async def campaigns_page(console: SignedIn, cursor: str = "") -> Any:
                 **campaign_json(c),
                 "next_local": local_time(c.next_fire_at, c.time_zone),
                 "last_run": run,
-                "progress": progress(run["counts"], run["accepted"] or 0) if run else None,
+                "progress": progress(run["counts"], run["accepted"] or 0, building=building(run)) if run else None,
             }
         )
     return console.render(

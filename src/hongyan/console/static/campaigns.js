@@ -75,6 +75,8 @@
       var el = row.querySelector("[data-progress='" + key + "']");
       if (el) el.textContent = String(p[key]);
     });
+    var building = row.querySelector("[data-progress-building]");
+    if (building) building.hidden = !p.building;
     var statusCell = row.querySelector("[data-run-status] .badge");
     if (statusCell && statusCell.dataset.status !== run.status) {
       var fresh = badge(run.status, labels.campaign[run.status] || run.status, "badge-campaign-");
