@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hongyan.accounts.models import Account, ApiKey
@@ -277,15 +277,14 @@ def sign(secret: str, *, timestamp: str, nonce: str, method: str, path_qs: str, 
     return hmac.new(secret.encode(), data, hashlib.sha256).hexdigest()
 
 
+# every API request reads its key: the statement is built once, and run without a transaction around it
+_KEY_QUERY = (select(ApiKey, Account.default_region, Account.currency, Account.status)
+              .join(Account, Account.id == ApiKey.account_id).where(ApiKey.id == bindparam("key_id")))
+
+
 async def _load_key(db: Database, key_id: str) -> Any:
-    async with db.read() as session:
-        return (
-            await session.execute(
-                select(ApiKey, Account.default_region, Account.currency, Account.status)
-                .join(Account, Account.id == ApiKey.account_id)
-                .where(ApiKey.id == key_id)
-            )
-        ).first()
+    async with db.autocommit() as session:
+        return (await session.execute(_KEY_QUERY, {"key_id": key_id})).first()
 
 
 def _context_for(row: Any, ip: str | None) -> AccountContext:

@@ -23,12 +23,22 @@ from hongyan.db.engine import Database
 _last_touch: dict[str, float] = {}
 
 
-def get_db(request: Request) -> Database:
+def app_db(request: Request) -> Database:
     return request.app.state.db  # type: ignore[no-any-return]
 
 
-def get_settings(request: Request) -> Settings:
+def app_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
+
+
+# dependencies are `async def`: FastAPI runs a plain `def` dependency in its thread pool, two thread hops
+# per request for a getattr
+async def get_db(request: Request) -> Database:
+    return app_db(request)
+
+
+async def get_settings(request: Request) -> Settings:
+    return app_settings(request)
 
 
 def rate_limiter(request: Request) -> Limiter:
@@ -40,7 +50,7 @@ def rate_limiter(request: Request) -> Limiter:
 
 
 async def current_account(request: Request) -> AccountContext:
-    settings = get_settings(request)
+    settings = app_settings(request)
     ip = client_ip(request)
     limiter = rate_limiter(request)
     # per IP before the key is checked: guessing keys is throttled like any other traffic
@@ -52,7 +62,7 @@ async def current_account(request: Request) -> AccountContext:
             headers={"WWW-Authenticate": "Bearer"},
         )
     scheme, _, token = header.partition(" ")
-    db = get_db(request)
+    db = app_db(request)
     if scheme.upper() == SIGNATURE_SCHEME:
         path_qs = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         ctx = await authenticate_signature(db, token, method=request.method, path_qs=path_qs,

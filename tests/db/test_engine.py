@@ -1,4 +1,4 @@
-"""The pool pings a connection before use only after it sat idle (db.engine._install_idle_ping)."""
+"""Database engine behaviour on PostgreSQL: idle-only pings (db.engine._install_idle_ping) and autocommit reads."""
 
 from __future__ import annotations
 
@@ -49,5 +49,22 @@ async def test_connection_in_busy_use_is_not_pinged_and_a_dead_one_fails_once(
             await _backend_pid(db)
         assert failure.value.connection_invalidated
         assert await _backend_pid(db) != first  # the pool was invalidated: a fresh connection
+    finally:
+        await db.dispose()
+
+
+async def test_autocommit_session_runs_each_statement_on_its_own(pg_url: str) -> None:
+    db = Database(pg_url, pool_size=1)
+    try:
+        async with db.autocommit() as session:  # each statement is its own transaction: now() moves
+            first = (await session.execute(text("SELECT now()"))).scalar_one()
+            await session.execute(text("SELECT pg_sleep(0.01)"))
+            second = (await session.execute(text("SELECT now()"))).scalar_one()
+        assert second > first
+        async with db.read() as session:  # a read session is one transaction: now() stands still
+            first = (await session.execute(text("SELECT now()"))).scalar_one()
+            await session.execute(text("SELECT pg_sleep(0.01)"))
+            second = (await session.execute(text("SELECT now()"))).scalar_one()
+        assert second == first
     finally:
         await db.dispose()
