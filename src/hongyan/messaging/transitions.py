@@ -142,7 +142,7 @@ async def apply_transitions(
             cond.append(_M.c.account_id == account_id)
         values = {**_values_for(first.to, now, first), **(also or {})}
         stmt = update(_M).where(and_(*cond)).values(values).returning(*_returned(first.to))
-        rows = _dicts(await (await session.connection()).execute(stmt))
+        rows = await _changed(session, stmt, now, postgres)
         outcome.applied.extend(rows)
         if len(rows) != len(group):
             done = {r["id"] for r in rows}
@@ -153,12 +153,34 @@ async def apply_transitions(
 
     if outcome.applied:
         count_transitions(session, outcome.applied)  # hongyan_message_transitions_total, on commit
-        await record_history(session, outcome.applied, now, postgres)
+        if not postgres:  # PostgreSQL wrote the history in the UPDATE statement itself (_changed)
+            await record_history(session, outcome.applied, now, postgres)
         final = [row for row in outcome.applied if row["status"] in _FINAL_VALUES]
         if final:
             await charging.settle_final(session, final, at=now)
         await webhooks.enqueue_message_status_events(session, outcome.applied, occurred_at=now)
     return outcome
+
+
+_EVENT = MessageEvent.__table__
+_HISTORY_COLUMNS = ("message_id", "status", "error_code", "carrier_error_code", "occurred_at")
+
+
+async def _changed(session: AsyncSession, stmt: Any, now: datetime, postgres: bool,
+                   params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Run an UPDATE … RETURNING of messages; the changed rows as dicts. PostgreSQL: the history rows are
+    written by the same statement (`WITH u AS (UPDATE … RETURNING …), h AS (INSERT INTO message_event SELECT
+    … FROM u) SELECT * FROM u`): one round trip instead of two per change."""
+    if postgres:
+        changed = stmt.cte("u")
+        history = insert(_EVENT).from_select(
+            list(_HISTORY_COLUMNS),
+            select(changed.c.id, changed.c.status, changed.c.error_code, changed.c.carrier_error_code,
+                   literal(now, _EVENT.c.occurred_at.type)),
+        ).cte("h")
+        stmt = select(changed).add_cte(history)
+    conn = await session.connection()
+    return _dicts(await (conn.execute(stmt, params) if params is not None else conn.execute(stmt)))
 
 
 async def record_history(session: AsyncSession, rows: list[dict[str, Any]], now: datetime, postgres: bool) -> None:
@@ -291,7 +313,7 @@ async def _apply_individual_pg(
                     carrier_error_code=rows.c.v_cerr, channel_id=rows.c.v_chn, **extra)
             .returning(*_returned(to))
         )
-        applied = _dicts(await (await session.connection()).execute(stmt, params))
+        applied = await _changed(session, stmt, now, True, params)
         outcome.applied.extend(applied)
         done = {r["id"] for r in applied}
         outcome.skipped.extend(t for t in group if t.message_id not in done)
