@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from hongyan.db.engine import Database
 from hongyan.db.models import metadata
+from hongyan.webhooks import service as webhook_service
 
 
 class AccountFixture:
@@ -76,6 +77,7 @@ async def truncate_all(db: Database) -> None:
     sequence was used (what RESTART IDENTITY would reset) — a TRUNCATE of all 50+ tables costs 0.2–0.5 s
     per test, the probe a few milliseconds."""
     tables = [t.name for t in reversed(metadata.sorted_tables)]
+    webhook_service.forget_all_endpoints()  # per-process cache of rows this removes
     async with db.write() as session:
         if db.dialect == "postgresql":
             probe = " UNION ALL ".join(f"SELECT '{t}' WHERE EXISTS (SELECT 1 FROM \"{t}\")" for t in tables)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
-from sqlalchemy import insert, select, update
+from sqlalchemy import event, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hongyan.accounts.permissions import WEBHOOKS_MANAGE, Authority, require
@@ -66,6 +67,7 @@ async def create_endpoint(
     )
     session.add(endpoint)
     await session.flush()
+    _forget_after_commit(session, account_id)
     if actor is not None:
         await record(session, actor=actor, action="webhook_endpoint.created", account_id=account_id,
                      target_type="webhook_endpoint", target_id=endpoint.id, after=endpoint_view(endpoint))
@@ -100,6 +102,7 @@ async def delete_endpoint(
     )
     if result.rowcount == 0:  # type: ignore[attr-defined]
         raise NotFound("webhook_endpoint_not_found", "No such webhook endpoint.", field="id")
+    _forget_after_commit(session, account_id)
     if actor is not None:
         await record(session, actor=actor, action="webhook_endpoint.disabled", account_id=account_id,
                      target_type="webhook_endpoint", target_id=endpoint_id, before={"enabled": was_enabled},
@@ -183,19 +186,59 @@ async def _with_payload_columns(session: AsyncSession, rows: list[dict[str, Any]
     return [{**found.get(r["id"], {}), **r} for r in rows]
 
 
+# account id → (monotonic time read, its enabled endpoints). Every status change asks; a verification code
+# changes status three times, each in its own transaction. A change made in this process is seen at once
+# (forget_endpoints after its commit); one made in another process within ENDPOINTS_CACHE_S
+# (docs/webhooks.md).
+ENDPOINTS_CACHE_S = 2.0
+_endpoint_cache: dict[str, tuple[float, list[Any]]] = {}
+
+
+def forget_endpoints(account_id: str) -> None:
+    _endpoint_cache.pop(account_id, None)
+
+
+def forget_all_endpoints() -> None:
+    _endpoint_cache.clear()
+
+
+def _forget_after_commit(session: AsyncSession, account_id: str) -> None:
+    """Forget now and once more after the commit (a read between the two may have cached the old list)."""
+    forget_endpoints(account_id)
+    event.listen(session.sync_session, "after_commit", lambda _s: forget_endpoints(account_id), once=True)
+
+
 async def _endpoints_by_account(session: AsyncSession, accounts: set[str]) -> dict[str, list[Any]]:
     if not accounts:
         return {}
+    now = time.monotonic()
+    by_account: dict[str, list[Any]] = {}
+    missing: list[str] = []
+    for account_id in accounts:
+        cached = _endpoint_cache.get(account_id)
+        if cached is not None and now - cached[0] < ENDPOINTS_CACHE_S:
+            if cached[1]:
+                by_account[account_id] = cached[1]
+        else:
+            missing.append(account_id)
+    if not missing:
+        return by_account
     endpoints = (
         await session.execute(
             select(WebhookEndpoint.id, WebhookEndpoint.account_id, WebhookEndpoint.event_types).where(
-                WebhookEndpoint.account_id.in_(accounts), WebhookEndpoint.enabled.is_(True)
-            )
+                WebhookEndpoint.account_id.in_(missing), WebhookEndpoint.enabled.is_(True)
+            ).order_by(WebhookEndpoint.id)
         )
     ).all()
-    by_account: dict[str, list[Any]] = {}
+    found: dict[str, list[Any]] = {account_id: [] for account_id in missing}
     for ep in endpoints:
-        by_account.setdefault(ep.account_id, []).append(ep)
+        found[ep.account_id].append(ep)
+    if len(_endpoint_cache) > 10_000:
+        _endpoint_cache.clear()
+    for account_id, eps in found.items():
+        _endpoint_cache[account_id] = (now, eps)
+        if eps:
+            by_account[account_id] = eps
     return by_account
 
 
