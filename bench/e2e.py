@@ -174,11 +174,13 @@ UVLOOP_WORKER = "import sys, uvloop; uvloop.install(); from hongyan.cli import a
 
 
 def start_workers(n: int, tmp: Path, db_url: str, lanes: str | None, log: Path,
-                  uvloop: bool = False) -> list[subprocess.Popen[bytes]]:
-    """N `hongyan worker` processes with the API's settings (same data dir: same key files)."""
+                  uvloop: bool = False, nice: int = 0) -> list[subprocess.Popen[bytes]]:
+    """N `hongyan worker` processes with the API's settings (same data dir: same key files); `nice`: their
+    scheduling priority (docs/deployment.md: bulk workers below the API)."""
     env = dict(os.environ, HONGYAN_DATA_DIR=str(tmp), HONGYAN_DATABASE_URL=db_url, HONGYAN_LOG_LEVEL="WARNING")
     command = ["-c", UVLOOP_WORKER] if uvloop else ["-m", "hongyan.cli"]
-    args = [sys.executable, *command, "worker", *(["--lanes", lanes] if lanes else [])]
+    args = [*(["nice", "-n", str(nice)] if nice else []), sys.executable, *command, "worker",
+            *(["--lanes", lanes] if lanes else [])]
     with log.open("ab") as out:
         return [subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT) for _ in range(n)]
 
@@ -456,12 +458,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                   "topology": "one `hongyan serve` with embedded workers, memory:// queue" if args.workers == 0 else
                   f"`hongyan serve --no-workers` + {args.workers} × `hongyan worker`"
                   f"{' --lanes ' + args.lanes if args.lanes else ''}, RabbitMQ (fresh vhost, "
-                  f"{args.queue_type or 'classic'} queues){', workers on uvloop' if args.worker_uvloop else ''}",
+                  f"{args.queue_type or 'classic'} queues){', workers on uvloop' if args.worker_uvloop else ''}"
+                  f"{f', workers under nice {args.worker_nice}' if args.worker_nice else ''}",
                   "smsc": f"smsc-sim over SMPP, {args.binds} binds, window {args.window}, tps 0, receipts at once",
                   "text": "GSM-7, 1 segment"},
     }
     tmp = Path(tempfile.mkdtemp(prefix="hongyan-e2e-"))
     url = await fresh_database("postgresql", tmp)
+    result["setup"]["database_connection"] = "Unix socket" if "host=/" in url else "TCP"
     vhost = None
     sim = SmscSim(DLR_DELAY_MS=0, MESSAGES_KEEP=1000).start()
     server: Server | None = None
@@ -477,7 +481,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         os.environ["HONGYAN_QUIET_HOURS"] = "off"  # outcomes must not depend on the hour
         smpp = sim.channel_config(binds=args.binds, window=args.window, tps=0)
         server = Server(tmp, url, workers=args.workers == 0, smpp=smpp)
-        workers = start_workers(args.workers, tmp, url, args.lanes, log, uvloop=args.worker_uvloop)
+        workers = start_workers(args.workers, tmp, url, args.lanes, log, uvloop=args.worker_uvloop,
+                                nice=args.worker_nice)
         bind_s = await wait_binds(sim, args.binds, [server.proc, *workers], log, url, args.workers)
         result["setup"]["binds_up_s"] = round(bind_s, 1)
 
@@ -486,12 +491,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                   for i, n in enumerate(sizes)]
         roles = {server.proc.pid: "api", sim.proc.pid if sim.proc else -1: "simulator",
                  **{w.pid: f"worker_{i + 1}" for i, w in enumerate(workers)}}
-        meter = CpuMeter(roles, url.rsplit("/", 1)[1])
+        database = url.partition("?")[0].rsplit("/", 1)[1]
+        meter = CpuMeter(roles, database)
         conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
         try:
             python_roles = {pid: role for pid, role in roles.items() if role != "simulator"}
             profiler = Profiler(Path(args.py_spy), python_roles) if args.py_spy else None
-            waits = WaitSampler(url.replace("postgresql+asyncpg://", "postgresql://"), url.rsplit("/", 1)[1])
+            waits = WaitSampler(url.replace("postgresql+asyncpg://", "postgresql://"), database)
             waits.start()
             meter.start()
             ingest = await post_batches(server.base, server.key, bodies, args.clients)
@@ -549,6 +555,8 @@ def main() -> None:
                     help="the vhost's default queue type (RabbitMQ; empty: the broker's default, classic)")
     ap.add_argument("--lanes", default=None, help="`hongyan worker --lanes` (default: every lane)")
     ap.add_argument("--worker-uvloop", action="store_true", help="run the workers on uvloop (experiment)")
+    ap.add_argument("--worker-nice", type=int, default=0,
+                    help="run the workers under `nice -n N` (the API keeps its priority: ingest first)")
     ap.add_argument("--deadline", type=float, default=600, help="seconds to wait for every message to be final")
     ap.add_argument("--progress", action="store_true", help="print progress every 2 s on stderr")
     ap.add_argument("--py-spy", metavar="DIR", help="profile the API and worker processes with py-spy during the run "

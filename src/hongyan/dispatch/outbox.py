@@ -16,6 +16,7 @@ UPDATE. A publish that fails un-claims its rows at once (`available_at = now`).
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,6 +31,12 @@ from hongyan.messaging.states import Status
 from hongyan.messaging.transitions import Transition, apply_transitions
 
 CLAIM_S = 60.0  # a claimed row that was not deleted by then (its relay died) is published again
+# published rows wait for the next claim transaction; when the relay is idle they are deleted on their own
+# once this many are waiting or the oldest waited this long (one transaction per verification code was a
+# tenth of the API's work at 30 codes/s). Undeleted rows are harmless: claimed, they fall due after CLAIM_S
+# and are published again, which dispatch skips.
+FORGET_BATCH = 500
+FORGET_AFTER_S = 1.0
 
 
 async def add(session: Any, items: list[dict[str, Any]]) -> None:
@@ -44,6 +51,7 @@ class Relay:
         self.db = db
         self.queue = queue
         self._done: list[int] = []  # published rows, deleted in the next claim transaction
+        self._done_since = 0.0  # monotonic time the oldest of them was published
         self.published = 0  # message ids
         self.republished = 0  # ids that were already `queued` (a retry, a release, a relay that died)
 
@@ -93,10 +101,16 @@ class Relay:
                 async with self.db.write() as session:
                     await session.execute(update(OutboxItem).where(OutboxItem.id.in_(left)).values(available_at=utcnow()))
                 raise
+            if not self._done:
+                self._done_since = time.monotonic()
             self._done.append(outbox_id)
 
-    async def forget(self) -> None:
-        """Delete published rows now (on shutdown, or when idle)."""
+    async def forget(self, *, now: bool = False) -> None:
+        """Delete published rows: when idle, once FORGET_BATCH are waiting or FORGET_AFTER_S has passed;
+        `now` on shutdown."""
+        if self._done and not now and len(self._done) < FORGET_BATCH:
+            if time.monotonic() - self._done_since < FORGET_AFTER_S:
+                return
         if self._done:
             done, self._done = self._done, []
             async with self.db.write() as session:

@@ -150,7 +150,10 @@ class Runtime:
         for _receipt, seen in self._parked:  # not stored: the carrier is told to send them again
             seen.fail(ReceiptsNotStored("stopping before the receipt's submit was recorded"))
         with contextlib.suppress(Exception):
-            await self.relay.forget()
+            await self.relay.forget(now=True)
+        if self.campaigns is not None:
+            with contextlib.suppress(Exception):
+                await self.campaigns.pump.relay.forget(now=True)
         for connector in self.connectors.values():
             await connector.stop()
         if self.bind_leases is not None:
@@ -499,7 +502,7 @@ class Runtime:
                                                       available_at=now + timedelta(seconds=pause), now=now))
         self.stats.submitted += sum(1 for r, _ in results if r.accepted)
         self.stats.retries += len(retry)
-        self.webhooks.wakeup.set()
+        self.webhooks.nudge()
 
     # -- receipts ---------------------------------------------------------------------------------
     async def on_receipts(self, receipts: list[DeliveryReceipt]) -> None:
@@ -593,7 +596,7 @@ class Runtime:
             self._parked.extend(parked)
             if not self._stopping:
                 asyncio.get_running_loop().call_later(0.05 if len(parked) < 1000 else 0.2, self._retry_parked)
-        self.webhooks.wakeup.set()
+        self.webhooks.nudge()
         return parked
 
     async def _match_carrier_ids(
@@ -662,7 +665,7 @@ class Runtime:
         """Store replies, match them to the account that wrote to the number, emit message.received."""
         async with self.db.write() as session:
             await inbound.store_inbound(session, messages)
-        self.webhooks.wakeup.set()
+        self.webhooks.nudge()
         self.confirmations_wakeup.set()
 
     async def _confirmation_loop(self) -> None:

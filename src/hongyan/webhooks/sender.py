@@ -18,6 +18,7 @@ from sqlalchemy import bindparam, select, update
 from hongyan.config import Settings
 from hongyan.core.clock import utcnow
 from hongyan.db.engine import Database
+from hongyan.webhooks import service
 from hongyan.webhooks.models import WebhookEndpoint, WebhookEvent
 from hongyan.webhooks.signing import EVENT_ID_HEADER, EVENT_TYPE_HEADER, SIGNATURE_HEADER, sign
 
@@ -40,6 +41,15 @@ class WebhookSender:
         self.wakeup = asyncio.Event()
         self._sem = asyncio.Semaphore(settings.webhook_concurrency)
         self._stopping = False
+        self._written_seen = service.events_written()
+
+    def nudge(self) -> None:
+        """After a commit that may have written events: wake the sender if this process wrote any since it
+        last looked. Events written by other processes are found by the sender's poll (every second)."""
+        written = service.events_written()
+        if written != self._written_seen:
+            self._written_seen = written
+            self.wakeup.set()
 
     def stop(self) -> None:
         """Finish the current round and leave `run` (events not yet sent stay in the outbox)."""

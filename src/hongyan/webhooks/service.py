@@ -162,7 +162,7 @@ async def enqueue_message_status_events(
                 }
             )
     if events:
-        await (await session.connection()).execute(insert(WebhookEvent.__table__), events)
+        await _insert_events(session, events)
     return len(events)
 
 
@@ -192,6 +192,19 @@ async def _with_payload_columns(session: AsyncSession, rows: list[dict[str, Any]
 # (docs/webhooks.md).
 ENDPOINTS_CACHE_S = 2.0
 _endpoint_cache: dict[str, tuple[float, list[Any]]] = {}
+
+
+_written = 0  # events this process has written (WebhookSender.nudge wakes the sender only when it grew)
+
+
+def events_written() -> int:
+    return _written
+
+
+async def _insert_events(session: AsyncSession, events: list[dict[str, Any]]) -> None:
+    global _written
+    await (await session.connection()).execute(insert(WebhookEvent.__table__), events)
+    _written += len(events)
 
 
 def forget_endpoints(account_id: str) -> None:
@@ -264,7 +277,7 @@ async def enqueue_inbound_events(session: AsyncSession, rows: Iterable[dict[str,
                 "next_attempt_at": occurred_at, "created_at": occurred_at,
             })
     if events:
-        await (await session.connection()).execute(insert(WebhookEvent.__table__), events)
+        await _insert_events(session, events)
     return len(events)
 
 
@@ -286,5 +299,5 @@ async def enqueue_account_event(
             "next_attempt_at": occurred_at, "created_at": occurred_at,
         })
     if events:
-        await (await session.connection()).execute(insert(WebhookEvent.__table__), events)
+        await _insert_events(session, events)
     return len(events)
