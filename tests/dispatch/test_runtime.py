@@ -102,3 +102,36 @@ async def test_memory_queue_serves_lower_lane_first_whatever_the_arrival() -> No
     order = [(await queue.get("dispatch")).body["ids"][0] for _ in range(4)]
     assert order == ["v1", "n1", "m1", "m2"]
     assert queue.depth("dispatch") == {0: 0, 1: 0, 2: 0}
+
+
+async def test_relay_deletes_published_rows_in_batches(
+    db: Database, settings: Settings, account: AccountFixture, monkeypatch: object
+) -> None:
+    """Published outbox rows wait for the next claim or for FORGET_AFTER_S / FORGET_BATCH when idle; a
+    shutdown deletes them at once."""
+    from hongyan.dispatch import outbox
+    from hongyan.dispatch.models import OutboxItem
+
+    async def rows() -> int:
+        async with db.read() as session:
+            return len((await session.scalars(select(OutboxItem.id))).all())
+
+    await _send(db, settings, account, "+8613900000201")
+    relay = outbox.Relay(db, MemoryQueue())
+    assert await relay.once() == 1
+    await relay.forget()  # idle a moment after publishing: the row stays (one transaction saved per code)
+    assert await rows() == 1
+    monkeypatch.setattr(outbox, "FORGET_AFTER_S", 0.0)  # type: ignore[attr-defined]
+    await relay.forget()  # waited long enough
+    assert await rows() == 0
+
+    monkeypatch.setattr(outbox, "FORGET_AFTER_S", 3600.0)  # type: ignore[attr-defined]
+    await _send(db, settings, account, "+8613900000202")
+    assert await relay.once() == 1
+    await relay.forget(now=True)  # shutdown
+    assert await rows() == 0
+    monkeypatch.setattr(outbox, "FORGET_BATCH", 1)  # type: ignore[attr-defined]
+    await _send(db, settings, account, "+8613900000203")
+    assert await relay.once() == 1
+    await relay.forget()  # a full batch goes at once
+    assert await rows() == 0

@@ -39,3 +39,28 @@ async def test_changes_made_here_are_seen_at_once_others_within_the_cache_time(
     async with db.write() as session:
         await service.delete_endpoint(session, account_id=account_id, endpoint_id=created.id)
     assert await _endpoint_ids(db, account_id) == [other]  # disabled here: gone at once
+
+
+async def test_sender_is_woken_only_when_this_process_wrote_events(db: Database, account: object, settings: object) -> None:
+    from hongyan.webhooks.sender import WebhookSender
+
+    account_id = account.account_id  # type: ignore[attr-defined]
+    sender = WebhookSender(db, settings)  # type: ignore[arg-type]
+    try:
+        async with db.write() as session:  # no endpoint: no event written
+            await service.enqueue_account_event(session, account_id=account_id, event_type="balance.low",
+                                                data={}, occurred_at=utcnow())
+        sender.nudge()
+        assert not sender.wakeup.is_set()
+        async with db.write() as session:
+            await service.create_endpoint(session, account_id=account_id, url="https://example.com/h")
+        async with db.write() as session:
+            assert await service.enqueue_account_event(session, account_id=account_id, event_type="balance.low",
+                                                       data={}, occurred_at=utcnow()) == 1
+        sender.nudge()
+        assert sender.wakeup.is_set()
+        sender.wakeup.clear()
+        sender.nudge()  # nothing new since
+        assert not sender.wakeup.is_set()
+    finally:
+        await sender.close()
