@@ -110,7 +110,10 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
     )
     app.state.settings = settings
     errors.install(app)
+    # the hottest paths first: routes are matched in order (FastAPI tries each router until one matches)
     app.include_router(messages_router)
+    app.include_router(verify_pumping_router)  # before verify_router: /v1/verify/blocked
+    app.include_router(verify_router)
     app.include_router(webhooks_router)
     app.include_router(keys_router)
     app.include_router(members_router)
@@ -133,8 +136,6 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
     app.include_router(held_messages_router)
     app.include_router(signatures_router)
     app.include_router(templates_router)
-    app.include_router(verify_pumping_router)  # before verify_router: /v1/verify/blocked
-    app.include_router(verify_router)
     app.include_router(health_router)
     try:
         from hongyan.console.routes import install as install_console
