@@ -114,3 +114,22 @@ def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.25) 
             return last
         time.sleep(interval)  # polling interval, bounded by the deadline
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+async def quiet_window_now(db: Database, account_id: str) -> Any:
+    """Give the account a quiet window around the current Shanghai time (2 h before to 2 h after); returns it."""
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from sqlalchemy import update
+
+    from hongyan.accounts.models import Account
+    from hongyan.campaigns import quiet_hours
+
+    local = datetime.now(ZoneInfo("Asia/Shanghai"))
+    text = f"{(local - timedelta(hours=2)):%H:%M}-{(local + timedelta(hours=2)):%H:%M}"
+    async with db.write() as session:
+        await session.execute(update(Account).where(Account.id == account_id).values(quiet_hours=text))
+    window = quiet_hours.parse_window(text)
+    assert window is not None
+    return window

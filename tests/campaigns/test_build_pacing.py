@@ -10,10 +10,8 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select, update
-from tests.support import AccountFixture, wait_until
+from sqlalchemy import select
 
-from hongyan.accounts.models import Account
 from hongyan.accounts.permissions import Authority
 from hongyan.audit.service import actor_for_cli
 from hongyan.billing import charging, ledger
@@ -27,6 +25,7 @@ from hongyan.db.engine import Database
 from hongyan.dispatch.queue import DISPATCH, MemoryQueue
 from hongyan.dispatch.runtime import Runtime
 from hongyan.messaging.models import Message
+from support import AccountFixture, quiet_window_now, wait_until
 
 N = 300  # recipients
 CHUNK = 10
@@ -249,12 +248,7 @@ async def test_build_ahead_zero_builds_everything_at_once(db: Database, settings
 
 async def test_messages_held_by_quiet_hours_pace_the_build_at_twice_the_limit(
         db: Database, settings: Settings, account: AccountFixture) -> None:
-    local = datetime.now(SHANGHAI)
-    text = f"{(local - timedelta(hours=2)):%H:%M}-{(local + timedelta(hours=2)):%H:%M}"
-    async with db.write() as session:
-        await session.execute(update(Account).where(Account.id == account.account_id).values(quiet_hours=text))
-    window = quiet_hours.parse_window(text)
-    assert window is not None
+    window = await quiet_window_now(db, account.account_id)
     cid = await _campaign(db, settings, account, message_type="marketing")
     queue = MemoryQueue()
     engine = CampaignEngine(db, settings, queue)

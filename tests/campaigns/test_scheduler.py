@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
-from tests.support import AccountFixture, wait_until
 
 from hongyan.accounts.models import Account
 from hongyan.accounts.permissions import Authority
@@ -20,6 +19,7 @@ from hongyan.config import Settings
 from hongyan.db.engine import Database
 from hongyan.dispatch.queue import MemoryQueue
 from hongyan.messaging.models import Message
+from support import AccountFixture, quiet_window_now, wait_until
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -85,13 +85,7 @@ async def test_concurrent_schedulers_fire_once(db: Database, settings: Settings,
 
 async def _quiet_now(db: Database, account: AccountFixture) -> quiet_hours.QuietWindow:
     """A quiet window around the current Shanghai time (2 h before to 2 h after)."""
-    local = datetime.now(SHANGHAI)
-    text = f"{(local - timedelta(hours=2)):%H:%M}-{(local + timedelta(hours=2)):%H:%M}"
-    async with db.write() as session:
-        await session.execute(update(Account).where(Account.id == account.account_id).values(quiet_hours=text))
-    window = quiet_hours.parse_window(text)
-    assert window is not None
-    return window
+    return await quiet_window_now(db, account.account_id)  # type: ignore[no-any-return]
 
 
 async def _build(db: Database, settings: Settings, engine: CampaignEngine, cid: str) -> CampaignRun:

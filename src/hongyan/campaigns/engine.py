@@ -223,6 +223,7 @@ class CampaignEngine:
                 log.exception("building a campaign run failed")
             self._builder = None
         self._paced.clear()
+        await self.pump.relay.forget(now=True)  # outbox rows of what the pump published
         await runs.release_builds(self.db, holder=self.holder)
         if self.leader:
             await lease.release(self.db, LEASE, self.holder)

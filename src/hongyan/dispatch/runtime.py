@@ -151,9 +151,6 @@ class Runtime:
             seen.fail(ReceiptsNotStored("stopping before the receipt's submit was recorded"))
         with contextlib.suppress(Exception):
             await self.relay.forget(now=True)
-        if self.campaigns is not None:
-            with contextlib.suppress(Exception):
-                await self.campaigns.pump.relay.forget(now=True)
         for connector in self.connectors.values():
             await connector.stop()
         if self.bind_leases is not None:
