@@ -153,6 +153,7 @@ class Pump:
             self._spend(run, released)
             room -= released
             total += released
+        await self.relay.forget()  # published rows, in batches (also after the last release of a run)
         return total
 
     async def release_run(self, run: ActiveRun, limit: int, *, now: datetime) -> int:
