@@ -194,13 +194,11 @@ async def build_backlog(db: Database, *, run_id: str, build_ahead: int, now: dat
     """The pacing check before a chunk: one index range scan of ix_message_batch_status (batch_id, status,
     scheduled_at) stopped after 2 × build_ahead rows, whatever the size of the run."""
     now = now or utcnow()
+    batch_id = select(CampaignRun.batch_id).where(CampaignRun.id == run_id).scalar_subquery()  # one statement
+    waiting = (select(Message.scheduled_at).where(Message.batch_id == batch_id,
+                                                  Message.status == Status.SCHEDULED.value)
+               .limit(2 * build_ahead).subquery())
     async with db.read() as session:
-        batch_id = await session.scalar(select(CampaignRun.batch_id).where(CampaignRun.id == run_id))
-        if not batch_id:
-            return Backlog(0, 0)
-        waiting = (select(Message.scheduled_at).where(Message.batch_id == batch_id,
-                                                      Message.status == Status.SCHEDULED.value)
-                   .limit(2 * build_ahead).subquery())
         total, due = (await session.execute(select(
             func.count(), func.count(case((waiting.c.scheduled_at <= now, 1)))).select_from(waiting))).one()
     return Backlog(int(due), int(total))
