@@ -41,6 +41,13 @@ async def get_settings(request: Request) -> Settings:
     return app_settings(request)
 
 
+def publisher(app: object) -> object | None:
+    """This process's outbox relay, when it runs one: a submit publishes through it right after its commit
+    (messaging.submit.submit_batch(publisher=…)); None where no runtime runs (the relay polls instead)."""
+    runtime = getattr(getattr(app, "state", None), "runtime", None)
+    return runtime.relay if runtime is not None else None
+
+
 def rate_limiter(request: Request) -> Limiter:
     """The app's limiter (memory or Redis, made when the app starts; memory if it was never started)."""
     limiter: Limiter | None = getattr(request.app.state, "rate_limiter", None)

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter
 from sqlalchemy import select
 
+from hongyan.api.deps import publisher
 from hongyan.billing.charging import Plan, plan_funding
 from hongyan.billing.rates import PriceList, load_price_list
 from hongyan.compliance.models import MessageTemplate
@@ -307,13 +308,11 @@ async def send_submit(console: SignedIn, form: CheckedForm) -> Any:
         result = await submit_batch(
             console.db, _settings(console), request, account_id=console.account_id, source="console",
             currency=console.user.currency, actor=f"user:{console.user.user_id}",
+            publisher=publisher(console.request.app),
         )
     except HongyanError as exc:
         console.field_error(preview.errors, form_field_for(exc.field, send_form), exc)
         return _render_form(console, preview, choices, status=422)
-    runtime = console.request.app.state.runtime
-    if runtime is not None:
-        runtime.notify_outbox()
     flash = Flash(
         kind="success",
         key="flash.batch_submitted_skipped" if result.rejected else "flash.batch_submitted",

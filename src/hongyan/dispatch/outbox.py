@@ -24,13 +24,12 @@ from sqlalchemy import delete, insert, select, update
 
 from hongyan.core.clock import utcnow
 from hongyan.db.engine import Database
-from hongyan.dispatch.models import OutboxItem, outbox_rows
+from hongyan.dispatch.models import CLAIM_S, OutboxItem, outbox_rows
 from hongyan.dispatch.queue import DISPATCH, Queue
 from hongyan.messaging.models import Message
 from hongyan.messaging.states import Status
 from hongyan.messaging.transitions import Transition, apply_transitions
 
-CLAIM_S = 60.0  # a claimed row that was not deleted by then (its relay died) is published again
 # published rows wait for the next claim transaction; when the relay is idle they are deleted on their own
 # once this many are waiting or the oldest waited this long (one transaction per verification code was a
 # tenth of the API's work at 30 codes/s). Undeleted rows are harmless: claimed, they fall due after CLAIM_S

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 
 from hongyan.accounts.keys import AccountContext
 from hongyan.api.body import UtcDatetime, openapi_body, parse_body
-from hongyan.api.deps import DbDep, ReadAccount, SendAccount, SettingsDep
+from hongyan.api.deps import DbDep, ReadAccount, SendAccount, SettingsDep, publisher
 from hongyan.api.responses import JsonResponse
 from hongyan.audit.service import actor_for_api, record
 from hongyan.billing import charging
@@ -149,7 +149,7 @@ async def _submit(
 
     try:
         await submit_batch(db, settings, submit, account_id=ctx.account_id, source="api", currency=ctx.currency,
-                           actor=f"key:{ctx.key_id}", after_insert=remember)
+                           actor=f"key:{ctx.key_id}", after_insert=remember, publisher=publisher(request.app))
     except Exception as exc:
         if key is not None and fingerprint is not None and idempotency.is_conflict(exc):
             # a concurrent request with the same key committed first: answer with its response
@@ -158,9 +158,6 @@ async def _submit(
                 return Response(record.response_body, status_code=record.status_code, media_type="application/json",
                                 headers={"Idempotent-Replayed": "true"})
         raise
-    runtime = getattr(request.app.state, "runtime", None)
-    if runtime is not None:
-        runtime.notify_outbox()
     return Response(body, status_code=status_code, media_type="application/json")
 
 

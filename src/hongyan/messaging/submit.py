@@ -26,7 +26,7 @@ from hongyan.core.clock import utcnow
 from hongyan.core.crypto import blind_index
 from hongyan.core.errors import HongyanError, Unprocessable
 from hongyan.db.engine import Database
-from hongyan.dispatch.models import OutboxItem, outbox_rows
+from hongyan.dispatch.models import CLAIM_S, OutboxItem, outbox_rows
 from hongyan.messaging.encoding import Segmentation, segment
 from hongyan.messaging.models import Batch, Message
 from hongyan.messaging.numbers import NumberProblem, normalize
@@ -369,6 +369,7 @@ async def submit_batch(
     after_insert: Any = None,
     before_hold: Any = None,
     preloaded: Preloaded | None = None,
+    publisher: Any = None,
 ) -> SubmitResult:
     """Validate, price, hold funds and store a batch with its outbox rows in one transaction; returns ids at once.
 
@@ -380,6 +381,11 @@ async def submit_batch(
     failure (`database_busy`, 503, when that keeps happening). `preloaded`: what the caller already knows
     about the account (gate, prices, payer); read here otherwise. The payer's balance is posted last (see
     charging.begin_hold), so its row lock is held from there to the commit only.
+
+    `publisher`: this process's outbox relay (dispatch.outbox.Relay), when the caller has one (the API).
+    Messages that may leave now are then stored `queued`, their outbox rows already claimed, and published
+    right after the commit, as the campaign pump does: no relay round between the API call and the queue
+    (the lane-0 latency: docs/lanes.md). A publish that fails un-claims the rows for the relay.
     """
     currency = currency or settings.currency
     async with db.read() as session:  # no connection is taken when nothing needs reading (PostgreSQL)
@@ -400,10 +406,18 @@ async def submit_batch(
         )
     assert result.created_at is not None
     outbox = _outbox_items(rows, settings.dispatch_chunk, LANES[result.message_type], result.created_at)
+    if publisher is not None:
+        _claim_due(rows, outbox, result.created_at)
     for attempt in range(1, WRITE_ATTEMPTS + 1):
         try:
-            await _store(db, request, rows, result, outbox, account_id=account_id, source=source, actor=actor,
-                         before_hold=before_hold, after_insert=after_insert, preloaded=preloaded)
+            plan = await _store(db, request, rows, result, outbox, account_id=account_id, source=source,
+                                actor=actor, before_hold=before_hold, after_insert=after_insert, preloaded=preloaded)
+            if plan:
+                try:
+                    await publisher.publish(plan)
+                except Exception:  # committed: the relay publishes the un-claimed rows on its next round
+                    log.warning("publishing batch %s after its commit failed; left to the outbox relay",
+                                result.batch_id, exc_info=True)
             return result
         except DBAPIError as exc:
             if not is_transient(exc):
@@ -429,13 +443,27 @@ def database_busy() -> HongyanError:
                         "stored or charged. Retry shortly.", status_code=503, headers={"Retry-After": "1"})
 
 
+def _claim_due(rows: list[dict[str, Any]], outbox: list[dict[str, Any]], now: datetime) -> None:
+    """Publish-after-commit (`submit_batch(publisher=…)`): rows that may leave now become `queued` (their
+    history says so, as if the relay had moved them), and their outbox items are stored claimed for
+    CLAIM_S: only a crash between the commit and the publish leaves them to the relay."""
+    for r in rows:
+        if r["status"] == Status.ACCEPTED.value and (r["scheduled_at"] is None or r["scheduled_at"] <= now):
+            r["status"] = Status.QUEUED.value
+    for item in outbox:
+        if item["available_at"] <= now:
+            item["available_at"] = now + timedelta(seconds=CLAIM_S)
+            item["claimed"] = True
+
+
 async def _store(
     db: Database, request: SubmitRequest, rows: list[dict[str, Any]], result: SubmitResult,
     outbox: list[dict[str, Any]], *, account_id: str, source: str, actor: str, before_hold: Any, after_insert: Any,
     preloaded: Preloaded | None,
-) -> None:
+) -> list[tuple[int, int, list[str]]]:
     """The write transaction of a submit (re-run whole on a transient error: nothing of a failed try stays).
-    Order: the caller's checks, funding decided (rows marked), rows inserted, then the cash posting."""
+    Order: the caller's checks, funding decided (rows marked), rows inserted, then the cash posting.
+    Returns the claimed outbox items to publish after the commit (`_claim_due`): (outbox id, lane, ids)."""
     assert result.created_at is not None
     async with db.write() as session:
         if before_hold is not None:
@@ -474,12 +502,21 @@ async def _store(
         if result.held:
             await holds.record_holds(session, [r for r in rows if r["id"] in result.held], result.held,
                                      now=result.created_at)
-        if outbox:
-            await conn.execute(insert(OutboxItem.__table__), outbox)
+        plan: list[tuple[int, int, list[str]]] = []
+        claimed = [{k: v for k, v in item.items() if k != "claimed"} for item in outbox if item.get("claimed")]
+        later = [item for item in outbox if not item.get("claimed")]
+        if later:
+            await conn.execute(insert(OutboxItem.__table__), later)
+        if claimed:
+            returned = await conn.execute(
+                insert(OutboxItem.__table__).returning(OutboxItem.id, sort_by_parameter_order=True), claimed)
+            plan = [(oid, item["lane"], item["payload"]["ids"]) for oid, item in zip(returned.scalars(), claimed,
+                                                                                    strict=True)]
         if after_insert is not None:
             await after_insert(session, result)
         if isinstance(hold, charging.PendingHold):
             await hold.post(session)
+    return plan
 
 
 async def prepare_checked(

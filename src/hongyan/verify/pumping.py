@@ -32,6 +32,7 @@ from hongyan.accounts.models import Account
 from hongyan.config import Settings
 from hongyan.core.clock import isoformat, utcnow
 from hongyan.core.crypto import blind_index
+from hongyan.verify import windows
 from hongyan.verify.models import Verification, VerifyBlock, VerifyThrottle
 from hongyan.verify.pumping_rules import (
     COUNTRY_MIN_FACTOR,
@@ -71,8 +72,10 @@ _stats_cache: dict[tuple[str, str, str, datetime | None], tuple[float, Destinati
 
 
 def clear_stats_cache() -> None:
-    """Forget the per-process aggregates (tests; an operator lift does not need it: throttles are read live)."""
+    """Forget the per-process aggregates and velocity counts (tests; an operator lift does not need it:
+    throttles are read live)."""
     _stats_cache.clear()
+    windows.clear_velocity_cache()
 
 
 def _column(kind: str) -> Any:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 from hongyan.accounts.keys import AccountContext
 from hongyan.api.body import openapi_body, parse_body
 from hongyan.api.client import client_ip
-from hongyan.api.deps import DbDep, ReadAccount, SendAccount, SettingsDep
+from hongyan.api.deps import DbDep, ReadAccount, SendAccount, SettingsDep, publisher
 from hongyan.api.responses import JsonResponse
 from hongyan.core.clock import utcnow
 from hongyan.core.errors import Unprocessable
@@ -73,8 +73,8 @@ async def start(request: Request, db: DbDep, settings: SettingsDep, ctx: SendAcc
         ttl_s=data.ttl,
         channel=data.channel,
         locale=data.locale,
+        publisher=publisher(request.app),
     )
-    _wake_relay(request)
     return JsonResponse(
         verification_json(sent.verification, utcnow(), sandbox_code=sent.sandbox_code), status_code=201
     )
@@ -152,8 +152,9 @@ async def resend(
     verification_id: str, request: Request, db: DbDep, settings: SettingsDep, ctx: SendAccount
 ) -> JsonResponse:
     caller = await _caller(request, db, ctx)
-    sent = await service.resend(db, settings, caller, verification_id=verification_id)
-    _wake_relay(request)
+    sent = await service.resend(
+        db, settings, caller, verification_id=verification_id, publisher=publisher(request.app)
+    )
     return JsonResponse(verification_json(sent.verification, utcnow(), sandbox_code=sent.sandbox_code))
 
 
@@ -166,9 +167,3 @@ async def cancel(verification_id: str, db: DbDep, ctx: SendAccount) -> JsonRespo
     v = await service.cancel(db, account_id=ctx.account_id, verification_id=verification_id)
     return JsonResponse(verification_json(v, utcnow()))
 
-
-def _wake_relay(request: Request) -> None:
-    """The code's outbox item goes to the queue now, not at the relay's next poll (the lane-0 latency)."""
-    runtime = getattr(request.app.state, "runtime", None)
-    if runtime is not None:
-        runtime.notify_outbox()

@@ -157,9 +157,11 @@ async def submit_code(
     *,
     checks: Callable[[AsyncSession, SubmitResult], Awaitable[None]],
     preloaded: Preloaded | None,
+    publisher: Any = None,
 ) -> None:
     """One send: `checks` first in the transaction, then funds, message, outbox, `store` (the verification
-    row). A refusal by the checks is recorded in a transaction of its own and raised."""
+    row). A refusal by the checks is recorded in a transaction of its own and raised. `publisher`: the
+    API's outbox relay, so the code is published right after the commit (submit_batch)."""
     try:
         await submit_batch(
             db,
@@ -171,6 +173,7 @@ async def submit_code(
             before_hold=checks,
             after_insert=store,
             preloaded=preloaded,
+            publisher=publisher,
         )
     except Refused as refused:
         async with db.write() as session:

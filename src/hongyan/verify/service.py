@@ -72,6 +72,7 @@ async def start(
     ttl_s: int | None = None,
     channel: str = "sms",
     locale: str | None = None,
+    publisher: Any = None,
 ) -> Sent:
     """Send a new code to `to`; returns the pending verification (and the code for test keys only).
 
@@ -155,7 +156,9 @@ async def start(
     checks = send_checks(
         settings, caller, lim, e164=e164, country=number.region, countries=ctx.countries, starting=True
     )
-    await submit_code(db, settings, caller, request, store, checks=checks, preloaded=preloaded)
+    await submit_code(
+        db, settings, caller, request, store, checks=checks, preloaded=preloaded, publisher=publisher
+    )
     return Sent(Verification(**stored), code if caller.sandbox else None)  # as committed: no read back
 
 
@@ -164,7 +167,9 @@ def with_template(preloaded: Preloaded, template: Any) -> Preloaded:
     return replace(preloaded, gate=replace(preloaded.gate, template=template, _composed={}))
 
 
-async def resend(db: Database, settings: Settings, caller: Caller, *, verification_id: str) -> Sent:
+async def resend(
+    db: Database, settings: Settings, caller: Caller, *, verification_id: str, publisher: Any = None
+) -> Sent:
     """A new code for a pending (or expired) verification, after the cool-down; the old code stops working
     unless the account keeps the previous one. Attempts are not reset: wrong codes count across resends."""
     now = utcnow()
@@ -235,7 +240,9 @@ async def resend(db: Database, settings: Settings, caller: Caller, *, verificati
     checks = send_checks(
         settings, caller, lim, e164=v.to_number, country=v.to_country, countries=ctx.countries, starting=False
     )
-    await submit_code(db, settings, caller, request, store, checks=checks, preloaded=preloaded)
+    await submit_code(
+        db, settings, caller, request, store, checks=checks, preloaded=preloaded, publisher=publisher
+    )
     async with db.read() as session:
         fresh = await load(session, account_id=caller.account_id, verification_id=v.id)
     return Sent(fresh, code if caller.sandbox else None)
