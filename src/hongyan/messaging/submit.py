@@ -32,7 +32,7 @@ from hongyan.messaging.models import Batch, Message
 from hongyan.messaging.numbers import NumberProblem, normalize
 from hongyan.messaging.personalize import MissingVariable, parse_template, render
 from hongyan.messaging.states import Status
-from hongyan.messaging.transitions import record_history
+from hongyan.messaging.transitions import announce_queued, record_history
 
 MESSAGE_TYPES = ("verification", "notification", "marketing")
 OPT_OUT_CONFIRMATION = "opt_out_reply"  # the batch source of opt-out confirmations (compliance.replies)
@@ -499,6 +499,8 @@ async def _store(
         waiting = [r for r in rows if r["status"] != Status.ACCEPTED.value]  # scheduled or held: on record
         if waiting:
             await record_history(session, waiting, result.created_at, db.dialect == "postgresql")
+            await announce_queued(session, [r for r in waiting if r["status"] == Status.QUEUED.value],
+                                  result.created_at)
         if result.held:
             await holds.record_holds(session, [r for r in rows if r["id"] in result.held], result.held,
                                      now=result.created_at)

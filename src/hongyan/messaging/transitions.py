@@ -162,6 +162,15 @@ async def apply_transitions(
     return outcome
 
 
+async def announce_queued(session: AsyncSession, rows: list[dict[str, Any]], now: datetime) -> None:
+    """Messages stored `queued` at once (a submit that publishes after its commit) are counted and announced
+    (`message.queued` webhooks) as the relay's accepted → queued change would have; their history row is
+    written with the insert (`record_history`)."""
+    if rows:
+        count_transitions(session, rows)
+        await webhooks.enqueue_message_status_events(session, rows, occurred_at=now)
+
+
 _EVENT = MessageEvent.__table__
 _HISTORY_COLUMNS = ("message_id", "status", "error_code", "carrier_error_code", "occurred_at")
 
