@@ -47,7 +47,7 @@ def free_port() -> int:
 
 class Server:
     def __init__(self, data_dir: Path, db_url: str, workers: bool, split: bool = False,
-                 smpp: dict[str, Any] | None = None) -> None:
+                 smpp: dict[str, Any] | None = None, own_session: bool = False) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = data_dir / f"server-{self.port}.log"
@@ -64,7 +64,9 @@ class Server:
         args = [sys.executable, "-m", "hongyan.cli", "serve"] + ([] if workers and not split else ["--no-workers"])
         self.worker: subprocess.Popen[bytes] | None = None
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+            # own_session: a scheduling group of its own (an autogroup), as a systemd unit has its own cgroup
+            self.proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=own_session)
             if workers and split:  # API and workers in two processes: one core each
                 self.worker = subprocess.Popen([sys.executable, "-m", "hongyan.cli", "worker"], env=env, stdout=out,
                                                stderr=subprocess.STDOUT)
