@@ -45,6 +45,7 @@ from hongyan.db.engine import Database
 from hongyan.dispatch.queue import queue_for
 from hongyan.dispatch.runtime import Runtime
 from hongyan.messaging.routes import router as messages_router
+from hongyan.ops.gc_tuning import freeze_startup_objects
 from hongyan.ops.health import router as health_router
 from hongyan.ops.metrics import HttpMetrics
 from hongyan.privacy.routes import router as privacy_router
@@ -63,7 +64,10 @@ retries safe. Status changes are pushed to your webhooks, signed with HMAC-SHA25
 """
 
 
-def create_app(settings: Settings | None = None, *, run_workers: bool | None = None, db: Database | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, run_workers: bool | None = None, db: Database | None = None,
+               freeze_gc: bool = False) -> FastAPI:
+    """The application. `freeze_gc`: `hongyan serve` (one app per process) freezes what startup made once
+    the app has started (ops/gc_tuning.py); not in tests, which build many apps in one process."""
     settings = settings or get_settings()
     crypto.configure(crypto.keyring_from_settings(settings))
     workers = settings.embedded_workers if run_workers is None else run_workers
@@ -89,6 +93,8 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
             runtime = Runtime(database, settings, queue_for(settings), relay_only=True)
             await runtime.start()
             app.state.runtime = runtime
+        if freeze_gc:
+            freeze_startup_objects()  # no collector pause walks what startup made (ops/gc_tuning.py)
         try:
             yield
         finally:

@@ -19,6 +19,7 @@ from hongyan.config import Settings, get_settings
 from hongyan.core import crypto
 from hongyan.db.engine import Database
 from hongyan.ops.encryption import security_cli
+from hongyan.ops.gc_tuning import freeze_startup_objects
 from hongyan.ops.logging import configure_logging
 from hongyan.privacy.cli import privacy_cli
 
@@ -121,7 +122,7 @@ def serve(
         typer.echo("  Log in with your existing account (reset: hongyan admin reset-password EMAIL).")
     typer.echo("", err=False)
     sys.stdout.flush()
-    application = create_app(settings, run_workers=workers)
+    application = create_app(settings, run_workers=workers, freeze_gc=True)
     uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning", proxy_headers=False,
                 log_config=None)  # client IP: api.client + HONGYAN_TRUSTED_PROXIES
 
@@ -159,6 +160,7 @@ def worker(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await runtime.start()
+        freeze_startup_objects()  # no collector pause walks what startup made (ops/gc_tuning.py)
         metrics = None
         if metrics_port:
             from hongyan.ops.metrics import start_metrics_server
