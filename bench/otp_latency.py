@@ -256,9 +256,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             log = tmp / "workers.log"
             env = dict(os.environ, HONGYAN_DATA_DIR=str(tmp), HONGYAN_DATABASE_URL=url)
             with log.open("ab") as out:
-                for lanes, nice in (("verification", 0), ("notification,marketing", args.bulk_nice)):
+                own_group_nice(server.proc.pid, args.codes_nice)  # the API's unit: CPUWeight above the default
+                for lanes, nice in (("verification", args.codes_nice), ("notification,marketing", args.bulk_nice)):
                     command = [sys.executable, "-m", "hongyan.cli", "worker", "--lanes", lanes]
-                    if nice:
+                    if nice > 0:
                         command = ["nice", "-n", str(nice), *command]
                     workers.append(subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,  # noqa: ASYNC220
                                                     start_new_session=True))
@@ -320,7 +321,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "`hongyan serve --no-workers` + `worker --lanes verification` + `worker --lanes "
                     f"notification,marketing` (nice {args.bulk_nice}), RabbitMQ, one bind per worker, each "
                     "process a scheduling group of its own"
-                    + (f" (the bulk worker's group at nice {args.bulk_nice})" if group_niced else ""),
+                    + (f" (the bulk worker's group at nice {args.bulk_nice}, the API's and the verification "
+                       f"worker's at nice {args.codes_nice})" if group_niced else ""),
                     "cpus": os.cpu_count(),
                     "python": platform.python_version(),
                     "contacts_load_s": round(load_s, 1),
@@ -447,6 +449,9 @@ def main() -> None:
     parser.add_argument("--topology", choices=["embedded", "split"], default="split",
                         help="embedded: one `hongyan serve`; split: production mode (API + 2 workers on RabbitMQ)")
     parser.add_argument("--bulk-nice", type=int, default=10, help="split: nice value of the bulk worker and of its scheduling group")
+    parser.add_argument("--codes-nice", type=int, default=0,
+                        help="split: nice value of the scheduling groups of the API and the verification worker "
+                             "(negative: more CPU weight than PostgreSQL, RabbitMQ and the simulator, as CPUWeight=)")
     parser.add_argument("--binds", type=int, default=2)
     parser.add_argument("--window", type=int, default=100)
     parser.add_argument("--tps", type=int, default=0, help="submits per second per bind (0: unlimited), as a carrier sets")
