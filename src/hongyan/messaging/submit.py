@@ -447,13 +447,16 @@ def _claim_due(rows: list[dict[str, Any]], outbox: list[dict[str, Any]], now: da
     """Publish-after-commit (`submit_batch(publisher=…)`): rows that may leave now become `queued` (their
     history says so, as if the relay had moved them), and their outbox items are stored claimed for
     CLAIM_S: only a crash between the commit and the publish leaves them to the relay."""
-    for r in rows:
-        if r["status"] == Status.ACCEPTED.value and (r["scheduled_at"] is None or r["scheduled_at"] <= now):
-            r["status"] = Status.QUEUED.value
-    for item in outbox:
-        if item["available_at"] <= now:
+    due = {r["id"] for r in rows
+           if r["status"] == Status.ACCEPTED.value and (r["scheduled_at"] is None or r["scheduled_at"] <= now)}
+    for item in outbox:  # an item holds one due time's ids: all of them due now, or none
+        if item["available_at"] <= now and due.issuperset(item["payload"]["ids"]):
             item["available_at"] = now + timedelta(seconds=CLAIM_S)
             item["claimed"] = True
+    claimed = {i for item in outbox if item.get("claimed") for i in item["payload"]["ids"]}
+    for r in rows:
+        if r["id"] in claimed:
+            r["status"] = Status.QUEUED.value
 
 
 async def _store(
