@@ -63,3 +63,17 @@ async def test_counts_are_reread_once_a_second_and_own_sends_added_between(
     monkeypatch.setattr(windows, "VELOCITY_REREAD_S", 3600.0)
     assert await _recent(db, settings, "acc_other") == {("prefix", "+234803"): 0, ("country", "NG"): 0}
     assert await _recent(db, settings, acc) == {("prefix", "+234803"): 45, ("country", "NG"): 45}
+
+
+async def test_a_full_cache_is_emptied_without_losing_the_figure_being_used(
+    db: Database, settings: Settings, account: AccountFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    acc = account.account_id
+    await _add(db, acc, 3, utcnow() - timedelta(minutes=1))
+    monkeypatch.setattr(windows, "VELOCITY_REREAD_S", 3600.0)
+    monkeypatch.setattr(windows, "VELOCITY_CACHE_MAX", 3)
+    assert await _recent(db, settings, acc) == {("prefix", "+234803"): 3, ("country", "NG"): 3}
+    await _recent(db, settings, "acc_other")  # 4 entries now: more than the cache keeps
+    # a cached figure used while the cache is emptied: used (3 + this process's send), then kept alone
+    assert await _recent(db, settings, acc) == {("prefix", "+234803"): 4, ("country", "NG"): 4}
+    assert set(windows._velocity) == {(acc, "prefix", "+234803"), (acc, "country", "NG")}

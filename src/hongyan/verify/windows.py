@@ -165,10 +165,11 @@ async def read_windows(
     mono = time.monotonic()
     wanted = [("prefix", prefix), ("country", country)] if prefix and country else [("prefix", prefix)] if prefix else []
     cached: dict[tuple[str, str], int] = {}
+    read_at: dict[tuple[str, str], float] = {}  # when each figure was read (now for those read below)
     for kind, value in wanted:
         hit = _velocity.get((account_id, kind, value or ""))
         if hit is not None and mono - hit[0] < VELOCITY_REREAD_S:
-            cached[(kind, value or "")] = hit[1]
+            read_at[(kind, value or "")], cached[(kind, value or "")] = hit
     read_prefix = bool(prefix) and ("prefix", prefix or "") not in cached
     read_country = bool(prefix and country) and ("country", country or "") not in cached
     stmt = _statement(bool(client_ip), bool(api_key_id), read_prefix, read_country)
@@ -187,6 +188,5 @@ async def read_windows(
     if len(_velocity) > VELOCITY_CACHE_MAX:
         _velocity.clear()
     for (kind, value), n in out.recent.items():  # this send counts in the next sends' figure
-        read_at = _velocity[(account_id, kind, value)][0] if (kind, value) in cached else mono
-        _velocity[(account_id, kind, value)] = (read_at, n + 1)
+        _velocity[(account_id, kind, value)] = (read_at.get((kind, value), mono), n + 1)
     return out
