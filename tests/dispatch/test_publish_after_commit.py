@@ -12,8 +12,8 @@ from sqlalchemy import select
 from hongyan.config import Settings
 from hongyan.core.clock import utcnow
 from hongyan.db.engine import Database
-from hongyan.dispatch.models import CLAIM_S, OutboxItem
-from hongyan.dispatch.outbox import Relay
+from hongyan.dispatch.models import OutboxItem
+from hongyan.dispatch.outbox import CLAIM_S, Relay
 from hongyan.dispatch.queue import DISPATCH, MemoryQueue
 from hongyan.messaging.models import Message, MessageEvent
 from hongyan.messaging.submit import Recipient, SubmitRequest, submit_batch

@@ -28,9 +28,6 @@ class OutboxItem(Base):
 Index("ix_outbox_available", OutboxItem.available_at, OutboxItem.id)
 
 
-CLAIM_S = 60.0  # a claimed outbox row that was not deleted by then (its publisher died) is published again
-
-
 def outbox_rows(lane: int, ids: list[str], *, chunk: int, available_at: datetime, now: datetime) -> list[dict[str, Any]]:
     """Rows of `outbox` for `ids` on a lane, `chunk` ids each, due at `available_at`."""
     return [{"topic": DISPATCH, "lane": lane, "payload": {"ids": ids[i : i + chunk]}, "available_at": available_at,

@@ -24,12 +24,13 @@ from sqlalchemy import delete, insert, select, update
 
 from hongyan.core.clock import utcnow
 from hongyan.db.engine import Database
-from hongyan.dispatch.models import CLAIM_S, OutboxItem, outbox_rows
+from hongyan.dispatch.models import OutboxItem, outbox_rows
 from hongyan.dispatch.queue import DISPATCH, Queue
 from hongyan.messaging.models import Message
 from hongyan.messaging.states import Status
 from hongyan.messaging.transitions import Transition, apply_transitions
 
+CLAIM_S = 60.0  # a claimed row that was not deleted by then (its relay died) is published again
 # published rows wait for the next claim transaction; when the relay is idle they are deleted on their own
 # once this many are waiting or the oldest waited this long (one transaction per verification code was a
 # tenth of the API's work at 30 codes/s). Undeleted rows are harmless: claimed, they fall due after CLAIM_S
@@ -119,13 +120,15 @@ class Relay:
 async def add_claimed(session: Any, lane: int, ids: list[str], *, chunk: int,
                       now: datetime) -> list[tuple[int, int, list[str]]]:
     """Rows for messages the caller moves to `queued` itself and publishes right after its commit (the
-    campaign pump): inserted already claimed, so only a crash between commit and publish needs the relay.
-    Returns them as `Relay.publish` takes them: (outbox id, lane, ids)."""
-    plan: list[tuple[int, int, list[str]]] = []
-    for item in outbox_rows(lane, ids, chunk=chunk, available_at=now + timedelta(seconds=CLAIM_S), now=now):
-        outbox_id = (await session.execute(insert(OutboxItem.__table__).values(**item).returning(OutboxItem.id))).scalar_one()
-        plan.append((outbox_id, lane, item["payload"]["ids"]))
-    return plan
+    campaign pump, a submit with a publisher): inserted already claimed, in one statement, so only a crash
+    between commit and publish needs the relay. Returns them as `Relay.publish` takes them: (outbox id,
+    lane, ids)."""
+    items = outbox_rows(lane, ids, chunk=chunk, available_at=now + timedelta(seconds=CLAIM_S), now=now)
+    if not items:
+        return []
+    returned = await (await session.connection()).execute(
+        insert(OutboxItem.__table__).returning(OutboxItem.id, sort_by_parameter_order=True), items)
+    return [(oid, lane, item["payload"]["ids"]) for oid, item in zip(returned.scalars(), items, strict=True)]
 
 
 async def republish_queued(db: Database, *, chunk: int) -> int:

@@ -26,7 +26,8 @@ from hongyan.core.clock import utcnow
 from hongyan.core.crypto import blind_index
 from hongyan.core.errors import HongyanError, Unprocessable
 from hongyan.db.engine import Database
-from hongyan.dispatch.models import CLAIM_S, OutboxItem, outbox_rows
+from hongyan.dispatch import outbox
+from hongyan.dispatch.models import OutboxItem, outbox_rows
 from hongyan.messaging.encoding import Segmentation, segment
 from hongyan.messaging.models import Batch, Message
 from hongyan.messaging.numbers import NumberProblem, normalize
@@ -405,13 +406,14 @@ async def submit_batch(
             details={"rejected": [_rejected_dict(r) for r in result.rejected]},
         )
     assert result.created_at is not None
-    outbox = _outbox_items(rows, settings.dispatch_chunk, LANES[result.message_type], result.created_at)
-    if publisher is not None:
-        _claim_due(rows, outbox, result.created_at)
+    lane = LANES[result.message_type]
+    due = _queue_due(rows, result.created_at) if publisher is not None else []
+    outbox_items = _outbox_items(rows, settings.dispatch_chunk, lane, result.created_at)
     for attempt in range(1, WRITE_ATTEMPTS + 1):
         try:
-            plan = await _store(db, request, rows, result, outbox, account_id=account_id, source=source,
-                                actor=actor, before_hold=before_hold, after_insert=after_insert, preloaded=preloaded)
+            plan = await _store(db, request, rows, result, outbox_items, account_id=account_id, source=source,
+                                actor=actor, before_hold=before_hold, after_insert=after_insert, preloaded=preloaded,
+                                claim=(lane, due, settings.dispatch_chunk))
             if plan:
                 try:
                     await publisher.publish(plan)
@@ -443,30 +445,27 @@ def database_busy() -> HongyanError:
                         "stored or charged. Retry shortly.", status_code=503, headers={"Retry-After": "1"})
 
 
-def _claim_due(rows: list[dict[str, Any]], outbox: list[dict[str, Any]], now: datetime) -> None:
+def _queue_due(rows: list[dict[str, Any]], now: datetime) -> list[str]:
     """Publish-after-commit (`submit_batch(publisher=…)`): rows that may leave now become `queued` (their
-    history says so, as if the relay had moved them), and their outbox items are stored claimed for
-    CLAIM_S: only a crash between the commit and the publish leaves them to the relay."""
-    due = {r["id"] for r in rows
-           if r["status"] == Status.ACCEPTED.value and (r["scheduled_at"] is None or r["scheduled_at"] <= now)}
-    for item in outbox:  # an item holds one due time's ids: all of them due now, or none
-        if item["available_at"] <= now and due.issuperset(item["payload"]["ids"]):
-            item["available_at"] = now + timedelta(seconds=CLAIM_S)
-            item["claimed"] = True
-    claimed = {i for item in outbox if item.get("claimed") for i in item["payload"]["ids"]}
-    for r in rows:
-        if r["id"] in claimed:
-            r["status"] = Status.QUEUED.value
+    history says so, as if the relay had moved them); their outbox rows are stored claimed
+    (`outbox.add_claimed`, as the campaign pump does), so only a crash between the commit and the publish
+    leaves them to the relay. Returns their ids."""
+    due = [r for r in rows
+           if r["status"] == Status.ACCEPTED.value and (r["scheduled_at"] is None or r["scheduled_at"] <= now)]
+    for r in due:
+        r["status"] = Status.QUEUED.value
+    return [r["id"] for r in due]
 
 
 async def _store(
     db: Database, request: SubmitRequest, rows: list[dict[str, Any]], result: SubmitResult,
-    outbox: list[dict[str, Any]], *, account_id: str, source: str, actor: str, before_hold: Any, after_insert: Any,
-    preloaded: Preloaded | None,
+    outbox_items: list[dict[str, Any]], *, account_id: str, source: str, actor: str, before_hold: Any,
+    after_insert: Any, preloaded: Preloaded | None, claim: tuple[int, list[str], int],
 ) -> list[tuple[int, int, list[str]]]:
     """The write transaction of a submit (re-run whole on a transient error: nothing of a failed try stays).
     Order: the caller's checks, funding decided (rows marked), rows inserted, then the cash posting.
-    Returns the claimed outbox items to publish after the commit (`_claim_due`): (outbox id, lane, ids)."""
+    `claim`: (lane, ids, chunk) of the messages stored `queued` (`_queue_due`); returns their claimed
+    outbox items to publish after the commit: (outbox id, lane, ids)."""
     assert result.created_at is not None
     async with db.write() as session:
         if before_hold is not None:
@@ -507,16 +506,10 @@ async def _store(
         if result.held:
             await holds.record_holds(session, [r for r in rows if r["id"] in result.held], result.held,
                                      now=result.created_at)
-        plan: list[tuple[int, int, list[str]]] = []
-        claimed = [{k: v for k, v in item.items() if k != "claimed"} for item in outbox if item.get("claimed")]
-        later = [item for item in outbox if not item.get("claimed")]
-        if later:
-            await conn.execute(insert(OutboxItem.__table__), later)
-        if claimed:
-            returned = await conn.execute(
-                insert(OutboxItem.__table__).returning(OutboxItem.id, sort_by_parameter_order=True), claimed)
-            plan = [(oid, item["lane"], item["payload"]["ids"]) for oid, item in zip(returned.scalars(), claimed,
-                                                                                    strict=True)]
+        if outbox_items:
+            await conn.execute(insert(OutboxItem.__table__), outbox_items)
+        lane, due, chunk = claim
+        plan = await outbox.add_claimed(session, lane, due, chunk=chunk, now=result.created_at)
         if after_insert is not None:
             await after_insert(session, result)
         if isinstance(hold, charging.PendingHold):
@@ -558,10 +551,11 @@ async def prepare_checked(
 
 def _outbox_items(rows: list[dict[str, Any]], chunk: int, lane: int, now: datetime) -> list[dict[str, Any]]:
     """Dispatch items in chunks of ids, one group per time the messages may leave: now, the batch's
-    scheduled time, or each quiet-hours release time; held messages get none until a reviewer decides."""
+    scheduled time, or each quiet-hours release time; held messages get none until a reviewer decides, and
+    those already `queued` (publish after commit) get theirs claimed (`outbox.add_claimed`)."""
     by_time: dict[datetime, list[str]] = {}
     for r in rows:
-        if r["status"] == Status.HELD.value:
+        if r["status"] in (Status.HELD.value, Status.QUEUED.value):
             continue
         by_time.setdefault(r["scheduled_at"] or now, []).append(r["id"])
     return [row for at, ids_ in sorted(by_time.items())
