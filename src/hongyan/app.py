@@ -74,7 +74,8 @@ def create_app(settings: Settings | None = None, *, run_workers: bool | None = N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        database = db or Database(settings.effective_database_url, pool_size=settings.db_pool_size)
+        database = db or Database(settings.effective_database_url, pool_size=settings.db_pool_size,
+                                  name="hongyan-serve" if workers else "hongyan-api")
         app.state.db = database
         from hongyan.ops.metrics import DatabaseCounts  # message counts and webhook backlog for /metrics
 

@@ -136,7 +136,7 @@ def worker(
     """Run the workers (outbox relay, dispatch to carriers, receipts, webhooks, sweeps, campaign scheduler)
     without HTTP. Production mode: start any number of them on one or more machines against the same
     PostgreSQL and RabbitMQ; SIGTERM drains and stops within HONGYAN_SHUTDOWN_TIMEOUT_S."""
-    from hongyan.dispatch.queue import parse_lanes, queue_for
+    from hongyan.dispatch.queue import LANE_NAMES, parse_lanes, queue_for
     from hongyan.dispatch.runtime import Runtime
 
     settings = get_settings()
@@ -152,7 +152,8 @@ def worker(
     _migrate(settings)
 
     async def main() -> None:
-        db = Database(settings.effective_database_url, pool_size=settings.db_pool_size)
+        db = Database(settings.effective_database_url, pool_size=settings.db_pool_size,
+                      name="hongyan-worker:" + ",".join(LANE_NAMES[lane] for lane in lane_set))
         queue = queue_for(settings, lanes=lane_set)
         runtime = Runtime(db, settings, queue, lanes=lane_set)
         stop = asyncio.Event()
@@ -501,7 +502,7 @@ def _with_db(settings: Settings, main: Callable[[Database], Awaitable[int]]) -> 
     from hongyan.core.errors import HongyanError
 
     async def run() -> int:
-        db = Database(settings.effective_database_url)
+        db = Database(settings.effective_database_url, name="hongyan-cli")
         try:
             return await main(db)
         except HongyanError as exc:

@@ -25,7 +25,9 @@ def _json_text(value: Any) -> str:
 
 
 class Database:
-    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False, name: str = "hongyan") -> None:
+        """`name`: PostgreSQL's application_name of every connection (pg_stat_activity, the server log's %a),
+        so an operator sees which process holds a lock or runs a slow statement."""
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"echo": echo}
@@ -35,7 +37,8 @@ class Database:
             # JSON column (contact tags in saved filters) works the same on both
             kwargs["json_serializer"] = _json_text
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size,
+                          connect_args={"server_settings": {"application_name": name[:63]}})
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
             self._install_sqlite_hooks(self.engine)
