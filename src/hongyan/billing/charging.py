@@ -396,14 +396,32 @@ async def _lock_in_order(session: AsyncSession, ledger_account_ids: set[str]) ->
     )
 
 
+# account → its parent (None: it pays for itself). A parent is set in the transaction that creates the account
+# and never changes, so a process keeps what it read: a receipt flush then settles without this query.
+_PARENTS: dict[str, str | None] = {}
+_PARENTS_MAX = 100_000
+
+
 async def _payers(session: AsyncSession, account_ids: set[str]) -> dict[str, str]:
-    """Sub-account → parent for those of `account_ids` that are sub-accounts (one query)."""
+    """Sub-account → parent for those of `account_ids` that are sub-accounts (one query for those not known
+    to this process yet)."""
     from hongyan.accounts.models import Account
 
-    rows = await session.execute(
-        select(Account.id, Account.parent_id).where(Account.id.in_(account_ids), Account.parent_id.is_not(None))
-    )
-    return {r.id: r.parent_id for r in rows}
+    unknown = [a for a in account_ids if a not in _PARENTS]
+    if unknown:
+        rows = (await session.execute(select(Account.id, Account.parent_id).where(Account.id.in_(unknown)))).all()
+        if len(_PARENTS) + len(rows) > _PARENTS_MAX:
+            _PARENTS.clear()
+        _PARENTS.update((r.id, r.parent_id) for r in rows)  # an id not found is asked again next time
+        found = {r.id: r.parent_id for r in rows}
+    else:
+        found = {}
+    out: dict[str, str] = {}
+    for a in account_ids:
+        parent = _PARENTS.get(a, found.get(a))
+        if parent:
+            out[a] = parent
+    return out
 
 
 async def _apply_refund_policy(session: AsyncSession, rows: list[dict[str, Any]], payers: dict[str, str]) -> None:

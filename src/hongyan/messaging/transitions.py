@@ -250,19 +250,25 @@ async def _changed(session: AsyncSession, stmt: Any, params: dict[str, Any]) -> 
     return _dicts(await conn.execute(stmt, params))
 
 
+_RECORD_HISTORY_PG = insert(_EVENT).from_select(
+    list(_HISTORY_COLUMNS),
+    select(*(func.unnest(bindparam(name, type_=_TEXT_ARRAY)) for name in ("h_ids", "h_statuses", "h_errs", "h_cerrs")),
+           bindparam("h_now", type_=_EVENT.c.occurred_at.type)),
+)
+
+
 async def record_history(session: AsyncSession, rows: list[dict[str, Any]], now: datetime, postgres: bool) -> None:
     """One message_event row per row (`id`, `status`, `error_code`, `carrier_error_code`): every applied change,
     and the `scheduled` state of messages stored as scheduled (Core insert: the ORM bulk path costs more than
     the rows)."""
     conn = await session.connection()
     table = MessageEvent.__table__
-    if postgres:  # one INSERT … SELECT unnest(arrays): no per-row parameter sets
-        columns = ("message_id", "status", "error_code", "carrier_error_code")
-        source = select(
-            *(func.unnest(literal([r[c if c != "message_id" else "id"] for r in rows], _TEXT_ARRAY)) for c in columns),
-            literal(now, table.c.occurred_at.type),
-        )
-        await conn.execute(insert(table).from_select([*columns, "occurred_at"], source))
+    if postgres:  # one INSERT … SELECT unnest(arrays), built once: no per-row parameter sets
+        await conn.execute(_RECORD_HISTORY_PG, {
+            "h_ids": [r["id"] for r in rows], "h_statuses": [r["status"] for r in rows],
+            "h_errs": [r["error_code"] for r in rows], "h_cerrs": [r["carrier_error_code"] for r in rows],
+            "h_now": now,
+        })
         return
     await conn.execute(
         insert(table),
