@@ -251,6 +251,17 @@ class PendingHold:
         postings = _hold_postings(self.payer_id, self.currency, allocation)
         if not postings:
             return Hold(None, 0, {}, None)
+        if (ledger.can_post_at_commit(session) and self.profile is not None
+                and self.profile.low_balance_threshold_micros is None):
+            # posted by the COMMIT (the payer's rows locked only then); a refusal fails the COMMIT, which the
+            # submit turns into insufficient_balance. Not when a low-balance alert is set: it needs the
+            # balance after this very hold, known only from an immediate posting.
+            entry_id = await ledger.post_at_commit(
+                session, account_id=self.payer_id, kind="hold", postings=postings, reference=self.batch_id,
+                actor=self.actor, detail={"messages": self.messages, "cash_micros": self.cash_micros, "units": {}},
+                at=self.at,
+            )
+            return Hold(entry_id, self.cash_micros, {}, None)
         try:
             posted = await ledger.post(
                 session, account_id=self.payer_id, kind="hold", postings=postings, reference=self.batch_id,
@@ -379,6 +390,13 @@ async def settle_final(session: AsyncSession, rows: Sequence[dict[str, Any]], *,
     # order ledger.post and a submit's hold use. Posting entry by entry would lock `held` (settle) before
     # `cash` (release) and deadlock with a concurrent hold, which locks cash, then held (tests/verify/
     # test_verify_races.py).
+    if len(entries) == 1 and ledger.can_post_at_commit(session):
+        # one entry (a batch of one payer's receipts, as a code sender's are): posted by the COMMIT, so the
+        # payer's held row is not locked through the rest of the transaction while its next holds wait
+        account_id, kind, postings, messages = entries[0]
+        await ledger.post_at_commit(session, account_id=account_id, kind=kind, postings=postings,
+                                    detail={"messages": messages}, at=at)
+        return
     if len(entries) > 1:  # one entry: ledger.post locks in sorted order itself
         await _lock_in_order(session, {la for _p, _k, postings, _n in entries for la, v in postings.items() if v})
     for account_id, kind, postings, messages in entries:

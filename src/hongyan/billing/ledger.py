@@ -23,7 +23,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hongyan.billing.models import JournalEntry, JournalLine, LedgerAccount
+from hongyan.billing.models import DeferredEntry, JournalEntry, JournalLine, LedgerAccount
 from hongyan.core import ids
 from hongyan.core.clock import utcnow
 from hongyan.db.base import UtcDateTime
@@ -205,6 +205,65 @@ async def post(
             ],
         )
     return Posted(entry_id, balances)
+
+
+# SQLSTATE of a deferred entry refused at COMMIT (the trigger's RAISE; DETAIL: JSON with ledger_account_id,
+# available, needed)
+DEFERRED_REFUSED = "HY402"
+_DEFERRED = DeferredEntry.__table__
+_INSERT_DEFERRED = insert(_DEFERRED)
+
+
+def can_post_at_commit(session: AsyncSession) -> bool:
+    return bool(session.bind.dialect.name == "postgresql")
+
+
+async def post_at_commit(
+    session: AsyncSession,
+    *,
+    account_id: str,
+    kind: str,
+    postings: Mapping[str, int],
+    reference: str | None = None,
+    actor: str = "system",
+    detail: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> str:
+    """`post()` carried out when the caller's transaction commits (PostgreSQL: `can_post_at_commit`); returns
+    the entry id. For the hot paths (a submit's hold, a receipt batch's settlement): the account's rows are
+    locked only during the COMMIT, in id order with every other posting; accounts are created on first use
+    there (FLOORED_KINDS get a floor of 0, as ensure_account gives them). No balance is known before the
+    commit; a floor that would be crossed fails the COMMIT with SQLSTATE DEFERRED_REFUSED
+    (`refused_at_commit` reads it) and nothing of the transaction stays."""
+    if kind not in ENTRY_KINDS:
+        raise ValueError(f"unknown journal entry kind {kind!r}")
+    postings = {k: v for k, v in postings.items() if v != 0}
+    check_balanced(postings)
+    now = at or utcnow()
+    entry_id = ids.new_id("je")
+    if not postings:
+        return entry_id
+    await (await session.connection()).execute(_INSERT_DEFERRED, {
+        "entry_id": entry_id, "account_id": account_id, "kind": kind, "reference": reference, "actor": actor,
+        "detail": detail or {}, "postings": dict(postings), "created_at": now,
+    })
+    return entry_id
+
+
+def refused_at_commit(exc: BaseException) -> InsufficientFunds | None:
+    """The InsufficientFunds behind a COMMIT that a deferred entry refused (else None)."""
+    orig = getattr(exc, "orig", None)
+    if getattr(orig, "sqlstate", None) != DEFERRED_REFUSED:
+        return None
+    import json
+
+    raw = getattr(getattr(orig, "__cause__", None), "detail", None) or "{}"
+    try:
+        facts = json.loads(raw)
+    except ValueError:
+        facts = {}
+    return InsufficientFunds(str(facts.get("ledger_account_id", "?")), available=int(facts.get("available", 0)),
+                             needed=int(facts.get("needed", 0)))
 
 
 async def _post_pg(session: AsyncSession, entry: dict[str, Any], postings: Mapping[str, int], now: datetime) -> dict[str, int]:

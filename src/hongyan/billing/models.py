@@ -217,3 +217,26 @@ class PaymentOrder(Base):
 
 
 Index("ix_payment_order_account", PaymentOrder.account_id, PaymentOrder.id)
+
+
+class DeferredEntry(Base):
+    """A ledger entry to post when its transaction commits (PostgreSQL only; `ledger.post_at_commit`).
+
+    The row is written with the rest of the transaction, taking no lock; a deferred constraint trigger
+    (migration 0009, `hongyan_ledger_deferred`) posts it at COMMIT — the same locks in id order, floor check,
+    balance moves, entry and lines as `ledger.post` — and deletes the row, so none outlives its transaction. A
+    busy account's cash and held rows are then locked only for the commit itself, not from a statement in the
+    middle of the transaction through the client's round trips to its COMMIT. A floor that would be crossed
+    fails the COMMIT (SQLSTATE HY402) and nothing of the transaction stays."""
+
+    __tablename__ = "ledger_deferred"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    entry_id: Mapped[str] = mapped_column(String(30))
+    account_id: Mapped[str] = mapped_column(String(30))
+    kind: Mapped[str] = mapped_column(String(20))
+    reference: Mapped[str | None] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    postings: Mapped[dict[str, int]] = mapped_column(JsonType)  # ledger account id → signed amount
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -15,7 +15,7 @@ from sqlalchemy import insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hongyan.billing import charging
+from hongyan.billing import charging, ledger
 from hongyan.billing.rates import PriceList, load_price_list, settings_price_list
 from hongyan.compliance import holds
 from hongyan.compliance import templates as template_params
@@ -422,6 +422,10 @@ async def submit_batch(
                                 result.batch_id, exc_info=True)
             return result
         except DBAPIError as exc:
+            refused = ledger.refused_at_commit(exc)  # the hold posted by the COMMIT met the floor
+            if refused is not None:
+                raise charging.insufficient_balance(currency=result.currency, needed=refused.needed,
+                                                    available=refused.available) from exc
             if not is_transient(exc):
                 raise
             if attempt == WRITE_ATTEMPTS:
