@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError
 
 from hongyan.accounts.models import Account
 from hongyan.channels.base import OutboundSms, SubmitOutcome
@@ -135,3 +136,40 @@ async def test_relay_deletes_published_rows_in_batches(
     assert await relay.once() == 1
     await relay.forget()  # a full batch goes at once
     assert await rows() == 0
+
+
+async def test_receipt_round_is_tried_again_after_a_deadlock(
+    db: Database, settings: Settings, account: AccountFixture, monkeypatch: object
+) -> None:
+    """A deadlock (or serialization failure) aborts a whole receipt round: nothing of it is stored. The round
+    is tried again instead of refusing the receipts to the carrier, which may never resend them."""
+    import hongyan.dispatch.runtime as runtime_module
+    from hongyan.messaging.states import Status
+
+    real_apply = runtime_module.apply_transitions
+    failed: list[int] = []
+
+    class _Deadlock(Exception):
+        sqlstate = "40P01"
+
+    async def deadlocking_once(session: object, transitions: list, **kw: object) -> object:
+        if not failed and any(t.to is Status.DELIVERED for t in transitions):
+            failed.append(len(transitions))
+            await real_apply(session, transitions, **kw)  # its writes are rolled back with the round
+            raise DBAPIError("COMMIT", {}, _Deadlock("deadlock detected"))
+        return await real_apply(session, transitions, **kw)
+
+    monkeypatch.setattr(runtime_module, "apply_transitions", deadlocking_once)  # type: ignore[attr-defined]
+    runtime = Runtime(db, settings, MemoryQueue())
+    await runtime.start()
+    try:
+        mid = await _send(db, settings, account, "+8613800000001")  # sandbox: delivered
+        runtime.notify_outbox()
+
+        async def delivered() -> bool:
+            return await _status(db, mid) == "delivered"
+
+        await wait_until(delivered, message="delivered although the first receipt round deadlocked")
+        assert failed == [1] and runtime.stats.errors == 0 and runtime.stats.receipts == 1
+    finally:
+        await runtime.stop()

@@ -13,9 +13,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hongyan.api.responses import JsonResponse
 from hongyan.core.errors import HongyanError
+from hongyan.db.engine import is_transient
 
 log = logging.getLogger(__name__)
-_BUSY_SQLSTATES = frozenset({"40001", "40P01", "55P03"})  # serialization failure, deadlock, lock not available
 
 _PYDANTIC_CODES = {
     "missing": "field_required",
@@ -123,7 +123,7 @@ def install(app: FastAPI) -> None:
     async def _database(request: Request, exc: Exception) -> JsonResponse:
         # a deadlock or serialization failure that outlived the caller's retries, or no free connection in
         # the pool: the server is overloaded, not the request wrong — 503 with Retry-After, and the trace kept
-        if isinstance(exc, PoolTimeout) or getattr(getattr(exc, "orig", None), "sqlstate", None) in _BUSY_SQLSTATES:
+        if isinstance(exc, PoolTimeout) or is_transient(exc):
             log.warning("database busy: %s %s", request.method, request.url.path, exc_info=exc)
             return JsonResponse({"error": {"code": "database_busy", "field": None, "message": "The database is "
                                            "too busy to take this request right now; retry shortly."}},

@@ -390,13 +390,9 @@ async def settle_final(session: AsyncSession, rows: Sequence[dict[str, Any]], *,
     # order ledger.post and a submit's hold use. Posting entry by entry would lock `held` (settle) before
     # `cash` (release) and deadlock with a concurrent hold, which locks cash, then held (tests/verify/
     # test_verify_races.py).
-    if len(entries) == 1 and ledger.can_post_at_commit(session):
-        # one entry (a batch of one payer's receipts, as a code sender's are): posted by the COMMIT, so the
-        # payer's held row is not locked through the rest of the transaction while its next holds wait
-        account_id, kind, postings, messages = entries[0]
-        await ledger.post_at_commit(session, account_id=account_id, kind=kind, postings=postings,
-                                    detail={"messages": messages}, at=at)
-        return
+    # Not posted at commit (ledger.post_at_commit) as a code's hold is: a receipt round also writes rows
+    # other transactions wait on (messages, batches), and locking the ledger rows only at COMMIT, after those,
+    # inverts the lock order of a transaction that holds ledger rows first (a deadlock, seen with two workers).
     if len(entries) > 1:  # one entry: ledger.post locks in sorted order itself
         await _lock_in_order(session, {la for _p, _k, postings, _n in entries for la, v in postings.items() if v})
     for account_id, kind, postings, messages in entries:

@@ -18,6 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 # a pooled connection used again within this many seconds is not pinged first (see _install_idle_ping)
 PING_AFTER_IDLE_S = 1.0
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})  # serialization failure, deadlock, lock not available
+
+
+def is_transient(error: BaseException) -> bool:
+    """A PostgreSQL error that says "try the transaction again": serialization failure, deadlock (the
+    database aborted this transaction to break a cycle), lock not available."""
+    return isinstance(error, exc.DBAPIError) and getattr(error.orig, "sqlstate", None) in TRANSIENT_SQLSTATES
 
 
 def _json_text(value: Any) -> str:

@@ -33,7 +33,7 @@ from hongyan.channels.routing import Router
 from hongyan.compliance import replies as opt_out_replies  # registers the opt-out reply hook (MO)
 from hongyan.config import Settings
 from hongyan.core.clock import utcnow
-from hongyan.db.engine import Database
+from hongyan.db.engine import Database, is_transient
 from hongyan.dispatch import lease, outbox
 from hongyan.dispatch.binds import BindLeases
 from hongyan.dispatch.models import outbox_rows
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 RECEIPT_PARK_LIMIT = timedelta(minutes=10)
 RECEIPT_ACK_HOLD_S = 10.0  # a parked receipt is answered to the carrier after this long at the latest
+RECEIPT_WRITE_ATTEMPTS = 3  # tries of a receipt round's transaction on a deadlock or serialization failure
 RECORD_EVERY = 50  # accepted submits are committed in slices of this many (see Runtime._submit_recording)
 EMAIL_POLL_S = 10.0  # HONGYAN_EMAIL_BACKEND=smtp: how often pending account emails are sent
 _FINAL_VALUES = frozenset(s.value for s in FINAL)  # how long a receipt may wait for its submit response
@@ -536,7 +537,18 @@ class Runtime:
         if not pending:
             return
         try:
-            parked = await self._apply_receipts(pending)
+            for attempt in range(1, RECEIPT_WRITE_ATTEMPTS + 1):
+                try:
+                    parked = await self._apply_receipts(pending)
+                    break
+                except Exception as exc:
+                    # a deadlock or serialization failure rolled the whole round back: nothing is stored,
+                    # so the same receipts go in again (a carrier may never resend what it was refused)
+                    if not is_transient(exc) or attempt == RECEIPT_WRITE_ATTEMPTS:
+                        raise
+                    log.info("receipt intake round: transient database error (%s), attempt %d",
+                             getattr(getattr(exc, "orig", None), "sqlstate", "?"), attempt)
+                    await asyncio.sleep(0.01 * attempt)
         except BaseException as exc:
             for _r, seen in pending:
                 seen.fail(ReceiptsNotStored(f"{type(exc).__name__}: {exc}"))

@@ -25,7 +25,7 @@ from hongyan.core import ids
 from hongyan.core.clock import utcnow
 from hongyan.core.crypto import blind_index
 from hongyan.core.errors import HongyanError, Unprocessable
-from hongyan.db.engine import Database
+from hongyan.db.engine import Database, is_transient
 from hongyan.dispatch import outbox
 from hongyan.dispatch.models import OutboxItem, outbox_rows
 from hongyan.messaging.encoding import Segmentation, segment
@@ -39,7 +39,6 @@ MESSAGE_TYPES = ("verification", "notification", "marketing")
 OPT_OUT_CONFIRMATION = "opt_out_reply"  # the batch source of opt-out confirmations (compliance.replies)
 LANES = {"verification": 0, "notification": 1, "marketing": 2}
 WRITE_ATTEMPTS = 3  # tries of the submit's write transaction on a deadlock or serialization failure
-TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})  # serialization, deadlock, lock not available
 log = logging.getLogger(__name__)
 
 
@@ -436,12 +435,6 @@ async def submit_batch(
                      getattr(exc.orig, "sqlstate", "?"), attempt)
             await asyncio.sleep(random.uniform(0.005, 0.02) * attempt)  # let the winner commit first
     raise AssertionError("unreachable")
-
-
-def is_transient(exc: BaseException) -> bool:
-    """A PostgreSQL error that says "try the transaction again": serialization failure, deadlock (the
-    database aborted this transaction to break a cycle), lock not available."""
-    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in TRANSIENT_SQLSTATES
 
 
 def database_busy() -> HongyanError:
