@@ -55,7 +55,7 @@ async def test_a_code_is_queued_and_published_at_its_commit(
     message_id = await _send(db, settings, account, relay)
     # on the queue already, on lane 0, without any relay round
     assert queue.depth(DISPATCH) == {0: 1, 1: 0, 2: 0}
-    assert (await queue.get(DISPATCH, max_lane=0)).body == {"ids": [message_id]}
+    assert (await queue.get(DISPATCH, max_lane=0)).body == {"ids": [message_id], "account": account.account_id}
     assert relay.published == 1
     status, history, items = await _state(db, message_id)
     assert status == "queued" and history == ["queued"]  # as if the relay had moved it
@@ -77,7 +77,7 @@ async def test_a_failed_publish_leaves_the_code_to_the_relay(
     queue = MemoryQueue()
     relay = Relay(db, queue)
     assert await relay.once() == 1
-    assert (await queue.get(DISPATCH, max_lane=0)).body == {"ids": [message_id]}
+    assert (await queue.get(DISPATCH, max_lane=0)).body == {"ids": [message_id], "account": account.account_id}  # the relay keeps the account
     assert relay.republished == 1  # it was `queued` already: published as it is
 
 

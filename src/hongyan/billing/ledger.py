@@ -158,6 +158,15 @@ def check_balanced(postings: Mapping[str, int]) -> None:
         raise UnbalancedEntry(f"entry does not balance: {unbalanced}")
 
 
+def _checked(kind: str, postings: Mapping[str, int]) -> dict[str, int]:
+    """The entry's postings without zeros; raises on an unknown kind or postings that do not balance."""
+    if kind not in ENTRY_KINDS:
+        raise ValueError(f"unknown journal entry kind {kind!r}")
+    postings = {k: v for k, v in postings.items() if v != 0}
+    check_balanced(postings)
+    return postings
+
+
 async def post(
     session: AsyncSession,
     *,
@@ -173,10 +182,7 @@ async def post(
     at: datetime | None = None,
 ) -> Posted:
     """Write one balanced entry in the caller's transaction; raises InsufficientFunds (apply nothing more)."""
-    if kind not in ENTRY_KINDS:
-        raise ValueError(f"unknown journal entry kind {kind!r}")
-    postings = {k: v for k, v in postings.items() if v != 0}
-    check_balanced(postings)
+    postings = _checked(kind, postings)
     now = at or utcnow()
     entry_id = ids.new_id("je")
     conn = await session.connection()
@@ -235,10 +241,7 @@ async def post_at_commit(
     there (FLOORED_KINDS get a floor of 0, as ensure_account gives them). No balance is known before the
     commit; a floor that would be crossed fails the COMMIT with SQLSTATE DEFERRED_REFUSED
     (`refused_at_commit` reads it) and nothing of the transaction stays."""
-    if kind not in ENTRY_KINDS:
-        raise ValueError(f"unknown journal entry kind {kind!r}")
-    postings = {k: v for k, v in postings.items() if v != 0}
-    check_balanced(postings)
+    postings = _checked(kind, postings)
     now = at or utcnow()
     entry_id = ids.new_id("je")
     if not postings:

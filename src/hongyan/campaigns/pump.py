@@ -187,7 +187,7 @@ class Pump:
                                                                          expires_at=bindparam("exp")),
                     later, execution_options={"synchronize_session": False})
                 self.deferred += len(later)
-            claimed: list[tuple[int, int, list[str]]] = []
+            claimed: list[tuple[int, int, dict[str, Any]]] = []
             if go:  # the validity period counts from the release
                 outcome = await apply_transitions(session, [Transition(mid, Status.QUEUED) for mid in go],
                                                   also={"expires_at": now + validity})

@@ -28,10 +28,14 @@ class OutboxItem(Base):
 Index("ix_outbox_available", OutboxItem.available_at, OutboxItem.id)
 
 
-def outbox_rows(lane: int, ids: list[str], *, chunk: int, available_at: datetime, now: datetime) -> list[dict[str, Any]]:
-    """Rows of `outbox` for `ids` on a lane, `chunk` ids each, due at `available_at`."""
-    return [{"topic": DISPATCH, "lane": lane, "payload": {"ids": ids[i : i + chunk]}, "available_at": available_at,
-             "created_at": now} for i in range(0, len(ids), chunk)]
+def outbox_rows(lane: int, ids: list[str], *, chunk: int, available_at: datetime, now: datetime,
+                account_id: str | None = None) -> list[dict[str, Any]]:
+    """Rows of `outbox` for `ids` on a lane, `chunk` ids each, due at `available_at`. `account_id`: the one
+    account all `ids` belong to (a submit's), carried as the payload's "account" so that a dispatcher knows
+    it before reading the messages (the verification lane's one-statement dispatch, docs/lanes.md)."""
+    extra = {"account": account_id} if account_id else {}
+    return [{"topic": DISPATCH, "lane": lane, "payload": {"ids": ids[i : i + chunk], **extra},
+             "available_at": available_at, "created_at": now} for i in range(0, len(ids), chunk)]
 
 
 class Lease(Base):

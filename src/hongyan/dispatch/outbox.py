@@ -69,33 +69,34 @@ class Relay:
             items = list((await session.scalars(query)).all())
             if not items:
                 return 0
-            plan: list[tuple[int, int, list[str]]] = []
+            plan: list[tuple[int, int, dict[str, Any]]] = []
             not_moved: set[str] = set()
             for item in items:
                 ids_ = list(item.payload["ids"])
                 outcome = await apply_transitions(session, [Transition(mid, Status.QUEUED) for mid in ids_])
                 not_moved.update(t.message_id for t in outcome.skipped)
-                plan.append((item.id, item.lane, ids_))
+                plan.append((item.id, item.lane, dict(item.payload)))
             already: set[str] = set()
             if not_moved:  # already `queued` → publish them too; any other status → nothing to do
                 already = set((await session.scalars(select(Message.id).where(
                     Message.id.in_(not_moved), Message.status == Status.QUEUED.value))).all())
                 self.republished += len(already)
             skip = not_moved - already
-            plan = [(oid, lane, [m for m in ids_ if m not in skip]) for oid, lane, ids_ in plan]
+            plan = [(oid, lane, {**body, "ids": [m for m in body["ids"] if m not in skip]}) for oid, lane, body in plan]
             await session.execute(update(OutboxItem).where(OutboxItem.id.in_([i.id for i in items]))
                                   .values(available_at=now + timedelta(seconds=CLAIM_S)))
         await self.publish(plan)
         return len(items)
 
-    async def publish(self, plan: list[tuple[int, int, list[str]]]) -> None:
-        """Publish claimed rows (outbox id, lane, ids) and remember them for deletion; on a failure the
-        unpublished rows are un-claimed so that the next round (after a reconnect) publishes them."""
-        for n, (outbox_id, lane, ids_) in enumerate(plan):
+    async def publish(self, plan: list[tuple[int, int, dict[str, Any]]]) -> None:
+        """Publish claimed rows (outbox id, lane, payload: {"ids": […], maybe "account"}) and remember them
+        for deletion; on a failure the unpublished rows are un-claimed so that the next round (after a
+        reconnect) publishes them."""
+        for n, (outbox_id, lane, body) in enumerate(plan):
             try:
-                if ids_:
-                    await self.queue.publish(DISPATCH, lane, {"ids": ids_})
-                    self.published += len(ids_)
+                if body["ids"]:
+                    await self.queue.publish(DISPATCH, lane, body)
+                    self.published += len(body["ids"])
             except BaseException:
                 left = [oid for oid, _lane, _ids in plan[n:]]
                 async with self.db.write() as session:
@@ -117,18 +118,19 @@ class Relay:
                 await session.execute(delete(OutboxItem).where(OutboxItem.id.in_(done)))
 
 
-async def add_claimed(session: Any, lane: int, ids: list[str], *, chunk: int,
-                      now: datetime) -> list[tuple[int, int, list[str]]]:
+async def add_claimed(session: Any, lane: int, ids: list[str], *, chunk: int, now: datetime,
+                      account_id: str | None = None) -> list[tuple[int, int, dict[str, Any]]]:
     """Rows for messages the caller moves to `queued` itself and publishes right after its commit (the
     campaign pump, a submit with a publisher): inserted already claimed, in one statement, so only a crash
     between commit and publish needs the relay. Returns them as `Relay.publish` takes them: (outbox id,
-    lane, ids)."""
-    items = outbox_rows(lane, ids, chunk=chunk, available_at=now + timedelta(seconds=CLAIM_S), now=now)
+    lane, payload)."""
+    items = outbox_rows(lane, ids, chunk=chunk, available_at=now + timedelta(seconds=CLAIM_S), now=now,
+                        account_id=account_id)
     if not items:
         return []
     returned = await (await session.connection()).execute(
         insert(OutboxItem.__table__).returning(OutboxItem.id, sort_by_parameter_order=True), items)
-    return [(oid, lane, item["payload"]["ids"]) for oid, item in zip(returned.scalars(), items, strict=True)]
+    return [(oid, lane, item["payload"]) for oid, item in zip(returned.scalars(), items, strict=True)]
 
 
 async def republish_queued(db: Database, *, chunk: int) -> int:

@@ -42,6 +42,7 @@ from hongyan.messaging import inbound
 from hongyan.messaging.models import IdempotencyRecord, Message
 from hongyan.messaging.states import FINAL, Status
 from hongyan.messaging.transitions import Transition, apply_transitions
+from hongyan.webhooks import service as webhook_events
 from hongyan.webhooks.sender import WebhookSender
 
 log = logging.getLogger(__name__)
@@ -337,30 +338,9 @@ class Runtime:
             task.add_done_callback(lambda t: (running.discard(t), slots.release()))
         await asyncio.gather(*running, return_exceptions=True)
 
-    async def _dispatch_item(self, item: QueueItem) -> None:
-        """Dispatch one queue item and ack it once the outcome is committed. On a failure the item is
-        retried (a durable queue redelivers it, then dead-letters it); in-process, the rows stay `queued`
-        or `sending` and the next start's recovery picks them up."""
-        message_ids = item.body["ids"]
-        try:
-            await self.dispatch(message_ids, takeover=item.redelivered)
-        except Exception:
-            self.stats.errors += 1
-            log.exception("dispatch of %d messages failed", len(message_ids))
-            await item.retry()
-            return
-        await item.ack()
-
-    async def dispatch(self, message_ids: list[str], *, takeover: bool = False) -> None:
-        """queued → sending → route → connector → sent | rejected | failed | queued (retry).
-
-        Each message tries its route candidates in order: a channel that is down is skipped, a channel
-        that refuses the message (permanently, or with a temporary error) passes it to the next candidate.
-        With no candidate left the last answer stands; with every candidate down the message waits.
-
-        `takeover`: the item was delivered before to a consumer that never acked it (that worker died):
-        its messages still `sending` are taken over and submitted again — the carrier may have had them
-        already (counted in `recovered_sending`: the only source of duplicate submits)."""
+    async def _to_sending(self, message_ids: list[str], *, takeover: bool) -> list[dict[str, Any]]:
+        """queued → sending in a transaction (taking over what a dead worker left in `sending` first); the
+        rows that may be sent now (a marketing message whose quiet window began goes back to `scheduled`)."""
         async with self.db.write() as session:
             if takeover:
                 stuck = (await session.scalars(select(Message.id).where(
@@ -371,8 +351,61 @@ class Runtime:
                     log.warning("took over %d messages left in sending by a worker that died", len(stuck))
             outcome = await apply_transitions(session, [Transition(mid, Status.SENDING) for mid in message_ids])
             if not outcome.applied:
-                return
-            applied = await hold_back_quiet(session, outcome.applied, self.quiet_windows, now=utcnow())
+                return []
+            return await hold_back_quiet(session, outcome.applied, self.quiet_windows, now=utcnow())
+
+    async def _to_sending_at_once(self, message_ids: list[str], account_id: str) -> list[dict[str, Any]] | None:
+        """A verification code's queued → sending without a transaction around it (PostgreSQL): the change
+        and its history row are one statement (messaging.transitions), atomic and durable by itself, so
+        BEGIN and COMMIT — two round trips, each a wait for this busy worker's event loop — are left out.
+        Only when nothing else belongs in the same transaction: no endpoint of the account receives
+        `message.sending` (else its webhook event is written with the change, in `_to_sending`) and no
+        marketing message (quiet hours never hold a code back). None: not taken, use `_to_sending`."""
+        async with self.db.autocommit() as session:
+            if await webhook_events.subscribed(session, account_id, "message.sending"):
+                return None
+            outcome = await apply_transitions(session, [Transition(mid, Status.SENDING) for mid in message_ids])
+            await session.commit()  # no COMMIT is sent (autocommit); counts the transitions (ops.metrics)
+        rows = outcome.applied
+        if any(r["message_type"] == "marketing" for r in rows):  # not on the verification lane; kept right anyway
+            async with self.db.write() as session:
+                rows = await hold_back_quiet(session, rows, self.quiet_windows, now=utcnow())
+        return rows
+
+    async def _dispatch_item(self, item: QueueItem) -> None:
+        """Dispatch one queue item and ack it once the outcome is committed. On a failure the item is
+        retried (a durable queue redelivers it, then dead-letters it); in-process, the rows stay `queued`
+        or `sending` and the next start's recovery picks them up."""
+        message_ids = item.body["ids"]
+        try:
+            await self.dispatch(message_ids, takeover=item.redelivered, lane=item.lane,
+                                account_id=item.body.get("account"))
+        except Exception:
+            self.stats.errors += 1
+            log.exception("dispatch of %d messages failed", len(message_ids))
+            await item.retry()
+            return
+        await item.ack()
+
+    async def dispatch(self, message_ids: list[str], *, takeover: bool = False, lane: int | None = None,
+                       account_id: str | None = None) -> None:
+        """queued → sending → route → connector → sent | rejected | failed | queued (retry).
+
+        Each message tries its route candidates in order: a channel that is down is skipped, a channel
+        that refuses the message (permanently, or with a temporary error) passes it to the next candidate.
+        With no candidate left the last answer stands; with every candidate down the message waits.
+
+        `takeover`: the item was delivered before to a consumer that never acked it (that worker died):
+        its messages still `sending` are taken over and submitted again — the carrier may have had them
+        already (counted in `recovered_sending`: the only source of duplicate submits).
+
+        `lane` and `account_id` (the one account of `message_ids`, from the item): a verification code's
+        queued → sending is one statement on PostgreSQL (`_to_sending_at_once`)."""
+        applied = None
+        if lane == 0 and account_id is not None and not takeover and not self.db.is_sqlite:
+            applied = await self._to_sending_at_once(message_ids, account_id)
+        if applied is None:
+            applied = await self._to_sending(message_ids, takeover=takeover)
         batch = [
             OutboundSms(r["id"], r["to_number"], r["sender"], r["body"], r["encoding"], r["segment_count"],
                         r["message_type"], r["priority"], r["account_id"], r["to_country"], r["attempts"])

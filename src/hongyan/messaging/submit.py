@@ -407,7 +407,7 @@ async def submit_batch(
     assert result.created_at is not None
     lane = LANES[result.message_type]
     due = _queue_due(rows, result.created_at) if publisher is not None else []
-    outbox_items = _outbox_items(rows, settings.dispatch_chunk, lane, result.created_at)
+    outbox_items = _outbox_items(rows, settings.dispatch_chunk, lane, result.created_at, account_id)
     for attempt in range(1, WRITE_ATTEMPTS + 1):
         try:
             plan = await _store(db, request, rows, result, outbox_items, account_id=account_id, source=source,
@@ -458,11 +458,11 @@ async def _store(
     db: Database, request: SubmitRequest, rows: list[dict[str, Any]], result: SubmitResult,
     outbox_items: list[dict[str, Any]], *, account_id: str, source: str, actor: str, before_hold: Any,
     after_insert: Any, preloaded: Preloaded | None, claim: tuple[int, list[str], int],
-) -> list[tuple[int, int, list[str]]]:
+) -> list[tuple[int, int, dict[str, Any]]]:
     """The write transaction of a submit (re-run whole on a transient error: nothing of a failed try stays).
     Order: the caller's checks, funding decided (rows marked), rows inserted, then the cash posting.
     `claim`: (lane, ids, chunk) of the messages stored `queued` (`_queue_due`); returns their claimed
-    outbox items to publish after the commit: (outbox id, lane, ids)."""
+    outbox items to publish after the commit: (outbox id, lane, payload)."""
     assert result.created_at is not None
     async with db.write() as session:
         if before_hold is not None:
@@ -506,7 +506,7 @@ async def _store(
         if outbox_items:
             await conn.execute(insert(OutboxItem.__table__), outbox_items)
         lane, due, chunk = claim
-        plan = await outbox.add_claimed(session, lane, due, chunk=chunk, now=result.created_at)
+        plan = await outbox.add_claimed(session, lane, due, chunk=chunk, now=result.created_at, account_id=account_id)
         if after_insert is not None:
             await after_insert(session, result)
         if isinstance(hold, charging.PendingHold):
@@ -546,7 +546,8 @@ async def prepare_checked(
     return rows, result
 
 
-def _outbox_items(rows: list[dict[str, Any]], chunk: int, lane: int, now: datetime) -> list[dict[str, Any]]:
+def _outbox_items(rows: list[dict[str, Any]], chunk: int, lane: int, now: datetime,
+                  account_id: str) -> list[dict[str, Any]]:
     """Dispatch items in chunks of ids, one group per time the messages may leave: now, the batch's
     scheduled time, or each quiet-hours release time; held messages get none until a reviewer decides, and
     those already `queued` (publish after commit) get theirs claimed (`outbox.add_claimed`)."""
@@ -556,7 +557,7 @@ def _outbox_items(rows: list[dict[str, Any]], chunk: int, lane: int, now: dateti
             continue
         by_time.setdefault(r["scheduled_at"] or now, []).append(r["id"])
     return [row for at, ids_ in sorted(by_time.items())
-            for row in outbox_rows(lane, ids_, chunk=chunk, available_at=at, now=now)]
+            for row in outbox_rows(lane, ids_, chunk=chunk, available_at=at, now=now, account_id=account_id)]
 
 
 def _rejected_dict(r: RejectedRecipient) -> dict[str, Any]:

@@ -131,6 +131,13 @@ def message_event_payload(event_id: str, row: dict[str, Any], occurred_at: datet
     )
 
 
+async def subscribed(session: AsyncSession, account_id: str, event_type: str) -> bool:
+    """Whether an enabled endpoint of the account receives `event_type` (read through the per-process
+    endpoint cache, as enqueue_message_status_events reads it)."""
+    endpoints = (await _endpoints_by_account(session, {account_id})).get(account_id, ())
+    return any(not ep.event_types or event_type in ep.event_types for ep in endpoints)
+
+
 async def enqueue_message_status_events(
     session: AsyncSession, rows: Iterable[dict[str, Any]], *, occurred_at: datetime
 ) -> int:
