@@ -629,9 +629,9 @@ class Runtime:
                             parked.append((receipt, first_seen))
             # a carrier id nobody knows yet: its submit_sm_resp is probably not committed yet
             parked.extend((r, t) for r, t in unmatched if now - t.at < limit)
-            self.stats.extra["receipts_unmatched_dropped"] = self.stats.extra.get("receipts_unmatched_dropped", 0) + sum(
-                1 for _r, t in unmatched if now - t.at >= limit
-            )
+            dropped = sum(1 for _r, t in unmatched if now - t.at >= limit)
+        # counted once committed (a round rolled back is tried again whole: _flush_receipts)
+        self.stats.extra["receipts_unmatched_dropped"] = self.stats.extra.get("receipts_unmatched_dropped", 0) + dropped
         self.stats.receipts += len(outcome.applied)
         if parked:
             self.stats.receipts_parked += len(parked)
