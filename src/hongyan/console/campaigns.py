@@ -241,8 +241,9 @@ def _labels(console: Console) -> dict[str, dict[str, str]]:
 
 @router.get("/campaigns/{campaign_id}/progress.json")
 async def campaign_progress_json(console: SignedIn, campaign_id: str) -> Any:
-    """The live part of the campaign page (campaigns.js polls it every 2 s while a run is going)."""
-    async with console.db.read() as session:
+    """The live part of the campaign page (campaigns.js polls it every 2 s while a run is going). One snapshot:
+    read statement by statement, a run could show `completed` next to its campaign still `running`."""
+    async with console.db.read(snapshot=True) as session:
         try:
             campaign = await service.get_campaign(
                 session, account_id=console.account_id, campaign_id=campaign_id

@@ -113,11 +113,16 @@ class Database:
                 yield session
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncSession]:
-        """A read-only session (deferred transaction on SQLite so it never blocks writers)."""
+    async def read(self, *, snapshot: bool = False) -> AsyncIterator[AsyncSession]:
+        """A read-only session (deferred transaction on SQLite so it never blocks writers). `snapshot`: every
+        statement sees the same committed state (PostgreSQL REPEATABLE READ; a read-only transaction there
+        never fails to serialize) — for answers built from several reads that must agree, e.g. a run and its
+        campaign, which one transaction completes together. SQLite's read transaction is a snapshot already."""
         async with self._sessions() as session:
             if self.is_sqlite:
                 await session.connection(execution_options={"sqlite_begin": "DEFERRED"})
+            elif snapshot:
+                await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             try:
                 yield session
             finally:
