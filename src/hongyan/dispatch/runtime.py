@@ -359,18 +359,15 @@ class Runtime:
         and its history row are one statement (messaging.transitions), atomic and durable by itself, so
         BEGIN and COMMIT — two round trips, each a wait for this busy worker's event loop — are left out.
         Only when nothing else belongs in the same transaction: no endpoint of the account receives
-        `message.sending` (else its webhook event is written with the change, in `_to_sending`) and no
-        marketing message (quiet hours never hold a code back). None: not taken, use `_to_sending`."""
+        `message.sending` (else its webhook event is written with the change, in `_to_sending`). Lane 0
+        carries verification messages only (messaging.submit.LANES), which quiet hours never hold back, so
+        `hold_back_quiet` has nothing to do here. None: not taken, use `_to_sending`."""
         async with self.db.autocommit() as session:
             if await webhook_events.subscribed(session, account_id, "message.sending"):
                 return None
             outcome = await apply_transitions(session, [Transition(mid, Status.SENDING) for mid in message_ids])
             await session.commit()  # no COMMIT is sent (autocommit); counts the transitions (ops.metrics)
-        rows = outcome.applied
-        if any(r["message_type"] == "marketing" for r in rows):  # not on the verification lane; kept right anyway
-            async with self.db.write() as session:
-                rows = await hold_back_quiet(session, rows, self.quiet_windows, now=utcnow())
-        return rows
+        return outcome.applied
 
     async def _dispatch_item(self, item: QueueItem) -> None:
         """Dispatch one queue item and ack it once the outcome is committed. On a failure the item is
