@@ -103,13 +103,14 @@ def rabbit_prefix(amqp_url: str) -> Iterator[str]:
         import aio_pika
 
         from hongyan.dispatch.queue import LANES
-        from hongyan.dispatch.rabbit import dead_name, queue_name
+        from hongyan.dispatch.rabbit import codes_exchange, dead_name, queue_name
 
         connection = await aio_pika.connect(amqp_url)
         try:
             channel = await connection.channel()
             for name in [queue_name("dispatch", lane, prefix) for lane in LANES] + [dead_name(prefix)]:
                 await channel.queue_delete(name)
+            await channel.exchange_delete(codes_exchange(prefix))  # codes-first reports (listeners' queues are exclusive)
         finally:
             await connection.close()
 

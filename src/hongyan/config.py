@@ -43,6 +43,15 @@ class Settings(BaseSettings):
     queue_verification_prefetch: int = Field(
         64, ge=1, le=10000, description="RabbitMQ: unacked verification items per worker (handled concurrently)."
     )
+    codes_first_target_ms: float = Field(
+        30.0, ge=0, description="Verification codes first: while codes take longer than this (p90 per stage over the "
+        "last second, API request → published plus worker → submitted, summed), each process slows its notification "
+        "and marketing submits down (docs/lanes.md, 'Codes first'). 0: off."
+    )
+    codes_first_min_tps: float = Field(
+        50.0, ge=1, description="The lowest rate codes-first slows a process's notification and marketing submits to "
+        "(per worker process, all its binds together)."
+    )
     bind_lease_s: float = Field(
         15.0, gt=0, description="Production mode: an SMPP bind's lease in PostgreSQL (renewed every third of it); "
         "a dead worker's binds move to the others after this long."

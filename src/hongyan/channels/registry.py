@@ -35,7 +35,8 @@ async def ensure_sandbox_channel(db: Database) -> str:
         return channel.id
 
 
-def build_connector(channel: Channel, settings: Settings) -> Connector:
+def build_connector(channel: Channel, settings: Settings, *, gate: Any = None) -> Connector:
+    """`gate`: the process's codes-first gate (dispatch.codes_first.BulkGate), given to carrier binds."""
     if channel.kind == "sandbox":
         return SandboxConnector(
             channel.id,
@@ -43,7 +44,7 @@ def build_connector(channel: Channel, settings: Settings) -> Connector:
             outcomes=str(channel.config.get("outcomes", settings.sandbox_outcomes)),
         )
     if channel.kind == "smpp":
-        return SmppConnector(channel.id, dict(channel.config), name=channel.name)
+        return SmppConnector(channel.id, dict(channel.config), name=channel.name, gate=gate)
     raise ValueError(f"channel kind {channel.kind!r} is not available yet")
 
 

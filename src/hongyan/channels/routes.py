@@ -151,4 +151,6 @@ async def system(request: Request, db: DbDep, ctx: OperatorAccount) -> JsonRespo
     fleet["queue"] = {"backend": request.app.state.settings.queue_url.split(":", 1)[0],
                       "depth": {LANE_NAMES[lane]: n for lane, n in depth.items()} if depth is not None else None}
     fleet["embedded_workers"] = runtime is not None and not getattr(runtime, "relay_only", False)
+    gate = getattr(runtime, "gate", None)
+    fleet["codes_first"] = gate.status() if gate is not None else None  # this process's bulk cap (embedded workers)
     return JsonResponse(fleet)

@@ -24,6 +24,7 @@ from sqlalchemy import delete, insert, select, update
 
 from hongyan.core.clock import utcnow
 from hongyan.db.engine import Database
+from hongyan.dispatch.codes_first import REQUEST_STARTED
 from hongyan.dispatch.models import OutboxItem, outbox_rows
 from hongyan.dispatch.queue import DISPATCH, Queue
 from hongyan.messaging.models import Message
@@ -97,6 +98,8 @@ class Relay:
                 if body["ids"]:
                     await self.queue.publish(DISPATCH, lane, body)
                     self.published += len(body["ids"])
+                    if lane == 0 and (started := REQUEST_STARTED.get()) is not None:
+                        self.queue.signal.observe("api", time.perf_counter() - started)  # request → published
             except BaseException:
                 left = [oid for oid, _lane, _ids in plan[n:]]
                 async with self.db.write() as session:

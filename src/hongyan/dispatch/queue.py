@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from hongyan.dispatch.codes_first import CodeSignal
 
 DISPATCH = "dispatch"  # the topic of dispatch items (chunks of message ids); the only one so far
 LANES = (0, 1, 2)
@@ -55,10 +58,12 @@ class QueueItem:
     redelivered: bool = False
     ack: Callable[[], Awaitable[None]] = _nothing
     retry: Callable[[], Awaitable[None]] = _nothing
+    received: float = field(default_factory=time.monotonic)  # when this process got it (codes_first's `dispatch` stage)
 
 
 class Queue(Protocol):
     durable: bool
+    signal: CodeSignal  # how fast codes move, here and (RabbitMQ) as other processes announce it: codes_first
 
     async def publish(self, topic: str, lane: int, body: dict[str, Any]) -> None: ...
 
@@ -88,6 +93,7 @@ class MemoryQueue:
     durable = False
 
     def __init__(self) -> None:
+        self.signal = CodeSignal()
         self._lanes: dict[str, dict[int, deque[QueueItem]]] = {}
         # waiters per topic: (max_lane, seq, future); a publish to lane L wakes the oldest waiter that
         # accepts L, preferring those restricted to low lanes (they exist only for those lanes)

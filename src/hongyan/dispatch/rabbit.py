@@ -34,6 +34,7 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
+from hongyan.dispatch.codes_first import ANNOUNCE_S, CodeSignal
 from hongyan.dispatch.queue import DISPATCH, LANE_NAMES, LANES, MAX_DELIVERIES, MemoryQueue, QueueItem
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,11 @@ DEPTH_REFRESH_S = 1.0
 
 def queue_name(topic: str, lane: int, prefix: str = PREFIX) -> str:
     return f"{prefix}.{topic}.{LANE_NAMES[lane]}"
+
+
+def codes_exchange(prefix: str = PREFIX) -> str:
+    """The fanout exchange on which processes announce how fast codes move through them (codes_first)."""
+    return f"{prefix}.codes"
 
 
 def dead_name(prefix: str = PREFIX) -> str:
@@ -86,6 +92,9 @@ class RabbitQueue:
         self._consuming: dict[str, asyncio.Future[None]] = {}
         self._consumer_channels: list[AbstractChannel] = []
         self._local = MemoryQueue()
+        self.signal = CodeSignal()
+        self._announce_task: asyncio.Task[None] | None = None
+        self._listening = False
         self._depth: dict[str, dict[int, int]] = {}
         self._depth_task: asyncio.Task[None] | None = None
         self._closed = False
@@ -105,6 +114,7 @@ class RabbitQueue:
                     client_properties={"connection_name": f"hongyan {socket.gethostname()}:{os.getpid()}"},
                 )
                 self._conn.reconnect_callbacks.add(self._on_reconnect)
+                self._announce_task = asyncio.get_running_loop().create_task(self._announce())
             if self._pub is None or self._pub.is_closed:
                 self._pub = await self._conn.channel(publisher_confirms=True)
                 await declare_dead(self._pub, self.prefix)
@@ -153,6 +163,46 @@ class RabbitQueue:
             await channel.set_qos(prefetch_count=self.verification_prefetch if lane == 0 else self.prefetch)
             queue = await self._declare(channel, topic, lane)
             await queue.consume(self._consumer(topic, lane))
+        if any(lane > 0 for lane in self.lanes) and not self._listening:
+            # a process that sends bulk traffic slows it down while codes are slow elsewhere (codes_first)
+            self._listening = True
+            channel = await self._conn.channel()
+            self._consumer_channels.append(channel)
+            exchange = await channel.declare_exchange(codes_exchange(self.prefix), aio_pika.ExchangeType.FANOUT)
+            # named under the prefix (a server-named amq.gen-… queue is outside the permissions docs/deployment.md sets)
+            heard = await channel.declare_queue(f"{codes_exchange(self.prefix)}.{self.signal.source}", exclusive=True,
+                                                auto_delete=True, arguments={"x-message-ttl": 1000})
+            await heard.bind(exchange)
+            await heard.consume(self._on_codes, no_ack=True)
+
+    async def _on_codes(self, message: AbstractIncomingMessage) -> None:
+        try:
+            report = orjson.loads(message.body)
+            self.signal.heard(str(report["source"]), dict(report["stages"]))
+        except (ValueError, KeyError, TypeError):
+            log.debug("unreadable codes report ignored")
+
+    async def _announce(self) -> None:
+        """While codes move through this process, announce their latency per stage every ANNOUNCE_S (no
+        confirms: a lost report is replaced by the next one)."""
+        channel: AbstractChannel | None = None
+        exchange: Any = None
+        while not self._closed:
+            await asyncio.sleep(ANNOUNCE_S)
+            stages = self.signal.local()
+            if not stages or self._conn is None:
+                continue
+            try:
+                if channel is None or channel.is_closed:
+                    channel = await self._conn.channel(publisher_confirms=False)
+                    exchange = await channel.declare_exchange(codes_exchange(self.prefix), aio_pika.ExchangeType.FANOUT)
+                await exchange.publish(aio_pika.Message(orjson.dumps({"source": self.signal.source, "stages": stages})),
+                                       routing_key="", mandatory=False)  # nobody listening is fine
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                channel = None
+                log.debug("codes report not sent: %s", exc)
 
     def _consumer(self, topic: str, lane: int) -> Any:
         async def on_message(message: AbstractIncomingMessage) -> None:
@@ -240,6 +290,8 @@ class RabbitQueue:
     async def close(self) -> None:
         """Stop consuming; unacked items go back to the broker when their channels close."""
         self._closed = True
+        if self._announce_task is not None:
+            self._announce_task.cancel()
         if self._depth_task is not None:
             self._depth_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -34,8 +35,9 @@ from hongyan.compliance import replies as opt_out_replies  # registers the opt-o
 from hongyan.config import Settings
 from hongyan.core.clock import utcnow
 from hongyan.db.engine import Database, is_transient
-from hongyan.dispatch import lease, outbox
+from hongyan.dispatch import codes_first, lease, outbox
 from hongyan.dispatch.binds import BindLeases
+from hongyan.dispatch.codes_first import BulkGate
 from hongyan.dispatch.models import outbox_rows
 from hongyan.dispatch.queue import DISPATCH, LANES, Queue, QueueItem
 from hongyan.messaging import inbound
@@ -79,6 +81,11 @@ class Runtime:
         self.relay_only = relay_only  # `hongyan serve --no-workers` on RabbitMQ: publishes, dispatches nothing
         self.holder = lease.new_holder_id()
         self.relay = outbox.Relay(db, queue)
+        # bulk lanes slow down while codes are slow (dispatch.codes_first); only where bulk traffic is sent
+        self.gate = (BulkGate(queue.signal, target_ms=settings.codes_first_target_ms,
+                              min_tps=settings.codes_first_min_tps)
+                     if settings.codes_first_target_ms > 0 and any(lane > 0 for lane in lanes) and not relay_only
+                     else None)
         # several processes share the carriers: each SMPP bind is leased to one of them (dispatch.binds)
         self.bind_leases = (BindLeases(db, self.holder, ttl_s=settings.bind_lease_s)
                             if queue.durable and not relay_only else None)
@@ -124,6 +131,8 @@ class Runtime:
             loops += [self._dispatch_loop(i) for i in range(self.dispatchers)]
             loops.append(self._periodic("contact imports", self.settings.import_poll_s, self._imports))
             loops.append(self._campaign_loop())
+            if self.gate is not None:
+                loops.append(self._gate_loop())
         loops.append(self._confirmation_loop())
         if self.settings.email_backend == "smtp":
             loops.append(self._periodic("email delivery", EMAIL_POLL_S, self._email_delivery))
@@ -159,6 +168,8 @@ class Runtime:
             with contextlib.suppress(Exception):
                 await self.bind_leases.release_all()
         await self.webhooks.close()
+        if self.gate is not None:
+            self.gate.close()
         await self.queue.close()
 
     async def reload_channels(self) -> bool:
@@ -178,7 +189,7 @@ class Runtime:
             if channel_id in self.connectors:
                 await self._stop_connector(channel_id)
             try:
-                connector = build_connector(channel, self.settings)
+                connector = build_connector(channel, self.settings, gate=self.gate)
             except ValueError as exc:
                 log.error("channel %s (%s) cannot start: %s", channel.name, channel_id, exc)
                 continue
@@ -338,6 +349,13 @@ class Runtime:
             task.add_done_callback(lambda t: (running.discard(t), slots.release()))
         await asyncio.gather(*running, return_exceptions=True)
 
+    async def _gate_loop(self) -> None:
+        """Adjust the codes-first gate's cap on this process's bulk submits every STEP_S."""
+        assert self.gate is not None
+        while not self._stopping:
+            self.gate.step()
+            await asyncio.sleep(codes_first.STEP_S)
+
     async def _to_sending(self, message_ids: list[str], *, takeover: bool) -> list[dict[str, Any]]:
         """queued → sending in a transaction (taking over what a dead worker left in `sending` first); the
         rows that may be sent now (a marketing message whose quiet window began goes back to `scheduled`)."""
@@ -377,6 +395,8 @@ class Runtime:
         try:
             await self.dispatch(message_ids, takeover=item.redelivered, lane=item.lane,
                                 account_id=item.body.get("account"))
+            if item.lane == 0:  # handed to this process → submitted and recorded (codes_first)
+                self.queue.signal.observe("dispatch", time.monotonic() - item.received)
         except Exception:
             self.stats.errors += 1
             log.exception("dispatch of %d messages failed", len(message_ids))

@@ -40,6 +40,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from hongyan.db.engine import Database
+from hongyan.dispatch.codes_first import REQUEST_STARTED
 from hongyan.dispatch.queue import DISPATCH, LANE_NAMES
 from hongyan.messaging.states import FINAL, Status
 
@@ -188,6 +189,7 @@ class LiveCollector(Collector):
             yield from _queue_metrics(runtime)
             yield from _channel_metrics(runtime)
             yield from _runtime_metrics(runtime)
+            yield from _codes_first_metrics(runtime)
         if self.db is not None:
             yield from _pool_metrics(self.db)
         if self.counts is not None:
@@ -233,6 +235,17 @@ def _runtime_metrics(runtime: Any) -> Iterator[Metric]:
         if isinstance(value, int):
             family.add_metric([name], value)
     yield family
+
+
+def _codes_first_metrics(runtime: Any) -> Iterator[Metric]:
+    gate = getattr(runtime, "gate", None)
+    if gate is None:
+        return
+    yield GaugeMetricFamily("hongyan_codes_latency_ms", "Verification codes' latency as this process's codes-first "
+                            "gate sees it (p90 per stage over the last second, summed over stages; 0: no code moved).",
+                            value=gate.latency or 0.0)
+    yield GaugeMetricFamily("hongyan_bulk_cap_tps", "Cap on this process's notification and marketing submits while "
+                            "codes are slower than HONGYAN_CODES_FIRST_TARGET_MS (0: not capped).", value=gate.cap or 0.0)
 
 
 def _channel_metrics(runtime: Any) -> Iterator[Metric]:
@@ -370,6 +383,7 @@ class HttpMetrics:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        REQUEST_STARTED.set(started)  # a code's `api` stage (dispatch.codes_first), measured where it is published
         status = 500
 
         async def send_and_note(message: dict[str, Any]) -> None:

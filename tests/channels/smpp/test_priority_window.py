@@ -111,7 +111,7 @@ async def test_window_serves_lanes_then_arrival_and_survives_cancellation() -> N
     async def take(name: str, lane: int) -> None:
         await window.acquire(lane)
         order.append(name)
-        window.release()
+        window.release(lane)
 
     tasks = [
         asyncio.create_task(take(name, lane))
@@ -120,10 +120,28 @@ async def test_window_serves_lanes_then_arrival_and_survives_cancellation() -> N
     await asyncio.sleep(0)
     tasks[4].cancel()  # a cancelled waiter must neither take a slot nor lose one
     await asyncio.sleep(0)
-    window.release()
+    window.release(2)
     await asyncio.gather(*tasks, return_exceptions=True)
     assert order == ["v1", "v2", "n1", "m1", "m2"]
     await asyncio.wait_for(window.acquire(2), 1)  # the slot came back
+
+
+async def test_marketing_cannot_take_the_slot_kept_for_codes() -> None:
+    """A window of 3 keeps one slot for lane 0: two marketing PDUs fill what marketing may use; a third waits
+    although a slot is free, and a code takes that slot at once."""
+    window = PriorityWindow(3)
+    await window.acquire(2)
+    await window.acquire(1)
+    third = asyncio.create_task(window.acquire(2))
+    await asyncio.sleep(0)
+    assert not third.done() and window.waiting == 1
+    await asyncio.wait_for(window.acquire(0), 1)  # the reserved slot
+    window.release(0)  # the code answered: only the reserved slot is free again, marketing still waits
+    await asyncio.sleep(0)
+    assert not third.done()
+    window.release(1)  # a marketing PDU answered: its slot goes to the waiting one
+    await asyncio.wait_for(third, 1)
+    assert PriorityWindow(1).reserve == 0  # a window of one has nothing to keep
 
 
 async def test_token_bucket_grants_by_lane() -> None:

@@ -187,8 +187,9 @@ class PduBuilder:
 class SmppConnector:
     kind = "smpp"
 
-    def __init__(self, channel_id: str, config: dict[str, Any], *, name: str | None = None) -> None:
+    def __init__(self, channel_id: str, config: dict[str, Any], *, name: str | None = None, gate: Any = None) -> None:
         self.channel_id = channel_id
+        self.gate = gate  # the process's codes-first gate for bulk PDUs (dispatch.codes_first), shared by every bind
         self.name = name or channel_id
         self.options = ChannelOptions.from_mapping(config)
         self.session_config = SessionConfig.from_mapping(config)
@@ -208,7 +209,8 @@ class SmppConnector:
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def _new_session(self, index: int) -> SmppSession:
-        return SmppSession(self.session_config, name=f"{self.name}#{index + 1}", on_deliver=self._on_deliver)
+        return SmppSession(self.session_config, name=f"{self.name}#{index + 1}", on_deliver=self._on_deliver,
+                           gate=self.gate)
 
     async def start(self, on_receipts: ReceiptSink, on_inbound: InboundSink | None = None) -> None:
         self._on_receipts = on_receipts

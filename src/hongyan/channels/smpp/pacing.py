@@ -18,10 +18,16 @@ Waiter = tuple[int, int, "asyncio.Future[None]"]
 
 
 class PriorityWindow:
-    """A counting semaphore (the SMPP window) whose waiters are served by (lane, arrival)."""
+    """A counting semaphore (the SMPP window) whose waiters are served by (lane, arrival), with `reserve`
+    slots (1 for a window of 2 or more) that only lane 0 may use: marketing PDUs that hold their slots while
+    they wait for a TPS token or for the codes-first gate (dispatch.codes_first) cannot fill the whole window,
+    so a code never waits for one of them to be answered."""
 
-    def __init__(self, slots: int) -> None:
-        self._free = max(1, slots)
+    def __init__(self, slots: int, *, reserve: int | None = None) -> None:
+        self.slots = max(1, slots)
+        self.reserve = min(self.slots - 1, (1 if self.slots > 1 else 0) if reserve is None else max(0, reserve))
+        self._used = 0
+        self._used_bulk = 0  # slots held by lanes 1–2
         self._waiters: list[Waiter] = []  # heap
         self._seq = itertools.count()
 
@@ -29,10 +35,18 @@ class PriorityWindow:
     def waiting(self) -> int:
         return sum(1 for _lane, _seq, fut in self._waiters if not fut.done())
 
+    def _fits(self, lane: int) -> bool:
+        return self._used < self.slots and (lane == 0 or self._used_bulk < self.slots - self.reserve)
+
+    def _take(self, lane: int) -> None:
+        self._used += 1
+        if lane > 0:
+            self._used_bulk += 1
+
     async def acquire(self, lane: int) -> None:
-        # a free slot means nobody is waiting (release hands slots to waiters before freeing them)
-        if self._free > 0:
-            self._free -= 1
+        # a request that fits has nobody waiting before it: release() hands slots to waiters that fit at once
+        if self._fits(lane):
+            self._take(lane)
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (lane, next(self._seq), fut))
@@ -40,16 +54,25 @@ class PriorityWindow:
             await fut
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():
-                self.release()  # the slot arrived as we were cancelled: pass it on
+                self.release(lane)  # the slot arrived as we were cancelled: pass it on
             raise  # a cancelled waiter stays in the heap until release() skips it
 
-    def release(self) -> None:
+    def release(self, lane: int = 1) -> None:
+        """Give back a slot taken for `lane`, and hand free slots to the best waiters that may use them (a
+        waiting code comes first; marketing waits while only the reserved slots are free)."""
+        self._used -= 1
+        if lane > 0:
+            self._used_bulk -= 1
         while self._waiters:
-            _lane, _seq, fut = heapq.heappop(self._waiters)
-            if not fut.done():
-                fut.set_result(None)
-                return
-        self._free += 1
+            w_lane, _seq, fut = self._waiters[0]
+            if fut.done():
+                heapq.heappop(self._waiters)  # cancelled
+                continue
+            if not self._fits(w_lane):
+                return  # the best waiter does not fit, so no later one does (lane 0 sorts first)
+            heapq.heappop(self._waiters)
+            self._take(w_lane)
+            fut.set_result(None)
 
 
 class TokenBucket:
@@ -64,6 +87,21 @@ class TokenBucket:
         self._waiters: list[Waiter] = []  # heap
         self._seq = itertools.count()
         self._pacer: asyncio.Task[None] | None = None
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for _lane, _seq, fut in self._waiters if not fut.done())
+
+    @property
+    def has_waiters(self) -> bool:
+        return bool(self._waiters)
+
+    def set_rate(self, rate: float) -> None:
+        """A new rate, from the next grant on (codes_first.BulkGate moves it while traffic waits)."""
+        self._refill()
+        self.rate = rate
+        self.capacity = max(1.0, rate / 10)
+        self.tokens = min(self.tokens, self.capacity)
 
     def _refill(self) -> None:
         now = time.monotonic()

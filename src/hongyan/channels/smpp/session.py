@@ -90,8 +90,9 @@ class SessionStats:
 
 class SmppSession:
     def __init__(self, config: SessionConfig, *, name: str = "smpp", on_deliver: DeliverHandler | None = None,
-                 on_state: Callable[[SmppSession], None] | None = None) -> None:
+                 on_state: Callable[[SmppSession], None] | None = None, gate: Any = None) -> None:
         self.config = config
+        self.gate = gate  # dispatch.codes_first.BulkGate of this process: bulk PDUs slow down while codes are slow
         self.name = name
         self.on_deliver = on_deliver
         self.on_state = on_state
@@ -293,11 +294,13 @@ class SmppSession:
             if pause > 0:  # the carrier asked the whole bind to slow down: every lane waits
                 await asyncio.sleep(pause)
             await self._bucket.acquire(lane)
+            if lane >= 1 and self.gate is not None:
+                await self.gate.admit(lane)  # a code never waits here; it takes the next slot that frees up
             if not self.can_submit:
                 raise LinkDown(self.bind_error or "not bound")
             return await self._send_request(request)
         finally:
-            self._window.release()
+            self._window.release(lane)
 
     async def _send_request(self, request: Pdu) -> Pdu:
         writer = self._writer
