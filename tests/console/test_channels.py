@@ -110,9 +110,23 @@ async def test_the_page_renders_for_platform_staff_with_the_nav_link(admin: http
     dashboard = await admin.get("/console")
     assert 'href="/console/channels"' in dashboard.text  # the link is on every page for staff
 
+    # codes first: embedded workers send bulk traffic, so the page says whether it is held back for codes
+    assert "验证码优先：最近一秒没有验证码，通知和营销短信未限速（目标 30 毫秒）。" in page.text
+
     admin.cookies.set("hongyan_lang", "en", path="/console")
     english = await admin.get("/console/channels")
     assert "<h1>Channels &amp; routes</h1>" in english.text and "Add an SMPP channel" in english.text
+
+
+async def test_the_page_shows_the_codes_first_cap_while_bulk_sends_are_held(
+    app: Any, admin: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = app.state.runtime.gate
+    status = {**gate.status(), "cap_tps": 120.4, "codes_latency_ms": 47.6}  # as a step leaves it while codes are slow
+    monkeypatch.setattr(gate, "status", lambda: status)
+    page = await admin.get("/console/channels")
+    line = re.search(r"<p [^>]*data-codes-first>(.*?)</p>", page.text, re.S)
+    assert line and line.group(1) == "验证码优先：验证码当前耗时 48 毫秒（目标 30 毫秒），通知和营销短信限速为每秒 120 条。"
 
 
 async def test_add_an_smpp_channel(app: Any, admin: httpx.AsyncClient, db: Database) -> None:

@@ -105,6 +105,22 @@ async def test_cap_grows_when_codes_are_fast_again_and_is_lifted_when_they_stop(
     assert gate.stats["lifted"] == 1
 
 
+async def test_where_codes_alone_are_slow_the_target_is_their_idle_latency_and_a_half() -> None:
+    gate, signal, t = _gate(target_ms=30)
+    for k in range(40):  # 20 s of codes at 40 ms with no bulk traffic: the baseline
+        signal.observe("dispatch", 0.040, now=t + 0.5 * k)
+        assert gate.step(now=t + 0.5 * k) is None
+    assert gate.baseline == pytest.approx(40.0) and gate.target() == pytest.approx(60.0)
+    assert gate.status()["target_ms"] == 60.0 and gate.status()["configured_target_ms"] == 30.0
+    await _pass(gate, 500)  # a campaign starts; codes at 50 ms are within 1.5× their idle latency
+    signal.observe("dispatch", 0.050, now=t + 20.0)
+    assert gate.step(now=t + 20.0) is None
+    await _pass(gate, 500)
+    signal.observe("dispatch", 0.070, now=t + 21.05)  # 70 ms: slower than that
+    assert gate.step(now=t + 21.05) is not None
+    assert gate.baseline == pytest.approx(40.0)  # bulk traffic ran: the baseline stayed
+
+
 async def test_a_capped_gate_holds_bulk_pdus_and_lets_them_all_go_when_lifted() -> None:
     gate, signal, t = _gate(min_tps=2)
     await _pass(gate, 100)

@@ -267,6 +267,8 @@ async def _render(console: Console, *, status: int = 200, **values: Any) -> Any:
             worker_binds.setdefault(holder, []).append(f"{names.get(channel_id, channel_id)}#{index + 1}")
     runtime = _runtime(console.request)
     values.setdefault("queue_depth", runtime.queue.depth(DISPATCH) if runtime is not None else None)
+    gate = getattr(runtime, "gate", None)  # embedded workers: this process's codes-first cap on bulk sends
+    values.setdefault("codes_first", gate.status() if gate is not None else None)
     route_rows = [{"route": r, "channel_name": names.get(r.channel_id, r.channel_id)} for r in routes]
     values.setdefault("channel_form", _empty_channel_form())
     values.setdefault("route_form", _empty_route_form())

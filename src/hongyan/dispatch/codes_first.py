@@ -13,16 +13,19 @@ traffic (lanes 1 and 2) holds it back while codes are slower than a target:
   traffic listen to it (dispatch/rabbit.py).
 - `BulkGate` (one per process that sends lanes 1–2) turns that into a submit rate for the bulk lanes of all
   its SMPP binds, adjusted twice a second: while the codes' latency (the slowest report of each stage, summed
-  over the stages) is above `HONGYAN_CODES_FIRST_TARGET_MS`, the cap falls to 70 % (starting from the rate
+  over the stages) is above the target, the cap falls to 70 % (starting from the rate
   the bulk lanes had), never below `HONGYAN_CODES_FIRST_MIN_TPS`; below 70 % of the target it grows by 15 %;
-  once no code has moved for HOLD_S, or the cap is far above what bulk traffic uses, it is lifted. A bulk
+  once no code has moved for HOLD_S, or the cap is far above what bulk traffic uses, it is lifted. The target
+  is `HONGYAN_CODES_FIRST_TARGET_MS`, or 1.5× the codes' latency while the process sent no bulk traffic when
+  that is more: where codes alone already take longer, starving bulk traffic would not bring them under it. A bulk
   PDU waits for the gate after it has its window slot and its bind's TPS token, next to the wire, so a new cap
   takes effect at the next PDU and not after the chunks already handed to the connector; a code never waits
-  for it, and gets the next window slot that frees up (pacing.PriorityWindow).
+  for it, nor for the slot of a PDU that does (a window keeps a slot for lane 0: pacing.PriorityWindow).
 
 What it costs: campaigns run slower while codes flow and are slow — on a machine with spare capacity the
-latency stays under the target and nothing is capped. Slow codes for another reason (a slow carrier, a slow
-database) also slow bulk traffic down to the floor rate; `HONGYAN_CODES_FIRST_TARGET_MS=0` turns it off.
+latency stays under the target and nothing is capped. Codes that turn slow for another reason while bulk
+traffic runs (a slow carrier, a slow database) slow bulk traffic down too, to the floor rate at worst;
+`HONGYAN_CODES_FIRST_TARGET_MS=0` turns it off.
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ STEP_S = 0.5  # the gate adjusts its cap this often
 DECREASE = 0.7
 INCREASE = 1.15
 RAISE_BELOW = 0.7  # the cap grows while the latency is below this share of the target
+BASELINE_FACTOR = 1.5  # codes may take this many times what they take with no bulk traffic before it is slowed
+BASELINE_BELOW_TPS = 1.0  # bulk traffic below this rate counts as none (the codes' own latency is measured)
+BASELINE_WEIGHT = 0.1  # how much one step's latency moves the baseline (an average over about 5 s)
 LIFT_FACTOR = 4.0  # a cap this many times above the bulk rate it lets through binds nothing: lifted
 UNCAPPED = 1e9
 
@@ -130,6 +136,7 @@ class BulkGate:
         self._step_at = time.monotonic()
         self.rate = 0.0  # bulk PDUs per second over the last step
         self.latency: float | None = None  # the codes' latency at the last step
+        self.baseline: float | None = None  # the codes' latency while this process sent no bulk traffic
         self.stats = {"capped_steps": 0, "lowered": 0, "raised": 0, "lifted": 0}
 
     async def admit(self, lane: int) -> None:
@@ -155,13 +162,17 @@ class BulkGate:
                 self.stats["lifted"] += 1
                 self._set(None)
             return None
-        if latency is not None and latency > self.target_ms:
+        if latency is not None and self.cap is None and self.rate < BASELINE_BELOW_TPS:
+            self.baseline = latency if self.baseline is None else (
+                (1 - BASELINE_WEIGHT) * self.baseline + BASELINE_WEIGHT * latency)
+        target = self.target()
+        if latency is not None and latency > target:
             # from what bulk traffic actually uses (a cap far above it would take many steps to bind)
             base = self.rate if self.cap is None else min(self.cap, max(self.rate, self.min_tps))
             if self.cap is not None or self.rate > self.min_tps:  # bulk traffic that could be slowed
                 self.stats["lowered"] += 1
                 self._set(max(self.min_tps, base * DECREASE))
-        elif self.cap is not None and (latency is None or latency < self.target_ms * RAISE_BELOW):
+        elif self.cap is not None and (latency is None or latency < target * RAISE_BELOW):
             raised = self.cap * INCREASE
             if raised > LIFT_FACTOR * max(self.rate, self.min_tps):
                 self.stats["lifted"] += 1
@@ -173,8 +184,17 @@ class BulkGate:
             self.stats["capped_steps"] += 1
         return self.cap
 
+    def target(self) -> float:
+        """The latency the cap aims at: HONGYAN_CODES_FIRST_TARGET_MS, or 1.5× what codes take with no bulk
+        traffic when that is more (a machine where codes alone take longer gains nothing from starving bulk)."""
+        if self.baseline is None:
+            return self.target_ms
+        return max(self.target_ms, BASELINE_FACTOR * self.baseline)
+
     def status(self) -> dict[str, Any]:
-        return {"target_ms": self.target_ms, "min_tps": self.min_tps,
+        return {"target_ms": round(self.target(), 1), "configured_target_ms": self.target_ms,
+                "idle_latency_ms": round(self.baseline, 1) if self.baseline is not None else None,
+                "min_tps": self.min_tps,
                 "cap_tps": round(self.cap, 1) if self.cap is not None else None,
                 "bulk_rate_tps": round(self.rate, 1), "codes_latency_ms": self.latency, **self.stats}
 
