@@ -49,7 +49,7 @@ class Settings(BaseSettings):
         "and marketing submits down (docs/lanes.md, 'Codes first'). 0: off."
     )
     codes_first_min_tps: float = Field(
-        50.0, ge=1, description="The lowest rate codes-first slows a process's notification and marketing submits to "
+        200.0, ge=1, description="The lowest rate codes-first slows a process's notification and marketing submits to "
         "(per worker process, all its binds together)."
     )
     bind_lease_s: float = Field(

@@ -27,6 +27,8 @@ def test_staff_add_a_channel_and_a_route(page: Any, server: Server, screenshots:
     expect(page.locator("h1")).to_have_text("通道与路由")
     expect(page.locator('.nav a[href="/console/channels"]')).to_have_attribute("aria-current", "page")
     expect(page.locator('tr[data-channel="sandbox"] [data-cell="state"]')).to_contain_text("在线")
+    # codes first: the embedded workers say whether bulk sends are held back for verification codes
+    expect(page.locator("[data-codes-first]")).to_contain_text("验证码优先")
 
     form = page.locator("#add-channel form")
     form.locator("#channel-name").fill("carrier-a")

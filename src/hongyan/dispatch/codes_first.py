@@ -14,7 +14,7 @@ traffic (lanes 1 and 2) holds it back while codes are slower than a target:
 - `BulkGate` (one per process that sends lanes 1–2) turns that into a submit rate for the bulk lanes of all
   its SMPP binds, adjusted twice a second: while the codes' latency (the slowest report of each stage, summed
   over the stages) is above the target, the cap falls to 70 % (starting from the rate
-  the bulk lanes had), never below `HONGYAN_CODES_FIRST_MIN_TPS`; below 70 % of the target it grows by 15 %;
+  the bulk lanes had), never below `HONGYAN_CODES_FIRST_MIN_TPS`; below 90 % of the target it grows by 15 %;
   once no code has moved for HOLD_S, or the cap is far above what bulk traffic uses, it is lifted. The target
   is `HONGYAN_CODES_FIRST_TARGET_MS`, or 1.5× the codes' latency while the process sent no bulk traffic when
   that is more: where codes alone already take longer, starving bulk traffic would not bring them under it. A bulk
@@ -46,7 +46,7 @@ HOLD_S = 3.0  # no code seen for this long: codes have stopped, the cap is lifte
 STEP_S = 0.5  # the gate adjusts its cap this often
 DECREASE = 0.7
 INCREASE = 1.15
-RAISE_BELOW = 0.7  # the cap grows while the latency is below this share of the target
+RAISE_BELOW = 0.9  # the cap grows while the latency is below this share of the target
 BASELINE_FACTOR = 1.5  # codes may take this many times what they take with no bulk traffic before it is slowed
 BASELINE_BELOW_TPS = 1.0  # bulk traffic below this rate counts as none (the codes' own latency is measured)
 BASELINE_WEIGHT = 0.1  # how much one step's latency moves the baseline (an average over about 5 s)
