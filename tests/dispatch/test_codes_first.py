@@ -121,6 +121,23 @@ async def test_where_codes_alone_are_slow_the_target_is_their_idle_latency_and_a
     assert gate.baseline == pytest.approx(40.0)  # bulk traffic ran: the baseline stayed
 
 
+async def test_campaign_runs_are_built_only_seconds_ahead_while_codes_are_slow() -> None:
+    gate, signal, t = _gate(min_tps=200)
+    assert gate.build_ahead(20_000) == 20_000  # nothing known: as configured
+    gate.note_built(2_000)  # a campaign's first chunk stored
+    signal.observe("dispatch", 0.080, now=t + 1.0)
+    gate.step(now=t + 1.0)  # slow codes before any send (the builder's inserts): not capped, but
+    assert gate.cap is None and gate.baseline is None  # not the codes' own latency: bulk work ran
+    assert gate.build_ahead(20_000) == 2_000  # 10 s at the floor
+    await _pass(gate, 1000)
+    signal.observe("dispatch", 0.080, now=t + 2.0)
+    assert gate.step(now=t + 2.0) == pytest.approx(700.0, rel=0.01)
+    assert gate.build_ahead(20_000) == pytest.approx(7_000, rel=0.01)  # 10 s at the cap
+    assert gate.build_ahead(500) == 500
+    gate.step(now=t + 100)  # codes stopped
+    assert gate.build_ahead(20_000) == 20_000
+
+
 async def test_a_capped_gate_holds_bulk_pdus_and_lets_them_all_go_when_lifted() -> None:
     gate, signal, t = _gate(min_tps=2)
     await _pass(gate, 100)

@@ -53,9 +53,11 @@ class _Paced:
 
 
 class CampaignEngine:
-    def __init__(self, db: Database, settings: Settings, queue: Queue, *, holder: str | None = None) -> None:
+    def __init__(self, db: Database, settings: Settings, queue: Queue, *, holder: str | None = None,
+                 gate: Any = None) -> None:
         self.db = db
         self.settings = settings
+        self.gate = gate  # dispatch.codes_first.BulkGate: while codes are slow, runs are built only a little ahead
         self.holder = holder or lease.new_holder_id()
         self.pump = pump.Pump(db, settings, queue)
         self.leader = False
@@ -150,6 +152,8 @@ class CampaignEngine:
         ahead = self.settings.campaign_build_ahead
         if not ahead:
             return 1 << 62, 0
+        if self.gate is not None:
+            ahead = self.gate.build_ahead(ahead)
         backlog = await runs.build_backlog(self.db, run_id=run_id, build_ahead=ahead)
         return backlog.room(ahead), backlog.total
 
@@ -196,6 +200,8 @@ class CampaignEngine:
                     following = await runs.prepare_chunk(self.db, self.settings, run_id=run_id, after=chunk.last_id)
             finally:
                 more = await storing
+            if self.gate is not None:
+                self.gate.note_built(len(chunk.rows))  # bulk work: not a moment to learn the codes' own latency
             self.wakeup.set()  # the pump has new messages to release
             if not more or not await runs.claim_build(self.db, run_id=run_id, holder=self.holder,
                                                       ttl_s=BUILD_LEASE_S):

@@ -809,7 +809,7 @@ class Runtime:
         """Campaigns (campaigns.engine): scheduler, run building and paced release, on the lease holder."""
         from hongyan.campaigns.engine import CampaignEngine
 
-        self.campaigns = engine = CampaignEngine(self.db, self.settings, self.queue)
+        self.campaigns = engine = CampaignEngine(self.db, self.settings, self.queue, gate=self.gate)
         while not self._stopping:
             try:
                 busy = await engine.tick()
