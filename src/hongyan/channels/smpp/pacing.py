@@ -89,10 +89,6 @@ class TokenBucket:
         self._pacer: asyncio.Task[None] | None = None
 
     @property
-    def waiting(self) -> int:
-        return sum(1 for _lane, _seq, fut in self._waiters if not fut.done())
-
-    @property
     def has_waiters(self) -> bool:
         return bool(self._waiters)
 

@@ -295,7 +295,7 @@ class SmppSession:
                 await asyncio.sleep(pause)
             await self._bucket.acquire(lane)
             if lane >= 1 and self.gate is not None:
-                await self.gate.admit(lane)  # a code never waits here; it takes the next slot that frees up
+                await self.gate.admit(lane)  # codes never wait here, and the window keeps a slot for them
             if not self.can_submit:
                 raise LinkDown(self.bind_error or "not bound")
             return await self._send_request(request)
