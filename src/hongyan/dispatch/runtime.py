@@ -132,7 +132,7 @@ class Runtime:
             loops.append(self._periodic("contact imports", self.settings.import_poll_s, self._imports))
             loops.append(self._campaign_loop())
             if self.gate is not None:
-                loops.append(self._periodic("codes-first gate", codes_first.STEP_S, self._gate_step))
+                loops.append(self._gate_loop())
         loops.append(self._confirmation_loop())
         if self.settings.email_backend == "smtp":
             loops.append(self._periodic("email delivery", EMAIL_POLL_S, self._email_delivery))
@@ -349,10 +349,12 @@ class Runtime:
             task.add_done_callback(lambda t: (running.discard(t), slots.release()))
         await asyncio.gather(*running, return_exceptions=True)
 
-    async def _gate_step(self) -> None:
-        """Adjust the codes-first gate's cap on this process's bulk submits (every STEP_S)."""
+    async def _gate_loop(self) -> None:
+        """Adjust the codes-first gate's cap on this process's bulk submits every STEP_S."""
         assert self.gate is not None
-        self.gate.step()
+        while not self._stopping:
+            self.gate.step()
+            await asyncio.sleep(codes_first.STEP_S)
 
     async def _to_sending(self, message_ids: list[str], *, takeover: bool) -> list[dict[str, Any]]:
         """queued → sending in a transaction (taking over what a dead worker left in `sending` first); the
