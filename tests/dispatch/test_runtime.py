@@ -173,3 +173,46 @@ async def test_receipt_round_is_tried_again_after_a_deadlock(
         assert failed == [1] and runtime.stats.errors == 0 and runtime.stats.receipts == 1
     finally:
         await runtime.stop()
+
+
+async def test_receipt_rounds_gather_a_stream_but_answer_a_lone_receipt_after_one_tick(
+    db: Database, settings: Settings, monkeypatch: object
+) -> None:
+    """Receipts that keep coming are stored in one round (one transaction) instead of one per tick; a lone
+    receipt (a carrier that waits for each answer) is stored by the first round, without waiting for more."""
+    import asyncio
+
+    from hongyan.channels.base import DeliveryReceipt
+    from hongyan.messaging.states import Status
+
+    import hongyan.dispatch.runtime as runtime_module
+
+    # slow ticks, so that a busy test machine's scheduling delays (a few ms) do not end a gathering
+    monkeypatch.setattr(runtime_module, "RECEIPT_GATHER_TICK_S", 0.05)  # type: ignore[attr-defined]
+    monkeypatch.setattr(runtime_module, "RECEIPT_GATHER_MAX_S", 5.0)  # type: ignore[attr-defined]
+    runtime = Runtime(db, settings, MemoryQueue())
+    rounds: list[int] = []
+
+    async def record(pending: list) -> list:
+        rounds.append(len(pending))
+        return []
+
+    monkeypatch.setattr(runtime, "_apply_receipts", record)  # type: ignore[attr-defined]
+    loop_task = asyncio.create_task(runtime._receipt_loop())
+    try:
+        def receipt(n: int) -> DeliveryReceipt:
+            return DeliveryReceipt(Status.DELIVERED, "ch", carrier_message_id=f"c{n}")
+
+        await runtime.on_receipts([receipt(0)])  # answered once stored, by a round of its own
+        assert rounds == [1]
+        stream = []
+        for n in range(1, 16):  # one every 5 ms: each gathering tick (50 ms here) brings more
+            stream.append(asyncio.create_task(runtime.on_receipts([receipt(n)])))
+            await asyncio.sleep(0.005)
+        await asyncio.wait_for(asyncio.gather(*stream), timeout=10)
+        assert sum(rounds[1:]) == 15
+        assert len(rounds) - 1 <= 2, rounds  # not one round per tick
+    finally:
+        runtime._stopping = True
+        runtime._receipt_wakeup.set()
+        await asyncio.wait_for(loop_task, timeout=10)
