@@ -227,9 +227,10 @@ def seen_at_smsc(sim: SmscSim, limit: int) -> dict[str, float]:
     return out
 
 
-async def breakdown(db: Database, sent: dict[str, dict[str, Any]], seen: dict[str, float]) -> dict[str, Any]:
+async def breakdown(db: Database, sent: dict[str, dict[str, Any]], seen: dict[str, float],
+                    raw: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Where the time went, from each message's history (the message id: from /v1/messages, or the
-    verification's `message_id`)."""
+    verification's `message_id`); with `raw`, one record per request is appended to it as well."""
     ids = [f["id"] for f in sent.values() if f.get("id", "").startswith("msg_")]
     if not ids:
         return {}
@@ -258,14 +259,22 @@ async def breakdown(db: Database, sent: dict[str, dict[str, Any]], seen: dict[st
         if mid not in created or at_smsc is None or "queued" not in ev or "sending" not in ev:
             continue
         acc = created[mid].timestamp()
-        parts["api_to_accepted"].append((acc - f["wall"]) * 1000)
-        parts["accepted_to_queued"].append((ev["queued"] - acc) * 1000)
-        parts["queued_to_sending"].append((ev["sending"] - ev["queued"]) * 1000)
-        parts["sending_to_smsc"].append((at_smsc - ev["sending"]) * 1000)
+        row = {
+            "api_to_accepted": (acc - f["wall"]) * 1000,
+            "accepted_to_queued": (ev["queued"] - acc) * 1000,
+            "queued_to_sending": (ev["sending"] - ev["queued"]) * 1000,
+            "sending_to_smsc": (at_smsc - ev["sending"]) * 1000,
+        }
+        for k, v in row.items():
+            parts[k].append(v)
+        if raw is not None:
+            raw.append({"wall": round(f["wall"], 4), "total_ms": round((at_smsc - f["wall"]) * 1000, 1),
+                        **{k: round(v, 1) for k, v in row.items()}})
     return {k: percentiles(v) for k, v in parts.items()}
 
 
-async def phase_result(db: Database, sim: SmscSim, load: Load, started: int, limit: int) -> dict[str, Any]:
+async def phase_result(db: Database, sim: SmscSim, load: Load, started: int, limit: int,
+                       raw_path: str | None = None, phase: str = "") -> dict[str, Any]:
     deadline = time.monotonic() + 30
     while True:  # stragglers: wait until every accepted request reached the SMSC (or 30 s)
         seen = await asyncio.to_thread(seen_at_smsc, sim, limit)
@@ -273,6 +282,12 @@ async def phase_result(db: Database, sim: SmscSim, load: Load, started: int, lim
             break
         await asyncio.sleep(1.0)
     latencies = [(seen[d] - f["wall"]) * 1000 for d, f in load.sent.items() if d in seen]
+    raw: list[dict[str, Any]] | None = [] if raw_path else None
+    parts = await breakdown(db, load.sent, seen, raw)
+    if raw_path and raw is not None:
+        with open(raw_path, "a", encoding="utf-8") as out:
+            for row in sorted(raw, key=lambda r: r["wall"]):
+                out.write(json.dumps({"phase": phase, **row}) + "\n")
     return {
         "requests": started,
         "accepted": len(load.sent),
@@ -280,7 +295,7 @@ async def phase_result(db: Database, sim: SmscSim, load: Load, started: int, lim
         "reached_smsc": len(latencies),
         "api_to_submit_sm": percentiles(latencies),
         "api_response": percentiles([f["api_ms"] for f in load.sent.values()]),
-        "breakdown": await breakdown(db, load.sent, seen),
+        "breakdown": parts,
     }
 
 
@@ -408,7 +423,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 return time.perf_counter() >= end
 
             started = await idle.run(idle_done)
-            result["idle"] = await phase_result(db, sim, idle, started, keep)
+            result["idle"] = await phase_result(db, sim, idle, started, keep, args.raw, "idle")
 
             # phase 2: the same while the campaign is being sent
             base = sim.stats()["submit_sm"]
@@ -448,7 +463,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             started = await busy.run(campaign_done)
             load_s = time.perf_counter() - t_load
             at_load_end = sim.stats()["submit_sm"]
-            result["campaign"] = await phase_result(db, sim, busy, started, keep)
+            result["campaign"] = await phase_result(db, sim, busy, started, keep, args.raw, "campaign")
             # submit_sm seen while the codes were sent, less the codes (nearly all of them arrived by then)
             campaign_at_smsc = at_load_end - base - result["campaign"]["reached_smsc"]
             result["campaign"]["background"] = {
@@ -508,6 +523,8 @@ def main() -> None:
     parser.add_argument("--binds", type=int, default=2)
     parser.add_argument("--window", type=int, default=100)
     parser.add_argument("--tps", type=int, default=0, help="submits per second per bind (0: unlimited), as a carrier sets")
+    parser.add_argument("--raw", default=None,
+                        help="append one JSON line per request (wall clock, latency and its parts) to this file")
     print(json.dumps(asyncio.run(run(parser.parse_args())), ensure_ascii=False))
 
 

@@ -52,12 +52,6 @@ log = logging.getLogger(__name__)
 RECEIPT_PARK_LIMIT = timedelta(minutes=10)
 RECEIPT_ACK_HOLD_S = 10.0  # a parked receipt is answered to the carrier after this long at the latest
 RECEIPT_WRITE_ATTEMPTS = 3  # tries of a receipt round's transaction on a deadlock or serialization failure
-# a receipt round gathers receipts for RECEIPT_GATHER_TICK_S, and again as long as each tick brought more, up to
-# RECEIPT_GATHER_MAX_S or RECEIPT_BATCH_MAX receipts: one transaction (and one commit) for a busy bind's tens of
-# receipts instead of a handful; a carrier that waits for each answer (a window of 1) is answered after one tick
-RECEIPT_GATHER_TICK_S = 0.005
-RECEIPT_GATHER_MAX_S = 0.05
-RECEIPT_BATCH_MAX = 1000
 RECORD_EVERY = 50  # accepted submits are committed in slices of this many (see Runtime._submit_recording)
 EMAIL_POLL_S = 10.0  # HONGYAN_EMAIL_BACKEND=smtp: how often pending account emails are sent
 _FINAL_VALUES = frozenset(s.value for s in FINAL)  # how long a receipt may wait for its submit response
@@ -581,24 +575,12 @@ class Runtime:
             if self._stopping:
                 break
             self._receipt_wakeup.clear()
-            await self._gather_receipts()
+            await asyncio.sleep(0.005)  # gather receipts for a few ms: one transaction for many
             try:
                 await self._flush_receipts()
             except Exception:
                 self.stats.errors += 1
                 log.exception("receipt intake round failed")
-
-    async def _gather_receipts(self) -> None:
-        """Wait while receipts keep coming (RECEIPT_GATHER_*), so that one round stores many."""
-        loop = asyncio.get_running_loop()
-        until = loop.time() + RECEIPT_GATHER_MAX_S
-        seen = len(self._receipts)
-        while not self._stopping:
-            await asyncio.sleep(RECEIPT_GATHER_TICK_S)
-            now_seen = len(self._receipts)
-            if now_seen == seen or now_seen >= RECEIPT_BATCH_MAX or loop.time() >= until:
-                return
-            seen = now_seen
 
     async def _flush_receipts(self) -> None:
         pending, self._receipts = self._receipts, []
