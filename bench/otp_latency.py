@@ -275,6 +275,13 @@ async def breakdown(db: Database, sent: dict[str, dict[str, Any]], seen: dict[st
     return {k: percentiles(v) for k, v in parts.items()}
 
 
+def write_raw(path: str, phase: str, rows: list[dict[str, Any]]) -> None:
+    """--raw: one JSON line per request, in the order they were sent."""
+    with open(path, "a", encoding="utf-8") as out:
+        for row in sorted(rows, key=lambda r: r["wall"]):
+            out.write(json.dumps({"phase": phase, **row}) + "\n")
+
+
 async def phase_result(db: Database, sim: SmscSim, load: Load, started: int, limit: int,
                        raw_path: str | None = None, phase: str = "") -> dict[str, Any]:
     deadline = time.monotonic() + 30
@@ -287,9 +294,7 @@ async def phase_result(db: Database, sim: SmscSim, load: Load, started: int, lim
     raw: list[dict[str, Any]] | None = [] if raw_path else None
     parts = await breakdown(db, load.sent, seen, raw)
     if raw_path and raw is not None:
-        with open(raw_path, "a", encoding="utf-8") as out:
-            for row in sorted(raw, key=lambda r: r["wall"]):
-                out.write(json.dumps({"phase": phase, **row}) + "\n")
+        await asyncio.to_thread(write_raw, raw_path, phase, raw)
     return {
         "requests": started,
         "accepted": len(load.sent),
