@@ -19,8 +19,8 @@ sending (a dispatcher took it) → at the SMSC (connector window, TPS throttle, 
   .venv/bin/python bench/otp_latency.py [--seconds 20] [--rate 50] [--campaign-size 100000]
                                         [--endpoint auto|verify|messages] [--raw FILE]
 
---raw appends one JSON line per measured request (phase, wall clock, total and the four parts in ms) to FILE:
-a timeline of the run, where bursts of slow codes show up.
+--raw appends one JSON line per request that reached the SMSC with its history complete (phase, wall clock,
+total and the four parts in ms) to FILE: a timeline of the run, where bursts of slow codes show up.
 --endpoint auto uses POST /v1/verify when the server has it, else POST /v1/messages with
 message_type "verification".
 """
