@@ -293,8 +293,8 @@ async def phase_result(db: Database, sim: SmscSim, load: Load, started: int, lim
     latencies = [(seen[d] - f["wall"]) * 1000 for d, f in load.sent.items() if d in seen]
     raw: list[dict[str, Any]] | None = [] if raw_path else None
     parts = await breakdown(db, load.sent, seen, raw)
-    if raw_path and raw is not None:
-        await asyncio.to_thread(write_raw, raw_path, phase, raw)
+    if raw_path:
+        await asyncio.to_thread(write_raw, raw_path, phase, raw or [])
     return {
         "requests": started,
         "accepted": len(load.sent),
