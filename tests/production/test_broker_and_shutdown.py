@@ -142,7 +142,23 @@ def test_sigterm_drains_a_worker_and_the_next_one_finishes(
                 finally:
                     await d.dispose()
 
-            wait_for(lambda: asyncio.run(finals()) == total, 240, "the second worker finishes", interval=1.0)
+            async def by_status() -> dict[str, int]:
+                d = Database(pg_url)
+                try:
+                    async with d.read() as session:
+                        return dict((await session.execute(
+                            select(Message.status, func.count()).group_by(Message.status))).all())
+                finally:
+                    await d.dispose()
+
+            try:
+                wait_for(lambda: asyncio.run(finals()) == total, 240, "the second worker finishes", interval=1.0)
+            except AssertionError as exc:  # what a rare CI failure needs to be understood (the logs go with tmp_path)
+                raise AssertionError(
+                    f"{exc}\nstatuses: {asyncio.run(by_status())}\nsimulator: {sim.stats()}\n"
+                    f"--- worker-1 (drained) ---\n{first.output[-4000:]}\n--- worker-2 ---\n{second.output[-8000:]}\n"
+                    f"--- api ---\n{api.output[-3000:]}"
+                ) from None
             seen = Counter(m["dest"] for m in sim.messages(limit=20_000))
             assert len(seen) == total and max(seen.values()) == 1, "each message submitted once"
         finally:
