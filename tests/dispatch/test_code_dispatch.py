@@ -1,6 +1,7 @@
-"""A verification code's queued → sending: one statement without a transaction on PostgreSQL (no BEGIN and
-COMMIT round trips for the busy verification worker), and a transaction again whenever something else must
-be written with it (a `message.sending` webhook event)."""
+"""A verification code's queued → sending, and the record of an accepted submit (sending → sent with its
+carrier ids): each one statement without a transaction on PostgreSQL (no BEGIN and COMMIT round trips for
+the busy verification worker), and a transaction again whenever something else must be written with it (a
+`message.sending` or `message.sent` webhook event)."""
 
 from __future__ import annotations
 
@@ -27,16 +28,21 @@ def _postgres_only(db: Database) -> None:
 
 
 class _Updates:
-    """Each UPDATE of messages from `queued` to `sending`: whether it ran outside a transaction (AUTOCOMMIT)."""
+    """Each UPDATE of messages from `queued` to `sending` (`sent=True`: each record of an accepted submit, the
+    change that sets carrier ids): whether it ran outside a transaction (AUTOCOMMIT)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, sent: bool = False) -> None:
         self.autocommit: list[bool] = []
         self.engine = db.engine.sync_engine
 
         def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, context: Any, _many: bool) -> None:
             values = list(parameters or ())  # queued → sending: both states are bound (sending → sent has one)
-            if statement.lstrip().startswith(("UPDATE message ", "WITH u AS")) and {"queued", "sending"} <= {
-                    v for v in values if isinstance(v, str)}:
+            if sent:
+                matched = "carrier_message_id=v.v_cid" in statement and "sent" in values
+            else:
+                matched = statement.lstrip().startswith(("UPDATE message ", "WITH u AS")) and {
+                    "queued", "sending"} <= {v for v in values if isinstance(v, str)}
+            if matched:
                 self.autocommit.append(context.execution_options.get("isolation_level") == "AUTOCOMMIT")
 
         self.listener = seen
@@ -108,3 +114,76 @@ async def test_a_code_whose_sending_event_is_subscribed_goes_in_a_transaction(
         events = (await session.scalars(select(WebhookEvent.event_type).where(
             WebhookEvent.message_id == message_id).order_by(WebhookEvent.created_at))).all()
     assert list(events) == ["message.sending", "message.delivered"]
+
+
+async def test_an_accepted_submit_is_recorded_in_one_statement_without_a_transaction(
+    db: Database, settings: Settings, account: AccountFixture
+) -> None:
+    _postgres_only(db)
+    runtime = Runtime(db, settings, MemoryQueue())
+    await runtime.start()
+    updates = _Updates(db, sent=True)
+    sent_before = TRANSITIONS.labels("sent")._value.get()
+    try:
+        message_id = await _code(db, settings, account, runtime, "+8613800000001")
+        await _delivered(db, message_id)
+    finally:
+        updates.close()
+        await runtime.stop()
+    assert updates.autocommit == [True]
+    assert await _history(db, message_id) == ["queued", "sending", "sent", "delivered"]
+    assert TRANSITIONS.labels("sent")._value.get() == sent_before + 1
+    async with db.read() as session:
+        carrier_id = await session.scalar(select(Message.carrier_message_id).where(Message.id == message_id))
+    assert carrier_id
+
+
+async def test_an_accepted_submit_whose_sent_event_is_subscribed_is_recorded_in_a_transaction(
+    db: Database, settings: Settings, account: AccountFixture
+) -> None:
+    _postgres_only(db)
+    async with db.write() as session:
+        await create_endpoint(session, account_id=account.account_id, url="https://hooks.example.com/sms",
+                              event_types=["message.sent"])
+    runtime = Runtime(db, settings, MemoryQueue())
+    await runtime.start()
+    updates = _Updates(db, sent=True)
+    try:
+        message_id = await _code(db, settings, account, runtime, "+8613800000001")
+        await _delivered(db, message_id)
+    finally:
+        updates.close()
+        await runtime.stop()
+    assert updates.autocommit == [False]
+    async with db.read() as session:
+        events = (await session.scalars(select(WebhookEvent.event_type).where(
+            WebhookEvent.message_id == message_id))).all()
+    assert list(events) == ["message.sent"]
+
+
+async def test_a_code_submit_writes_its_rows_in_one_statement(
+    db: Database, settings: Settings, account: AccountFixture
+) -> None:
+    """The submit's batch, message, history and claimed outbox row (db.gathered): one INSERT statement on
+    PostgreSQL, whose claimed outbox id is what the publish after the commit names."""
+    _postgres_only(db)
+    runtime = Runtime(db, settings, MemoryQueue())
+    await runtime.start()
+    inserts: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if any(f"INSERT INTO {table} " in statement for table in ("batch", "message", "outbox")):
+            inserts.append(statement)  # the submit's rows (not the runtime's own: leases, …)
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        message_id = await _code(db, settings, account, runtime, "+8613800000001")
+        written = list(inserts)
+        await _delivered(db, message_id)
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", seen)
+        await runtime.stop()
+    assert len(written) == 1, written
+    for table in ("batch", "message", "message_event", "outbox"):
+        assert f"INSERT INTO {table} " in written[0]
+    assert await _history(db, message_id) == ["queued", "sending", "sent", "delivered"]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 
+from hongyan.channels.models import CarrierMessage
 from hongyan.config import Settings
+from hongyan.core.clock import utcnow
 from hongyan.db.engine import Database
 from hongyan.messaging.models import Message, MessageEvent
 from hongyan.messaging.states import Status
@@ -73,3 +76,45 @@ async def test_account_scope(db: Database, settings: Settings, account: AccountF
     async with db.write() as session:
         out = await apply_transitions(session, [Transition(mid, Status.CANCELED)], account_id="acc_other")
     assert out.applied == [] and await _status(db, mid) == "accepted"
+
+
+async def test_carrier_refs_are_written_with_the_sent_change(
+    db: Database, settings: Settings, account: AccountFixture
+) -> None:
+    """A submit's record: the `sent` change, its history and the carrier_message rows of its parts — on
+    PostgreSQL all in the one statement of the change (the dispatcher runs it without a transaction)."""
+    mid, other = await _messages(db, settings, account, 2)
+    for to in (Status.QUEUED, Status.SENDING):
+        async with db.write() as session:
+            await apply_transitions(session, [Transition(i, to) for i in (mid, other)])
+    now = utcnow()
+    refs = [{"channel_id": "chn_x", "carrier_message_id": cid, "message_id": mid, "group_ref": "c1", "part": part,
+             "parts": 2, "status": None, "carrier_error_code": None, "created_at": now}
+            for part, cid in ((1, "c1"), (2, "c2"))]
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        async with db.write() as session:
+            out = await apply_transitions(session, [
+                Transition(mid, Status.SENT, carrier_message_id="c1", channel_id="chn_x"),
+                Transition(other, Status.DELIVERED, carrier_message_id="c9"),  # not from sending: skipped
+            ], carrier_refs=refs)
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", seen)
+    assert out.applied_ids == [mid] and [t.message_id for t in out.skipped] == [other]
+    writes = [s for s in statements if "INSERT INTO carrier_message " in s]
+    if not db.is_sqlite:  # one statement for the change, its history and the refs
+        assert len(writes) == 1 and "UPDATE message" in writes[0] and "INSERT INTO message_event" in writes[0]
+    async with db.read() as session:
+        stored = (await session.execute(select(CarrierMessage.carrier_message_id, CarrierMessage.part,
+                                               CarrierMessage.parts, CarrierMessage.message_id)
+                                        .order_by(CarrierMessage.part))).all()
+        events = (await session.scalars(select(MessageEvent.status).where(MessageEvent.message_id == mid)
+                                        .order_by(MessageEvent.id))).all()
+    assert [tuple(r) for r in stored] == [("c1", 1, 2, mid), ("c2", 2, 2, mid)]
+    assert list(events) == ["queued", "sending", "sent"]
+    assert await _status(db, mid) == "sent" and await _status(db, other) == "sending"

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hongyan.billing.models import DeferredEntry, JournalEntry, JournalLine, LedgerAccount
 from hongyan.core import ids
 from hongyan.core.clock import utcnow
+from hongyan.db import gathered
 from hongyan.db.base import UtcDateTime
 
 UNITS = "SMS"  # the "currency" of package units: one unit pays one segment
@@ -217,7 +218,6 @@ async def post(
 # available, needed)
 DEFERRED_REFUSED = "HY402"
 _DEFERRED = DeferredEntry.__table__
-_INSERT_DEFERRED = insert(_DEFERRED)
 
 
 def can_post_at_commit(session: AsyncSession) -> bool:
@@ -246,10 +246,10 @@ async def post_at_commit(
     entry_id = ids.new_id("je")
     if not postings:
         return entry_id
-    await (await session.connection()).execute(_INSERT_DEFERRED, {
+    await gathered.insert(session, _DEFERRED, [{  # with the transaction's gathered inserts, if any
         "entry_id": entry_id, "account_id": account_id, "kind": kind, "reference": reference, "actor": actor,
         "detail": detail or {}, "postings": dict(postings), "created_at": now,
-    })
+    }])
     return entry_id
 
 

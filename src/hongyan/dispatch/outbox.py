@@ -127,13 +127,24 @@ async def add_claimed(session: Any, lane: int, ids: list[str], *, chunk: int, no
     campaign pump, a submit with a publisher): inserted already claimed, in one statement, so only a crash
     between commit and publish needs the relay. Returns them as `Relay.publish` takes them: (outbox id,
     lane, payload)."""
-    items = outbox_rows(lane, ids, chunk=chunk, available_at=now + timedelta(seconds=CLAIM_S), now=now,
-                        account_id=account_id)
+    items = claimed_rows(lane, ids, chunk=chunk, now=now, account_id=account_id)
     if not items:
         return []
     returned = await (await session.connection()).execute(
         insert(OutboxItem.__table__).returning(OutboxItem.id, sort_by_parameter_order=True), items)
-    return [(oid, lane, item["payload"]) for oid, item in zip(returned.scalars(), items, strict=True)]
+    return claimed_plan(lane, list(returned.scalars()), items)
+
+
+def claimed_rows(lane: int, ids: list[str], *, chunk: int, now: datetime,
+                 account_id: str | None = None) -> list[dict[str, Any]]:
+    """`add_claimed`'s rows: due only when the claim runs out (the relay's fallback after a crash)."""
+    return outbox_rows(lane, ids, chunk=chunk, available_at=now + timedelta(seconds=CLAIM_S), now=now,
+                       account_id=account_id)
+
+
+def claimed_plan(lane: int, outbox_ids: list[int], items: list[dict[str, Any]]) -> list[tuple[int, int, dict[str, Any]]]:
+    """Claimed rows as `Relay.publish` takes them, given their ids in row order."""
+    return [(oid, lane, item["payload"]) for oid, item in zip(outbox_ids, items, strict=True)]
 
 
 async def republish_queued(db: Database, *, chunk: int) -> int:

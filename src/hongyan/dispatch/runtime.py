@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, select, update
 
 from hongyan.campaigns.pump import WindowCache, hold_back_quiet
 from hongyan.channels.base import (
@@ -541,16 +541,35 @@ class Runtime:
         for m in retry:
             pause = min(30.0, 2.0 ** max(0, min(m.attempts, 10) - 1))
             by_lane.setdefault((m.priority, pause), []).append(m.message_id)
-        async with self.db.write() as session:
-            if refs:
-                await (await session.connection()).execute(insert(CarrierMessage.__table__), refs)
-            await apply_transitions(session, transitions)
-            for (lane, pause), ids_ in by_lane.items():
-                await outbox.add(session, outbox_rows(lane, ids_, chunk=self.settings.dispatch_chunk,
-                                                      available_at=now + timedelta(seconds=pause), now=now))
+        accounts = {messages[t.message_id].account_id for t in transitions}
+        if by_lane or not await self._record_sent_at_once(transitions, refs, accounts):
+            async with self.db.write() as session:
+                await apply_transitions(session, transitions, carrier_refs=refs)
+                for (lane, pause), ids_ in by_lane.items():
+                    await outbox.add(session, outbox_rows(lane, ids_, chunk=self.settings.dispatch_chunk,
+                                                          available_at=now + timedelta(seconds=pause), now=now))
         self.stats.submitted += sum(1 for r, _ in results if r.accepted)
         self.stats.retries += len(retry)
         self.webhooks.nudge()
+
+    async def _record_sent_at_once(self, transitions: list[Transition], refs: list[dict[str, Any]],
+                                   accounts: set[str]) -> bool:
+        """Accepted submits recorded without a transaction around them (PostgreSQL), as `_to_sending_at_once`:
+        the `sent` changes, their history and their carrier_message rows are one statement
+        (messaging.transitions), atomic and durable by itself — BEGIN and COMMIT, two round trips of this busy
+        worker, are left out. Only when nothing else belongs with it: every change is to `sent` with a
+        carrier id, and no endpoint of the messages' accounts receives `message.sent` (its webhook events
+        are written with the change, in a transaction). False: not done, record them in a transaction."""
+        if self.db.dialect != "postgresql" or not all(
+                t.to is Status.SENT and t.carrier_message_id is not None for t in transitions):
+            return False
+        async with self.db.autocommit() as session:
+            for account_id in accounts:
+                if await webhook_events.subscribed(session, account_id, "message.sent"):
+                    return False
+            await apply_transitions(session, transitions, carrier_refs=refs)
+            await session.commit()  # no COMMIT is sent (autocommit); counts the transitions (ops.metrics)
+        return True
 
     # -- receipts ---------------------------------------------------------------------------------
     async def on_receipts(self, receipts: list[DeliveryReceipt]) -> None:

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,6 +25,7 @@ from hongyan.core.clock import utcnow
 from hongyan.core.crypto import blind_index
 from hongyan.core.errors import HongyanError, Unprocessable
 from hongyan.db.engine import Database, is_transient
+from hongyan.db.gathered import Gathered
 from hongyan.dispatch import outbox
 from hongyan.dispatch.models import OutboxItem, outbox_rows
 from hongyan.messaging.encoding import Segmentation, segment
@@ -460,11 +460,15 @@ async def _store(
     after_insert: Any, preloaded: Preloaded | None, claim: tuple[int, list[str], int],
 ) -> list[tuple[int, int, dict[str, Any]]]:
     """The write transaction of a submit (re-run whole on a transient error: nothing of a failed try stays).
-    Order: the caller's checks, funding decided (rows marked), rows inserted, then the cash posting.
+    Order: the caller's checks, funding decided (rows marked), rows inserted, then the cash posting. The
+    inserts (batch, messages, history, outbox, the caller's `after_insert` rows, a deferred posting) are
+    gathered and sent last, on PostgreSQL as one statement for a few messages (db.gathered): `after_insert`
+    must not read the new rows (or calls `Gathered.of(session).flush(session)` first).
     `claim`: (lane, ids, chunk) of the messages stored `queued` (`_queue_due`); returns their claimed
     outbox items to publish after the commit: (outbox id, lane, payload)."""
     assert result.created_at is not None
     async with db.write() as session:
+        gathered = Gathered.begin(session)  # the rows below go in one statement at the end (db.gathered)
         if before_hold is not None:
             await before_hold(session, result)
         hold = await charging.begin_hold(
@@ -472,8 +476,7 @@ async def _store(
             payer_id=preloaded.payer_id if preloaded is not None else None,
             profile=preloaded.profile if preloaded is not None else None,
         )
-        conn = await session.connection()
-        await conn.execute(insert(Batch.__table__), [
+        gathered.add(Batch.__table__, [
             dict(
                 id=result.batch_id,
                 account_id=account_id,
@@ -494,7 +497,7 @@ async def _store(
                 created_at=result.created_at,
             )
         ])
-        await conn.execute(insert(Message.__table__), rows)
+        gathered.add(Message.__table__, rows)
         waiting = [r for r in rows if r["status"] != Status.ACCEPTED.value]  # scheduled or held: on record
         if waiting:
             await record_history(session, waiting, result.created_at, db.dialect == "postgresql")
@@ -503,15 +506,16 @@ async def _store(
         if result.held:
             await holds.record_holds(session, [r for r in rows if r["id"] in result.held], result.held,
                                      now=result.created_at)
-        if outbox_items:
-            await conn.execute(insert(OutboxItem.__table__), outbox_items)
+        gathered.add(OutboxItem.__table__, outbox_items)
         lane, due, chunk = claim
-        plan = await outbox.add_claimed(session, lane, due, chunk=chunk, now=result.created_at, account_id=account_id)
+        claimed = outbox.claimed_rows(lane, due, chunk=chunk, now=result.created_at, account_id=account_id)
+        gathered.add(OutboxItem.__table__, claimed, returning="id")
         if after_insert is not None:
             await after_insert(session, result)
         if isinstance(hold, charging.PendingHold):
             await hold.post(session)
-    return plan
+        outbox_ids = await gathered.flush(session)
+    return outbox.claimed_plan(lane, outbox_ids, claimed)
 
 
 async def prepare_checked(

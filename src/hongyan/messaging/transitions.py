@@ -20,7 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ClauseElement
 
 from hongyan.billing import charging
+from hongyan.channels.models import CarrierMessage
 from hongyan.core.clock import utcnow
+from hongyan.db.gathered import MAX_ROWS as GATHER_MAX_ROWS
+from hongyan.db.gathered import Gathered
 from hongyan.messaging.models import Message, MessageEvent
 from hongyan.messaging.states import FINAL, Status, allowed_from
 from hongyan.ops.metrics import count_transitions
@@ -101,6 +104,8 @@ def _billing_state(to: Status) -> Any:
 # of the CPU of a one-message change on PostgreSQL (≈1.8 of 2.7 ms). The parameter names are prefixed (t_, v_)
 # so that they never meet the names SQLAlchemy gives the SET and WHERE parameters of a column.
 _EVENT = MessageEvent.__table__
+_REFS = CarrierMessage.__table__
+_REF_COLUMNS = ("channel_id", "carrier_message_id", "message_id", "group_ref", "part", "parts")
 _HISTORY_COLUMNS = ("message_id", "status", "error_code", "carrier_error_code", "occurred_at")
 _NOW = bindparam("t_now", type_=_M.c.updated_at.type)  # updated_at, sent_at, done_at and the history's occurred_at
 _ERR = bindparam("t_err", type_=_M.c.error_code.type)
@@ -174,11 +179,20 @@ async def apply_transitions(
     at: datetime | None = None,
     account_id: str | None = None,
     also: dict[str, Any] | None = None,
+    carrier_refs: list[dict[str, Any]] | None = None,
 ) -> TransitionOutcome:
     """Apply many transitions in the caller's transaction. `account_id` scopes them (API cancel); `also` sets
-    more columns in the same UPDATE (a campaign's release sets expires_at; not for carrier-id transitions)."""
+    more columns in the same UPDATE (a campaign's release sets expires_at; not for carrier-id transitions).
+    `carrier_refs`: carrier_message rows (the parts a submit was accepted as) written with the changes; on
+    PostgreSQL in the statement of the carrier-id transitions, so that a submit's record is one statement
+    (atomic by itself: the dispatcher runs it without a transaction around it)."""
     now = at or utcnow()
     outcome = TransitionOutcome()
+    refs = carrier_refs or []
+    postgres = session.bind.dialect.name == "postgresql"
+    if refs and not (postgres and any(t.carrier_message_id is not None for t in transitions)):
+        await (await session.connection()).execute(insert(_REFS), refs)
+        refs = []
     if not transitions:
         return outcome
     uniform: dict[tuple[Any, ...], list[Transition]] = defaultdict(list)
@@ -189,7 +203,6 @@ async def apply_transitions(
         else:
             uniform[(t.to, t.error_code, t.carrier_error_code, t.channel_id)].append(t)
 
-    postgres = session.bind.dialect.name == "postgresql"
     also = also or {}
     # `also` with plain values under column names: bound parameters of a cached statement; an SQL expression
     # (or a Column as key) has no parameter to bind, so that rare call builds its statement anew
@@ -221,7 +234,7 @@ async def apply_transitions(
             outcome.skipped.extend(t for t in group if t.message_id not in done)
 
     if individual:
-        await _apply_individual(session, individual, now, outcome, account_id)
+        await _apply_individual(session, individual, now, outcome, account_id, refs)
 
     if outcome.applied:
         count_transitions(session, outcome.applied)  # hongyan_message_transitions_total, on commit
@@ -260,9 +273,12 @@ _RECORD_HISTORY_PG = insert(_EVENT).from_select(
 async def record_history(session: AsyncSession, rows: list[dict[str, Any]], now: datetime, postgres: bool) -> None:
     """One message_event row per row (`id`, `status`, `error_code`, `carrier_error_code`): every applied change,
     and the `scheduled` state of messages stored as scheduled (Core insert: the ORM bulk path costs more than
-    the rows)."""
+    the rows). A few rows in a transaction that gathers its inserts (db.gathered) go with them."""
+    gathered = Gathered.of(session)
+    if gathered is not None and len(rows) <= GATHER_MAX_ROWS:  # sent with the transaction's other inserts
+        gathered.add(_EVENT, history_rows(rows, now))
+        return
     conn = await session.connection()
-    table = MessageEvent.__table__
     if postgres:  # one INSERT … SELECT unnest(arrays), built once: no per-row parameter sets
         await conn.execute(_RECORD_HISTORY_PG, {
             "h_ids": [r["id"] for r in rows], "h_statuses": [r["status"] for r in rows],
@@ -270,14 +286,12 @@ async def record_history(session: AsyncSession, rows: list[dict[str, Any]], now:
             "h_now": now,
         })
         return
-    await conn.execute(
-        insert(table),
-        [
-            {"message_id": r["id"], "status": r["status"], "occurred_at": now, "error_code": r["error_code"],
-             "carrier_error_code": r["carrier_error_code"]}
-            for r in rows
-        ],
-    )
+    await conn.execute(insert(_EVENT), history_rows(rows, now))
+
+
+def history_rows(rows: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    return [{"message_id": r["id"], "status": r["status"], "occurred_at": now, "error_code": r["error_code"],
+             "carrier_error_code": r["carrier_error_code"]} for r in rows]
 
 
 async def _apply_individual(
@@ -286,11 +300,13 @@ async def _apply_individual(
     now: datetime,
     outcome: TransitionOutcome,
     account_id: str | None,
+    refs: list[dict[str, Any]],
 ) -> None:
-    """Per-row values (carrier message ids). PostgreSQL: one UPDATE … FROM unnest(arrays) per target status;
-    SQLite (writers already serialized by BEGIN IMMEDIATE): read statuses, then executemany."""
+    """Per-row values (carrier message ids). PostgreSQL: one UPDATE … FROM unnest(arrays) per target status
+    (the first also inserts `refs`); SQLite (writers already serialized by BEGIN IMMEDIATE): read statuses,
+    then executemany (`refs` are inserted by the caller)."""
     if session.bind.dialect.name == "postgresql":
-        await _apply_individual_pg(session, transitions, now, outcome, account_id)
+        await _apply_individual_pg(session, transitions, now, outcome, account_id, refs)
         return
     by_id = {t.message_id: t for t in transitions}
     query = select(Message.id, Message.status).where(Message.id.in_(list(by_id))).order_by(Message.id)
@@ -352,6 +368,7 @@ async def _apply_individual_pg(
     now: datetime,
     outcome: TransitionOutcome,
     account_id: str | None,
+    refs: list[dict[str, Any]],
 ) -> None:
     by_target: dict[Status, list[Transition]] = defaultdict(list)
     for t in transitions:
@@ -367,15 +384,19 @@ async def _apply_individual_pg(
         }
         if account_id is not None:
             params["t_account"] = account_id
-        applied = await _changed(session, _individual_pg(to, account_id is not None), params)
+        if refs:
+            params.update({f"r_{key}s": [r[key] for r in refs] for key in _REF_COLUMNS})
+        applied = await _changed(session, _individual_pg(to, account_id is not None, bool(refs)), params)
+        refs = []  # written by this statement
         outcome.applied.extend(applied)
         done = {r["id"] for r in applied}
         outcome.skipped.extend(t for t in group if t.message_id not in done)
 
 
 @lru_cache(maxsize=64)
-def _individual_pg(to: Status, scoped: bool) -> Any:
-    """UPDATE … FROM unnest(arrays) to `to`, with its history (`_with_history`); built once per shape."""
+def _individual_pg(to: Status, scoped: bool, with_refs: bool = False) -> Any:
+    """UPDATE … FROM unnest(arrays) to `to`, with its history (`_with_history`) and, `with_refs`, an INSERT of
+    carrier_message rows from arrays of their own (`r_<column>s`); built once per shape."""
     # arrays + unnest keep the statement text constant (compiled once, cached); a VALUES list of
     # 500 rows would be compiled anew on every call
     rows = select(
@@ -401,4 +422,9 @@ def _individual_pg(to: Status, scoped: bool) -> Any:
                 carrier_error_code=rows.c.v_cerr, channel_id=rows.c.v_chn, **extra)
         .returning(*_returned(to))
     )
-    return _with_history(stmt)
+    if not with_refs:
+        return _with_history(stmt)
+    ref_rows = select(*(func.unnest(bindparam(f"r_{key}s", type_=ARRAY(_REFS.c[key].type))).label(key)
+                        for key in _REF_COLUMNS), _NOW)
+    written = insert(_REFS).from_select([*_REF_COLUMNS, "created_at"], ref_rows).cte("r")
+    return _with_history(stmt).add_cte(written)

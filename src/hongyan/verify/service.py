@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hongyan.config import Settings
@@ -22,7 +22,9 @@ from hongyan.core import ids
 from hongyan.core.clock import utcnow
 from hongyan.core.crypto import blind_index
 from hongyan.core.errors import Unprocessable
+from hongyan.db import gathered
 from hongyan.db.engine import Database
+from hongyan.db.gathered import Gathered
 from hongyan.messaging.numbers import NumberProblem, normalize
 from hongyan.messaging.submit import Preloaded, SubmitResult
 from hongyan.verify import codes, context, limits, pumping
@@ -150,7 +152,7 @@ async def start(
                 "approved_at": None,
             }
         )
-        await (await session.connection()).execute(insert(Verification.__table__), [stored])
+        await gathered.insert(session, Verification.__table__, [stored])  # with the message (db.gathered)
 
     request = VerifyText(chosen_locale, template).request(e164, code, ttl, verification_id)
     checks = send_checks(
@@ -207,6 +209,8 @@ async def resend(
 
     async def store(session: AsyncSession, result: SubmitResult) -> None:
         sent_at = result.created_at or utcnow()
+        if (pending := Gathered.of(session)) is not None:
+            await pending.flush(session)  # the new message first: the UPDATE's rowcount decides
         changed = await session.execute(
             update(Verification)
             .where(
