@@ -166,11 +166,11 @@ async def send_confirmations(db: Database, settings: Settings, *, limit: int = 5
             account = await session.get(Account, payload.get("account_id"))
         too_old = utcnow() - item.created_at > CONFIRMATION_MAX_AGE
         if reply is None or account is None or too_old or not reply.from_number.lstrip("+").isdigit():
-            await _drop(db, item.id)  # erased, gone, or no longer worth sending
+            await _drop(db, item)  # erased, gone, or no longer worth sending
             continue
 
-        async def claim(session: AsyncSession, _result: Any, item_id: int = item.id) -> None:
-            gone = await session.execute(delete(OutboxItem).where(OutboxItem.id == item_id))
+        async def claim(session: AsyncSession, _result: Any, item: OutboxItem = item) -> None:
+            gone = await session.execute(delete(OutboxItem).where(*_this_item(item)))
             if not gone.rowcount:
                 raise _AlreadySent
 
@@ -193,10 +193,17 @@ async def send_confirmations(db: Database, settings: Settings, *, limit: int = 5
             continue
         except HongyanError as exc:  # refused (balance, signature, gate): a confirmation is not retried
             log.warning("opt-out confirmation for %s not sent: %s", payload.get("inbound_id"), exc.code)
-            await _drop(db, item.id)
+            await _drop(db, item)
     return sent
 
 
-async def _drop(db: Database, item_id: int) -> None:
+async def _drop(db: Database, item: OutboxItem) -> None:
     async with db.write() as session:
-        await session.execute(delete(OutboxItem).where(OutboxItem.id == item_id))
+        await session.execute(delete(OutboxItem).where(*_this_item(item)))
+
+
+def _this_item(item: OutboxItem) -> tuple[Any, ...]:
+    """The outbox row read earlier, and not another one that took its id since: SQLite gives a new row the
+    highest rowid + 1, so after a delete of the newest row its id comes back (a submit's own dispatch row
+    got the id of the confirmation it had just claimed, and a second worker's claim took that row)."""
+    return (OutboxItem.id == item.id, OutboxItem.topic == CONFIRMATION_TOPIC, OutboxItem.created_at == item.created_at)

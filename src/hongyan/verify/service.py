@@ -79,8 +79,9 @@ async def start(
     """Send a new code to `to`; returns the pending verification (and the code for test keys only).
 
     Cost (PostgreSQL, account data cached: verify.context): one transaction — the per-number lock, one
-    statement for the limit and velocity windows, one for throttles, the message, batch, outbox and
-    verification rows, the hold posted last — and no read after it (the answer is the row just written)."""
+    statement for the limit and velocity windows, one for throttles, one for the payer's packages, and one
+    INSERT for the batch, message, history, claimed outbox, verification rows and the hold posted at commit
+    (db.gathered) — and no read after it (the answer is the row just written)."""
     if channel not in CHANNELS:
         raise Unprocessable(
             "channel_not_supported", f"Channel '{channel}' is not supported; use \"sms\".", field="channel"
