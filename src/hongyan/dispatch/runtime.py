@@ -34,6 +34,7 @@ from hongyan.channels.routing import Router
 from hongyan.compliance import replies as opt_out_replies  # registers the opt-out reply hook (MO)
 from hongyan.config import Settings
 from hongyan.core.clock import utcnow
+from hongyan.db import statistics
 from hongyan.db.engine import Database, is_transient
 from hongyan.dispatch import codes_first, lease, outbox
 from hongyan.dispatch.binds import BindLeases
@@ -107,6 +108,7 @@ class Runtime:
         self._stop_event = asyncio.Event()
         self.campaigns: Any = None  # campaigns.engine.CampaignEngine, once started
         self.quiet_windows = WindowCache(db, settings)
+        self.statistics = statistics.StatisticsKeeper(db)
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -121,6 +123,8 @@ class Runtime:
         loops = [self._relay_loop(), self._receipt_loop(), self._sweep_loop(), self._reload_loop(), self.webhooks.run(),
                  self._periodic("billing sweep", self.settings.billing_sweep_s, self._billing_sweep),
                  self._periodic("privacy retention sweep", self.settings.privacy_sweep_s, self._privacy_sweep)]
+        if not self.db.is_sqlite:  # PostgreSQL with autovacuum off: keep planner statistics fresh (db.statistics)
+            loops.append(self._periodic("table statistics", statistics.STATISTICS_S, self.statistics.round))
         if self.verification_dispatchers > 0 and 0 in self.lanes:
             loops.append(self._verification_loop())
         if self.bind_leases is not None:
