@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import String, bindparam, delete, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from hongyan.campaigns.pump import WindowCache, hold_back_quiet
 from hongyan.channels.base import (
@@ -70,6 +71,14 @@ class RuntimeStats:
     retries: int = 0
     errors: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+_CM = CarrierMessage.__table__
+_MATCH_COLUMNS = (_CM.c.id, _CM.c.channel_id, _CM.c.carrier_message_id, _CM.c.message_id, _CM.c.group_ref,
+                  _CM.c.parts, _CM.c.status)
+# receipts → their submits (PostgreSQL): `= ANY(array)`, not an IN list whose every length is a new statement
+_MATCH_CARRIER_IDS_PG = select(*_MATCH_COLUMNS).where(
+    _CM.c.carrier_message_id == func.any(bindparam("c_ids", type_=ARRAY(String))))
 
 
 class Runtime:
@@ -687,13 +696,11 @@ class Runtime:
         """Carrier ids → message ids. Multipart messages: record the part, and emit the message's receipt
         only when every part of its submission has one (delivered if all were, else the worst)."""
         cm = CarrierMessage.__table__
-        keys = {r.carrier_message_id for r, _ in receipts}
-        rows = (
-            await session.execute(
-                select(cm.c.id, cm.c.channel_id, cm.c.carrier_message_id, cm.c.message_id, cm.c.group_ref,
-                       cm.c.parts, cm.c.status).where(cm.c.carrier_message_id.in_(keys))
-            )
-        ).all()
+        keys = sorted({r.carrier_message_id for r, _ in receipts if r.carrier_message_id})
+        if self.db.dialect == "postgresql":  # one statement text (prepared once) for any number of ids
+            rows = (await session.execute(_MATCH_CARRIER_IDS_PG, {"c_ids": keys})).all()
+        else:
+            rows = (await session.execute(select(*_MATCH_COLUMNS).where(cm.c.carrier_message_id.in_(keys)))).all()
         index: dict[tuple[str, str], Any] = {}
         for row in rows:  # the newest row wins when a carrier reuses ids (e.g. after an SMSC restart)
             key = (row.channel_id, row.carrier_message_id)
