@@ -73,21 +73,41 @@ async def _delivered(db: Database, message_id: str) -> None:
     await wait_until(done, message=f"{message_id} delivered")
 
 
-async def test_a_code_goes_to_sending_in_one_statement_without_a_transaction(
-    db: Database, settings: Settings, account: AccountFixture
-) -> None:
-    _postgres_only(db)
+async def _watched_code(db: Database, settings: Settings, account: AccountFixture, *,
+                        sent: bool = False) -> tuple[str, list[bool]]:
+    """Send one code through a runtime (sandbox: delivered) and return it with `_Updates.autocommit` of its
+    queued → sending change (`sent=True`: of its submit's record)."""
     runtime = Runtime(db, settings, MemoryQueue())
     await runtime.start()
-    updates = _Updates(db)
-    sending_before = TRANSITIONS.labels("sending")._value.get()
+    updates = _Updates(db, sent=sent)
     try:
-        message_id = await _code(db, settings, account, runtime, "+8613800000001")  # sandbox: delivered
+        message_id = await _code(db, settings, account, runtime, "+8613800000001")
         await _delivered(db, message_id)
     finally:
         updates.close()
         await runtime.stop()
-    assert updates.autocommit == [True]
+    return message_id, updates.autocommit
+
+
+async def _subscribe(db: Database, account: AccountFixture, event_types: list[str]) -> None:
+    async with db.write() as session:
+        await create_endpoint(session, account_id=account.account_id, url="https://hooks.example.com/sms",
+                              event_types=event_types)
+
+
+async def _webhook_events(db: Database, message_id: str) -> list[str]:
+    async with db.read() as session:
+        return list((await session.scalars(select(WebhookEvent.event_type).where(
+            WebhookEvent.message_id == message_id).order_by(WebhookEvent.created_at))).all())
+
+
+async def test_a_code_goes_to_sending_in_one_statement_without_a_transaction(
+    db: Database, settings: Settings, account: AccountFixture
+) -> None:
+    _postgres_only(db)
+    sending_before = TRANSITIONS.labels("sending")._value.get()
+    message_id, autocommit = await _watched_code(db, settings, account)
+    assert autocommit == [True]
     # the history row came with the change, and the change was counted as committed (ops.metrics)
     assert await _history(db, message_id) == ["queued", "sending", "sent", "delivered"]
     assert TRANSITIONS.labels("sending")._value.get() == sending_before + 1
@@ -97,40 +117,19 @@ async def test_a_code_whose_sending_event_is_subscribed_goes_in_a_transaction(
     db: Database, settings: Settings, account: AccountFixture
 ) -> None:
     _postgres_only(db)
-    async with db.write() as session:
-        await create_endpoint(session, account_id=account.account_id, url="https://hooks.example.com/sms",
-                              event_types=["message.sending", "message.delivered"])
-    runtime = Runtime(db, settings, MemoryQueue())
-    await runtime.start()
-    updates = _Updates(db)
-    try:
-        message_id = await _code(db, settings, account, runtime, "+8613800000001")
-        await _delivered(db, message_id)
-    finally:
-        updates.close()
-        await runtime.stop()
-    assert updates.autocommit == [False]  # the event is written in the same transaction as the change
-    async with db.read() as session:
-        events = (await session.scalars(select(WebhookEvent.event_type).where(
-            WebhookEvent.message_id == message_id).order_by(WebhookEvent.created_at))).all()
-    assert list(events) == ["message.sending", "message.delivered"]
+    await _subscribe(db, account, ["message.sending", "message.delivered"])
+    message_id, autocommit = await _watched_code(db, settings, account)
+    assert autocommit == [False]  # the event is written in the same transaction as the change
+    assert await _webhook_events(db, message_id) == ["message.sending", "message.delivered"]
 
 
 async def test_an_accepted_submit_is_recorded_in_one_statement_without_a_transaction(
     db: Database, settings: Settings, account: AccountFixture
 ) -> None:
     _postgres_only(db)
-    runtime = Runtime(db, settings, MemoryQueue())
-    await runtime.start()
-    updates = _Updates(db, sent=True)
     sent_before = TRANSITIONS.labels("sent")._value.get()
-    try:
-        message_id = await _code(db, settings, account, runtime, "+8613800000001")
-        await _delivered(db, message_id)
-    finally:
-        updates.close()
-        await runtime.stop()
-    assert updates.autocommit == [True]
+    message_id, autocommit = await _watched_code(db, settings, account, sent=True)
+    assert autocommit == [True]
     assert await _history(db, message_id) == ["queued", "sending", "sent", "delivered"]
     assert TRANSITIONS.labels("sent")._value.get() == sent_before + 1
     async with db.read() as session:
@@ -142,23 +141,10 @@ async def test_an_accepted_submit_whose_sent_event_is_subscribed_is_recorded_in_
     db: Database, settings: Settings, account: AccountFixture
 ) -> None:
     _postgres_only(db)
-    async with db.write() as session:
-        await create_endpoint(session, account_id=account.account_id, url="https://hooks.example.com/sms",
-                              event_types=["message.sent"])
-    runtime = Runtime(db, settings, MemoryQueue())
-    await runtime.start()
-    updates = _Updates(db, sent=True)
-    try:
-        message_id = await _code(db, settings, account, runtime, "+8613800000001")
-        await _delivered(db, message_id)
-    finally:
-        updates.close()
-        await runtime.stop()
-    assert updates.autocommit == [False]
-    async with db.read() as session:
-        events = (await session.scalars(select(WebhookEvent.event_type).where(
-            WebhookEvent.message_id == message_id))).all()
-    assert list(events) == ["message.sent"]
+    await _subscribe(db, account, ["message.sent"])
+    message_id, autocommit = await _watched_code(db, settings, account, sent=True)
+    assert autocommit == [False]
+    assert await _webhook_events(db, message_id) == ["message.sent"]
 
 
 async def test_a_code_submit_writes_its_rows_in_one_statement(

@@ -31,7 +31,7 @@ MAX_TABLES = 4
 _LOCK_KEY = "hongyan:analyze"
 
 _STALE = text("""
-    SELECT relname FROM pg_stat_user_tables
+    SELECT relname, quote_ident(relname) AS quoted FROM pg_stat_user_tables
     WHERE schemaname = current_schema()
       AND n_mod_since_analyze > :base + :fraction * GREATEST(n_live_tup, 0)
     ORDER BY n_mod_since_analyze DESC
@@ -50,12 +50,11 @@ async def analyze_stale_tables(db: Database) -> list[str]:
     async with db.write() as session:
         if not await session.scalar(text("SELECT pg_try_advisory_xact_lock(hashtext(:k))"), {"k": _LOCK_KEY}):
             return []
-        names = list((await session.scalars(_STALE, {"base": ANALYZE_BASE, "fraction": ANALYZE_FRACTION,
-                                                      "n": MAX_TABLES})).all())
-        for name in names:
-            quoted = (await session.scalar(text("SELECT quote_ident(:n)"), {"n": name}))
-            await session.execute(text(f"ANALYZE {quoted}"))
-    return names
+        stale = (await session.execute(_STALE, {"base": ANALYZE_BASE, "fraction": ANALYZE_FRACTION,
+                                                 "n": MAX_TABLES})).all()
+        for row in stale:
+            await session.execute(text(f"ANALYZE {row.quoted}"))
+    return [row.relname for row in stale]
 
 
 class StatisticsKeeper:
