@@ -70,3 +70,21 @@ async def test_the_keeper_works_only_when_autovacuum_is_off(db: Database) -> Non
         assert done == []  # autovacuum's job
     else:
         assert done == ["message_event"] and keeper.analyzed == 1
+
+
+async def test_the_keeper_analyzes_with_a_small_sample(db: Database) -> None:
+    """Its rounds must not take a backend for seconds: a histogram of at most STATISTICS_TARGET + 1 bounds
+    (PostgreSQL's default target would give up to 101 for 2,000 distinct values)."""
+    _postgres_only(db)
+    await _analyze_everything(db)
+    now = utcnow()
+    async with db.write() as session:
+        await session.execute(insert(MessageEvent.__table__), [
+            {"message_id": f"msg_{i:05d}", "status": "queued", "occurred_at": now} for i in range(2_000)])
+    await wait_until(lambda: _stale(db, "message_event"), message="the server counted the inserts")
+    assert await statistics.analyze_stale_tables(db) == ["message_event"]
+    async with db.autocommit() as session:
+        bounds = await session.scalar(text(
+            "SELECT array_length(histogram_bounds, 1) FROM pg_stats "
+            "WHERE schemaname = current_schema() AND tablename = 'message_event' AND attname = 'message_id'"))
+    assert bounds is not None and 2 <= bounds <= statistics.STATISTICS_TARGET + 1
