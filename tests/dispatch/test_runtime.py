@@ -173,3 +173,41 @@ async def test_receipt_round_is_tried_again_after_a_deadlock(
         assert failed == [1] and runtime.stats.errors == 0 and runtime.stats.receipts == 1
     finally:
         await runtime.stop()
+
+
+async def test_a_verification_only_worker_gathers_receipts_in_longer_rounds(
+    db: Database, settings: Settings, account: AccountFixture
+) -> None:
+    """Codes' receipts arrive one by one; a `--lanes verification` worker stores those of 100 ms in one round
+    (5 ms rounds would be one transaction per receipt here), and every one of them is answered."""
+    import asyncio
+
+    from hongyan.channels.base import DeliveryReceipt
+    from hongyan.dispatch import runtime as runtime_module
+    from hongyan.messaging.states import Status
+
+    rounds: dict[str, list[int]] = {}
+    for name, lanes in (("codes", (0,)), ("all", (0, 1, 2))):
+        runtime = Runtime(db, settings, MemoryQueue(), lanes=lanes)
+        sizes = rounds[name] = []
+        real_apply = runtime._apply_receipts
+
+        async def counted(pending: list, real=real_apply, sizes=sizes) -> list:  # type: ignore[no-untyped-def]
+            sizes.append(len(pending))
+            return await real(pending)
+
+        runtime._apply_receipts = counted  # type: ignore[method-assign]
+        loop_task = asyncio.create_task(runtime._receipt_loop())
+        try:
+            async def one(i: int, runtime: Runtime = runtime) -> None:
+                await asyncio.sleep(0.02 * i)  # one receipt every 20 ms, as codes at 50/s
+                await runtime.on_receipts([DeliveryReceipt(Status.DELIVERED, "ch", message_id=f"msg_none_{i}")])
+
+            await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(4))), timeout=30)
+        finally:
+            runtime._stopping = True
+            runtime._receipt_wakeup.set()
+            await loop_task
+    assert runtime_module.RECEIPT_GATHER_CODES_S >= 0.06
+    assert sum(rounds["codes"]) == 4 and len(rounds["codes"]) <= 2, rounds
+    assert sum(rounds["all"]) == 4, rounds  # the others answer within RECEIPT_GATHER_S (bulk: 5 ms)

@@ -54,6 +54,11 @@ log = logging.getLogger(__name__)
 RECEIPT_PARK_LIMIT = timedelta(minutes=10)
 RECEIPT_ACK_HOLD_S = 10.0  # a parked receipt is answered to the carrier after this long at the latest
 RECEIPT_WRITE_ATTEMPTS = 3  # tries of a receipt round's transaction on a deadlock or serialization failure
+RECEIPT_GATHER_S = 0.005  # a receipt round gathers the receipts arriving in this long: one transaction for many
+# … in a verification-only worker (`--lanes verification`): its receipts come one by one (50 codes/s: one
+# every 20 ms), so 5 ms rounds were a transaction per receipt; nothing waits on a code's receipt but the
+# carrier's deliver_sm_resp, so its rounds gather for longer and the worker's CPU stays with the codes
+RECEIPT_GATHER_CODES_S = 0.1
 RECORD_EVERY = 50  # accepted submits are committed in slices of this many (see Runtime._submit_recording)
 EMAIL_POLL_S = 10.0  # HONGYAN_EMAIL_BACKEND=smtp: how often pending account emails are sent
 _FINAL_VALUES = frozenset(s.value for s in FINAL)  # how long a receipt may wait for its submit response
@@ -112,6 +117,7 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self._receipts: list[tuple[DeliveryReceipt, _Seen]] = []
         self._receipt_wakeup = asyncio.Event()
+        self.receipt_gather_s = RECEIPT_GATHER_CODES_S if set(lanes) == {0} else RECEIPT_GATHER_S
         self._parked: list[tuple[DeliveryReceipt, _Seen]] = []
         self._stopping = False
         self._stop_event = asyncio.Event()
@@ -607,7 +613,7 @@ class Runtime:
             if self._stopping:
                 break
             self._receipt_wakeup.clear()
-            await asyncio.sleep(0.005)  # gather receipts for a few ms: one transaction for many
+            await asyncio.sleep(self.receipt_gather_s)  # gather receipts: one transaction for many
             try:
                 await self._flush_receipts()
             except Exception:
