@@ -19,6 +19,11 @@ sending (a dispatcher took it) → at the SMSC (connector window, TPS throttle, 
   .venv/bin/python bench/otp_latency.py [--seconds 20] [--rate 50] [--campaign-size 100000]
                                         [--endpoint auto|verify|messages] [--raw FILE]
 
+Each phase also reports the CPU every part used (`cpu`: cores by process from /proc — the API, each worker,
+the simulator, this load generator, all of PostgreSQL, RabbitMQ — and, idle, CPU ms per code), and `setup.machine`
+how fast the machine was (a pure-Python loop, one PostgreSQL round trip): latency here is CPU queueing, and runs
+on one machine differ by up to 2x within an hour.
+
 --raw appends one JSON line per request that reached the SMSC with its history complete (phase, wall clock,
 total and the four parts in ms) to FILE: a timeline of the run, where bursts of slow codes show up.
 --endpoint auto uses POST /v1/verify when the server has it, else POST /v1/messages with
@@ -306,6 +311,67 @@ async def phase_result(db: Database, sim: SmscSim, load: Load, started: int, lim
     }
 
 
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ticks(pids: dict[str, int]) -> dict[str, int]:
+    """CPU time (user + system, clock ticks) by part: the processes named in `pids` (and their children's
+    own entries are not summed: each part is one process), every PostgreSQL process (backends, WAL writer,
+    checkpointer: the server's whole cost, whichever client it serves), RabbitMQ's VM, and the rest."""
+    ticks: dict[str, int] = {}
+    by_pid = {pid: name for name, pid in pids.items()}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        used = int(fields[11]) + int(fields[12])
+        name = by_pid.get(int(entry)) or (
+            "postgresql" if cmd.startswith("postgres") else "rabbitmq" if "beam" in cmd else "other")
+        ticks[name] = ticks.get(name, 0) + used
+    return ticks
+
+
+def cpu_used(before: dict[str, int], after: dict[str, int], seconds: float, codes: int) -> dict[str, Any]:
+    """Cores each part used during a phase, and CPU ms per code (meaningful with nothing else running)."""
+    used = {k: (after.get(k, 0) - before.get(k, 0)) / CLK_TCK for k in after}
+    return {
+        "cores": {k: round(v / seconds, 2) for k, v in sorted(used.items()) if v > 0},
+        "ms_per_code": {k: round(1000 * v / codes, 2) for k, v in sorted(used.items()) if v > 0} if codes else {},
+    }
+
+
+async def calibrate(url: str) -> dict[str, Any]:
+    """How fast this machine is at the moment: pure-Python work, and one PostgreSQL round trip (client CPU and
+    wall clock) — the figures a verification code's cost is made of. Runs on one machine differ by up to 2x
+    within an hour (docs/benchmarks.md); these let results from different runs and machines be compared."""
+    import asyncpg
+
+    def loop() -> float:
+        t = time.process_time()
+        total = 0
+        for i in range(1_000_000):
+            total += i * i % 7
+        return time.process_time() - t
+
+    python_ms = 1000 * min(loop() for _ in range(3))
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        n = 2000
+        cpu, wall = time.process_time(), time.perf_counter()
+        for _ in range(n):
+            await conn.fetchval("SELECT 1")
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    finally:
+        await conn.close()
+    return {"python_loop_1m_ms": round(python_ms, 1), "pg_round_trip_us": round(1e6 * wall / n, 1),
+            "pg_round_trip_client_cpu_us": round(1e6 * cpu / n, 1)}
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="hongyan-otp-"))
     url = await fresh_database("postgresql", tmp)
@@ -400,8 +466,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "cpus": os.cpu_count(),
                     "python": platform.python_version(),
                     "contacts_load_s": round(load_s, 1),
+                    "machine": await calibrate(url),
                 },
             }
+            pids = {"api": server.proc.pid, "bench": os.getpid()}
+            if sim.proc is not None:
+                pids["smsc_sim"] = sim.proc.pid
+            for name, worker in zip(("codes_worker", "bulk_worker"), workers, strict=False):
+                pids[name] = worker.pid
+            if server.worker is not None:
+                pids["worker"] = server.worker.pid
             # phase 1: no background load
             await client.post(
                 path,
@@ -429,8 +503,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             async def idle_done() -> bool:
                 return time.perf_counter() >= end
 
+            cpu_before, t_idle = cpu_ticks(pids), time.perf_counter()
             started = await idle.run(idle_done)
+            cpu_idle = cpu_used(cpu_before, cpu_ticks(pids), time.perf_counter() - t_idle, idle.started)
             result["idle"] = await phase_result(db, sim, idle, started, keep, args.raw, "idle")
+            result["idle"]["cpu"] = cpu_idle
 
             # phase 2: the same while the campaign is being sent
             base = sim.stats()["submit_sm"]
@@ -467,8 +544,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     last_check[1] = stats["submit_sm"] - base - busy.started >= args.campaign_size
                 return last_check[1] or now >= stop_at
 
+            cpu_before = cpu_ticks(pids)
             started = await busy.run(campaign_done)
             load_s = time.perf_counter() - t_load
+            cpu_campaign = cpu_used(cpu_before, cpu_ticks(pids), load_s, 0)
             at_load_end = sim.stats()["submit_sm"]
             result["campaign"] = await phase_result(db, sim, busy, started, keep, args.raw, "campaign")
             # submit_sm seen while the codes were sent, less the codes (nearly all of them arrived by then)
@@ -480,6 +559,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "campaign_rate_per_s": round(campaign_at_smsc / load_s) if load_s else None,
                 "campaign_fully_submitted": campaign_at_smsc >= args.campaign_size,
             }
+            result["campaign"]["cpu"] = cpu_campaign
             await client.post(f"/v1/campaigns/{campaign_id}/cancel", headers=as_sender)
             load_client.close()
         result["floor"] = {
