@@ -182,7 +182,8 @@ async def test_login_with_mfa_second_step(browser: httpx.AsyncClient, db: Databa
                                                            else "111111", "next": "/console/keys",
                                                            "csrf_token": csrf_of(step.text)})
     assert wrong.status_code == 401 and field_error(wrong.text, "code").startswith("验证码不正确")
-    ok = await browser.post("/console/login/mfa", data={"code": pyotp.TOTP(secret).now(), "next": "/console/keys",
+    used = pyotp.TOTP(secret).now()
+    ok = await browser.post("/console/login/mfa", data={"code": used, "next": "/console/keys",
                                                         "csrf_token": csrf_of(step.text)})
     assert ok.status_code == 303 and ok.headers["location"] == "/console/keys"
     assert (await browser.get("/console/keys")).status_code == 200
@@ -190,8 +191,8 @@ async def test_login_with_mfa_second_step(browser: httpx.AsyncClient, db: Databa
     await browser.post("/console/logout", data={"csrf_token": csrf_of((await browser.get("/console")).text)})
     first = await _login(browser, "wang@example.cn")
     step = await browser.get(first.headers["location"])
-    replay = await browser.post("/console/login/mfa", data={"code": pyotp.TOTP(secret).now(),
-                                                            "csrf_token": csrf_of(step.text)})
+    # the code used above, not the current one: on a slow machine a new 30 s step may have begun since
+    replay = await browser.post("/console/login/mfa", data={"code": used, "csrf_token": csrf_of(step.text)})
     assert replay.status_code == 401
 
 

@@ -211,3 +211,35 @@ async def test_a_verification_only_worker_gathers_receipts_in_longer_rounds(
     assert runtime_module.RECEIPT_GATHER_CODES_S >= 0.06
     assert sum(rounds["codes"]) == 4 and len(rounds["codes"]) <= 2, rounds
     assert sum(rounds["all"]) == 4, rounds  # the others answer within RECEIPT_GATHER_S (bulk: 5 ms)
+
+
+async def test_stopping_stores_receipts_parked_for_their_submit_record(
+    db: Database, settings: Settings, account: AccountFixture
+) -> None:
+    """A receipt that beat its submit's record is parked; once every dispatch has finished (SIGTERM drain),
+    stopping stores it instead of refusing it to the carrier, which may never send it again (the SMSC
+    simulator does not: the cause of a rare failure of the production drain test)."""
+    import asyncio
+
+    from hongyan.channels.base import DeliveryReceipt
+    from hongyan.messaging.states import Status
+    from hongyan.messaging.transitions import Transition, apply_transitions
+
+    mid = await _send(db, settings, account, "+8613800000077")
+    async with db.write() as session:
+        for status in (Status.QUEUED, Status.SENDING):
+            await apply_transitions(session, [Transition(mid, status)])
+    runtime = Runtime(db, settings, MemoryQueue())
+    runtime._retry_parked = lambda: None  # type: ignore[method-assign]  # parked until stop, deterministically
+    runtime._tasks = [asyncio.create_task(runtime._receipt_loop())]
+    answered = asyncio.create_task(runtime.on_receipts([DeliveryReceipt(Status.DELIVERED, "ch", message_id=mid)]))
+
+    async def parked() -> bool:
+        return len(runtime._parked) == 1
+
+    await wait_until(parked, message="the receipt waits for its submit's record")
+    async with db.write() as session:  # the dispatch records the submit
+        await apply_transitions(session, [Transition(mid, Status.SENT)])
+    await runtime.stop()
+    await asyncio.wait_for(answered, timeout=10)  # answered as stored: no ReceiptsNotStored
+    assert await _status(db, mid) == "delivered"

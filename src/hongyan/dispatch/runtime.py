@@ -176,6 +176,10 @@ class Runtime:
         for task in pending:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        # every dispatch has finished and recorded its submits: receipts parked while waiting for those records
+        # can be stored now, with the ones still buffered (a carrier that is told to resend may never do so)
+        self._receipts.extend(self._parked)
+        self._parked = []
         await self._flush_receipts()
         for _receipt, seen in self._parked:  # not stored: the carrier is told to send them again
             seen.fail(ReceiptsNotStored("stopping before the receipt's submit was recorded"))
