@@ -63,6 +63,11 @@ TEXT = "Hongyan e2e benchmark: your order has shipped and will arrive tomorrow."
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+def asyncpg_dsn(url: str) -> str:
+    """The SQLAlchemy URL of a database as asyncpg's own connect() takes it."""
+    return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
 def machine() -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
             "python": platform.python_version(), "platform": platform.platform(terse=True)}
@@ -213,7 +218,7 @@ async def binds_spread(db_url: str, workers: int, binds: int) -> bool:
         return True
     import asyncpg
 
-    conn = await asyncpg.connect(db_url.replace("postgresql+asyncpg://", "postgresql://"))
+    conn = await asyncpg.connect(asyncpg_dsn(db_url))
     try:
         holders = await conn.fetch("SELECT holder, count(*) AS n FROM lease WHERE name LIKE 'bind:%' "
                                    "AND expires_at > now() GROUP BY holder")
@@ -493,11 +498,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                  **{w.pid: f"worker_{i + 1}" for i, w in enumerate(workers)}}
         database = url.partition("?")[0].rsplit("/", 1)[1]
         meter = CpuMeter(roles, database)
-        conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+        conn = await asyncpg.connect(asyncpg_dsn(url))
         try:
             python_roles = {pid: role for pid, role in roles.items() if role != "simulator"}
             profiler = Profiler(Path(args.py_spy), python_roles) if args.py_spy else None
-            waits = WaitSampler(url.replace("postgresql+asyncpg://", "postgresql://"), database)
+            waits = WaitSampler(asyncpg_dsn(url), database)
             waits.start()
             meter.start()
             ingest = await post_batches(server.base, server.key, bodies, args.clients)

@@ -19,8 +19,9 @@ sending (a dispatcher took it) → at the SMSC (connector window, TPS throttle, 
   .venv/bin/python bench/otp_latency.py [--seconds 20] [--rate 50] [--campaign-size 100000]
                                         [--endpoint auto|verify|messages] [--raw FILE]
 
-Each phase also reports the CPU every part used (`cpu`: cores by process from /proc — the API, each worker,
-the simulator, this load generator, all of PostgreSQL, RabbitMQ — and, idle, CPU ms per code), and `setup.machine`
+Each phase also reports the CPU every part used (`cpu`: CPU seconds by process from /proc, as bench/e2e.py — the
+API, each worker, the simulator, this load generator, the database's PostgreSQL backends, RabbitMQ — and, idle,
+CPU ms per code), and `setup.machine`
 how fast the machine was (a pure-Python loop, one PostgreSQL round trip): latency here is CPU queueing, and runs
 on one machine differ by up to 2x within an hour.
 
@@ -56,7 +57,7 @@ from campaign import drop_database, fresh_database, load_contacts  # noqa: E402 
 from ingest import Server  # noqa: E402
 from sqlalchemy import select, update  # noqa: E402
 
-from e2e import delete_vhost, rabbitmq_vhost, stop_processes, wait_binds  # noqa: E402
+from e2e import CpuMeter, asyncpg_dsn, delete_vhost, rabbitmq_vhost, stop_processes, wait_binds  # noqa: E402
 from hongyan.accounts import keys  # noqa: E402
 from hongyan.accounts import service as accounts  # noqa: E402
 from hongyan.accounts.models import Account  # noqa: E402
@@ -311,39 +312,9 @@ async def phase_result(db: Database, sim: SmscSim, load: Load, started: int, lim
     }
 
 
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_ticks(pids: dict[str, int]) -> dict[str, int]:
-    """CPU time (user + system, clock ticks) by part: the processes named in `pids` (and their children's
-    own entries are not summed: each part is one process), every PostgreSQL process (backends, WAL writer,
-    checkpointer: the server's whole cost, whichever client it serves), RabbitMQ's VM, and the rest."""
-    ticks: dict[str, int] = {}
-    by_pid = {pid: name for name, pid in pids.items()}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        used = int(fields[11]) + int(fields[12])
-        name = by_pid.get(int(entry)) or (
-            "postgresql" if cmd.startswith("postgres") else "rabbitmq" if "beam" in cmd else "other")
-        ticks[name] = ticks.get(name, 0) + used
-    return ticks
-
-
-def cpu_used(before: dict[str, int], after: dict[str, int], seconds: float, codes: int) -> dict[str, Any]:
-    """Cores each part used during a phase, and CPU ms per code (meaningful with nothing else running)."""
-    used = {k: (after.get(k, 0) - before.get(k, 0)) / CLK_TCK for k in after}
-    return {
-        "cores": {k: round(v / seconds, 2) for k, v in sorted(used.items()) if v > 0},
-        "ms_per_code": {k: round(1000 * v / codes, 2) for k, v in sorted(used.items()) if v > 0} if codes else {},
-    }
+def with_per_code(cpu: dict[str, Any], codes: int) -> dict[str, Any]:
+    """CpuMeter's figures for a phase, with each part's CPU ms per code (meaningful with nothing else running)."""
+    return {**cpu, "ms_per_code": {k: round(1000 * v / codes, 1) for k, v in cpu["cpu_s"].items() if v > 0}}
 
 
 async def calibrate(url: str) -> dict[str, Any]:
@@ -360,7 +331,7 @@ async def calibrate(url: str) -> dict[str, Any]:
         return time.process_time() - t
 
     python_ms = 1000 * min(loop() for _ in range(3))
-    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
         n = 2000
         cpu, wall = time.process_time(), time.perf_counter()
@@ -371,6 +342,7 @@ async def calibrate(url: str) -> dict[str, Any]:
         await conn.close()
     return {"python_loop_1m_ms": round(python_ms, 1), "pg_round_trip_us": round(1e6 * wall / n, 1),
             "pg_round_trip_client_cpu_us": round(1e6 * cpu / n, 1)}
+
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="hongyan-otp-"))
@@ -469,13 +441,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "machine": await calibrate(url),
                 },
             }
-            pids = {"api": server.proc.pid, "bench": os.getpid()}
+            roles = {server.proc.pid: "api"}  # CPU by part (bench/e2e.py's CpuMeter; this process: load_generator)
             if sim.proc is not None:
-                pids["smsc_sim"] = sim.proc.pid
-            for name, worker in zip(("codes_worker", "bulk_worker"), workers, strict=False):
-                pids[name] = worker.pid
+                roles[sim.proc.pid] = "smsc_sim"
+            for role, worker in zip(("codes_worker", "bulk_worker"), workers, strict=False):
+                roles[worker.pid] = role
             if server.worker is not None:
-                pids["worker"] = server.worker.pid
+                roles[server.worker.pid] = "worker"
+            meter = CpuMeter(roles, url.partition("?")[0].rsplit("/", 1)[1])
             # phase 1: no background load
             await client.post(
                 path,
@@ -503,9 +476,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             async def idle_done() -> bool:
                 return time.perf_counter() >= end
 
-            cpu_before, t_idle = cpu_ticks(pids), time.perf_counter()
+            meter.start()
             started = await idle.run(idle_done)
-            cpu_idle = cpu_used(cpu_before, cpu_ticks(pids), time.perf_counter() - t_idle, idle.started)
+            cpu_idle = with_per_code(meter.stop(), idle.started)
             result["idle"] = await phase_result(db, sim, idle, started, keep, args.raw, "idle")
             result["idle"]["cpu"] = cpu_idle
 
@@ -544,10 +517,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     last_check[1] = stats["submit_sm"] - base - busy.started >= args.campaign_size
                 return last_check[1] or now >= stop_at
 
-            cpu_before = cpu_ticks(pids)
+            meter.start()
             started = await busy.run(campaign_done)
             load_s = time.perf_counter() - t_load
-            cpu_campaign = cpu_used(cpu_before, cpu_ticks(pids), load_s, 0)
+            cpu_campaign = meter.stop()
             at_load_end = sim.stats()["submit_sm"]
             result["campaign"] = await phase_result(db, sim, busy, started, keep, args.raw, "campaign")
             # submit_sm seen while the codes were sent, less the codes (nearly all of them arrived by then)

@@ -178,8 +178,7 @@ class Runtime:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         # every dispatch has finished and recorded its submits: receipts parked while waiting for those records
         # can be stored now, with the ones still buffered (a carrier that is told to resend may never do so)
-        self._receipts.extend(self._parked)
-        self._parked = []
+        self._unpark()
         await self._flush_receipts()
         for _receipt, seen in self._parked:  # not stored: the carrier is told to send them again
             seen.fail(ReceiptsNotStored("stopping before the receipt's submit was recorded"))
@@ -808,10 +807,17 @@ class Runtime:
         self._retry_parked()
 
     def _retry_parked(self) -> None:
-        if self._parked:
-            parked, self._parked = self._parked, []
-            self._receipts.extend(parked)
+        """The parked receipts' next try (a timer after each round that parked some, and the sweep)."""
+        if self._unpark():
             self._receipt_wakeup.set()
+
+    def _unpark(self) -> bool:
+        """Parked receipts back to the ones waiting for a round; whether there were any."""
+        if not self._parked:
+            return False
+        parked, self._parked = self._parked, []
+        self._receipts.extend(parked)
+        return True
 
     async def _periodic(self, what: str, interval_s: float, work: Callable[[], Awaitable[Any]]) -> None:
         """Run `work` at start and then every `interval_s` until stop; a failure is logged and counted, and
